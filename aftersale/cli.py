@@ -1,0 +1,240 @@
+"""The ``aftersale`` command line (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from aftersale.clock import SimulatedClock, as_utc
+from aftersale.config import Settings, load_settings
+from aftersale.durations import parse_duration
+from aftersale.errors import ConfigError, DefinitionError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Post-purchase journeys, surveys and retention metrics.")
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"configuration error: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not an ISO date or time such as 2026-06-01 "
+                                 "or 2026-06-01T09:00+03:00") from None
+    return as_utc(value)
+
+
+@app.command()
+def validate() -> None:
+    """Check journeys, segments and content; print every problem as path:line."""
+    from aftersale.journeys.definitions import check_definitions
+
+    settings = _settings()
+    definitions, problems = check_definitions(settings.journeys_dir, settings.content_dir,
+                                              settings.default_locale)
+    if problems:
+        for problem in problems:
+            out.print(str(problem), highlight=False, soft_wrap=True)
+        err.print(f"{len(problems)} problem(s) found", highlight=False)
+        raise typer.Exit(1)
+    assert definitions is not None
+    out.print(f"ok: {len(definitions.journeys)} journeys, "
+              f"{len(definitions.segments.segments)} segments, "
+              f"{len(definitions.content.templates())} templates")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (Alembic)."""
+    from aftersale.db.migrate import upgrade
+    from aftersale.db.session import make_engine
+
+    settings = _settings()
+    upgrade(make_engine(settings.database_url))
+    out.print("database is up to date")
+
+
+@app.command()
+def ingest(
+    path: Annotated[str, typer.Argument(help="JSON Lines file, or - for standard input")],
+    format: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid",
+                                               help="store the valid lines of a bad file")] = False,
+) -> None:
+    """Import events into the inbox; an invalid line rejects the whole file unless --skip-invalid."""
+    from aftersale.intake.inbox import store_events
+    from aftersale.intake.jsonl import parse_file
+    from aftersale.runtime import open_runtime
+
+    if format != "jsonl":
+        err.print(f"unknown format '{format}'; this version reads jsonl")
+        raise typer.Exit(2)
+    settings = _settings()
+    shown = "<stdin>" if path == "-" else path
+    try:
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        err.print(f"cannot read {shown}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    with handle:
+        parsed = parse_file(handle)
+    for error in parsed.errors:
+        err.print(f"{shown}:{error.line}: {error.reason}", highlight=False, soft_wrap=True)
+    if parsed.errors and not skip_invalid:
+        err.print(f"rejected: {len(parsed.errors)} invalid line(s); nothing stored "
+                  "(fix them, or pass --skip-invalid to store the valid ones)")
+        raise typer.Exit(1)
+    rt = open_runtime(settings)
+    with rt.factory() as session, session.begin():
+        result = store_events(session, parsed.events, "file", rt.now())
+    out.print(f"stored {result.stored} new event(s); {result.duplicates + parsed.duplicates_in_file} "
+              f"already stored; {len(parsed.errors)} invalid line(s) skipped")
+
+
+@app.command()
+def run(
+    until: Annotated[Optional[str], typer.Option(help="step a simulated clock to this time")] = None,
+    tick: Annotated[str, typer.Option(help="simulated clock step, e.g. 1h")] = "1h",
+    start: Annotated[Optional[str], typer.Option(
+        help="where the simulated clock starts (default: where it stopped last time, else the "
+             "oldest pending event)")] = None,
+) -> None:
+    """Process the inbox and dispatch due work now, or step a simulated clock to --until."""
+    from aftersale.runtime import open_runtime
+    from aftersale.state import load_clock
+    from flows.common import using_runtime
+
+    settings = _settings()
+    if until is None:
+        from flows.dispatch_messages import dispatch_messages
+        from flows.process_events import process_events
+
+        with using_runtime(open_runtime(settings)):
+            processed = process_events(reason="cli")
+            dispatched = dispatch_messages()
+        out.print({"process-events": processed, "dispatch-messages": dispatched})
+        return
+    try:
+        step = parse_duration(tick)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tick") from None
+    target = _parse_time(until)
+    rt = open_runtime(settings)
+    begin = _parse_time(start) if start else load_clock(rt.factory) or _oldest_pending(rt)
+    if begin > target:
+        err.print(f"--until {target.isoformat()} is before the clock ({begin.isoformat()})")
+        raise typer.Exit(2)
+    rt.clock = SimulatedClock(begin)
+    from flows.run_until import run_until
+
+    with using_runtime(rt):
+        summary = run_until(until=target, tick=step)
+    out.print(summary)
+
+
+def _oldest_pending(rt: object) -> datetime:
+    from sqlalchemy import func, select
+
+    from aftersale.db.models import InboxEvent
+
+    with rt.factory() as session:  # type: ignore[attr-defined]
+        oldest = session.scalar(select(func.min(InboxEvent.occurred_at))
+                                .where(InboxEvent.status == "pending"))
+    return as_utc(oldest) if oldest else datetime.now(UTC)
+
+
+@app.command()
+def preview(
+    journey: Annotated[str, typer.Argument(help="journey name, e.g. onboarding")],
+    customer: Annotated[Optional[str], typer.Option(help="customer id (default: a sample)")] = None,
+    order: Annotated[Optional[str], typer.Option(help="order id (default: their latest)")] = None,
+    response: Annotated[Optional[list[str]], typer.Option(
+        help="assume a survey answer, e.g. --response nps=3 (repeatable)")] = None,
+) -> None:
+    """Print the timeline of messages this customer would get, rendered, in local time."""
+    from aftersale.preview import PreviewError, preview_journey, print_timeline
+    from aftersale.runtime import open_runtime
+
+    settings = _settings()
+    rt = open_runtime(settings)
+    try:
+        timeline = preview_journey(rt, journey, customer, order, _responses(response or []))
+    except PreviewError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
+    print_timeline(out, timeline)
+
+
+def _responses(values: list[str]) -> dict[str, int]:
+    from aftersale.events import SURVEY_SCALES
+
+    answers = {}
+    for value in values:
+        kind, _, score = value.partition("=")
+        if kind not in SURVEY_SCALES or not score.isdigit():
+            raise typer.BadParameter(f"'{value}' should look like nps=3, csat=5 or ces=6",
+                                     param_hint="--response")
+        answers[kind] = int(score)
+    return answers
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the web app (POST /events, GET /healthz)."""
+    import uvicorn
+
+    from aftersale.web.app import create_app
+
+    settings = _settings()
+    try:
+        settings.require("api_token")
+    except ConfigError as exc:
+        err.print(f"configuration error: {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=10, help="synthetic customers")] = 2000,
+    days: Annotated[int, typer.Option(min=7, help="days of orders")] = 120,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    database: Annotated[Path, typer.Option(help="SQLite file the demo writes")] = Path("aftersale.db"),
+) -> None:
+    """The main job on embedded defaults: a synthetic shop through the real engine."""
+    from aftersale.demo.runner import run_demo
+
+    settings = _settings()
+    run_demo(settings, out, customers=customers, days=days, seed=seed, database=database)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"configuration error: {exc}", highlight=False)
+        sys.exit(2)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

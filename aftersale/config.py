@@ -1,0 +1,96 @@
+"""Settings from the environment (prefix ``AFTERSALE_``) and ``.env``, validated once at start.
+
+A missing or invalid setting stops the program with one line naming the variable; secrets are
+``SecretStr`` so they never print in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aftersale.errors import ConfigError
+
+PREFIX = "AFTERSALE_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///aftersale.db"
+    journeys_dir: Path = Path("journeys")
+    content_dir: Path = Path("content")
+    public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    secret_key: SecretStr | None = None
+    api_token: SecretStr | None = None
+
+    email_provider: Literal["sandbox", "sendgrid"] = "sandbox"
+    sms_provider: Literal["sandbox", "twilio"] = "sandbox"
+    whatsapp_provider: Literal["sandbox", "twilio"] = "sandbox"
+    sandbox_dir: Path | None = None  # also write sandbox messages as files here when set
+
+    email_from: str = "aftersale@example.com"
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: AnyHttpUrl = AnyHttpUrl("https://api.sendgrid.com")
+    sendgrid_webhook_public_key: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_base_url: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_whatsapp_from: str | None = None
+    shopify_webhook_secret: SecretStr | None = None
+
+    default_locale: str = "en"
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    claim_seconds: int = Field(default=300, ge=10)
+    # Older trigger events update history but start no journey (imports of past orders).
+    max_trigger_age_hours: int = Field(default=72, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
+        return value
+
+    @model_validator(mode="after")
+    def _provider_credentials(self) -> Settings:
+        needs = {
+            ("email_provider", "sendgrid"): ["sendgrid_api_key"],
+            ("sms_provider", "twilio"): ["twilio_account_sid", "twilio_auth_token"],
+            ("whatsapp_provider", "twilio"): ["twilio_account_sid", "twilio_auth_token",
+                                              "twilio_whatsapp_from"],
+        }
+        for (field, value), required in needs.items():
+            if getattr(self, field) == value:
+                for name in required:
+                    if not getattr(self, name):
+                        raise ValueError(
+                            f"{PREFIX}{name.upper()} is required when "
+                            f"{PREFIX}{field.upper()}={value}"
+                        )
+        return self
+
+    def require(self, *names: str) -> None:
+        """Fail with one line naming the first missing setting a command needs."""
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(f"{PREFIX}{name.upper()} is required for this command; set it "
+                                  "in the environment or in .env")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; a problem becomes one ConfigError line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if not field:
+            raise ConfigError(message) from None
+        raise ConfigError(f"{PREFIX}{field.upper()}: {message}") from None

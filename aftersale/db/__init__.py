@@ -1,0 +1,1 @@
+"""The database adapter: models, sessions and migrations."""

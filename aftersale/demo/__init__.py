@@ -1,0 +1,1 @@
+"""The synthetic shop and simulated customers behind `aftersale demo`."""

@@ -1,0 +1,125 @@
+"""Build what the pure engine and the segment rules read, from database rows.
+
+This is the one place that turns rows into condition contexts, so ``customer.orders_count``
+means the same in a segment rule, a ``when`` and a preview.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aftersale.db.models import Customer, Enrollment, Order, SurveyResponse
+from aftersale.events import EventType
+from aftersale.journeys.engine import Facts
+from aftersale.segments import OrderFact, SegmentSet, customer_facts
+
+PURCHASE_STATUSES = ("placed", "shipped", "delivered")
+
+
+def order_context(order: Order, segments: SegmentSet | None = None,
+                  is_first: bool | None = None, has_guide: bool | None = None) -> dict[str, Any]:
+    items = order.items or []
+    categories = {str(i.get("category", "")).lower() for i in items}
+    skus = {str(i.get("sku", "")).upper() for i in items}
+    codes = {str(c).upper() for c in order.discount_codes or []}
+    return {
+        "id": order.id,
+        "number": order.number or order.id,
+        "total": order.total,
+        "currency": order.currency,
+        "placed_at": order.placed_at,
+        "status": order.status,
+        "items": items,
+        "item_count": sum(int(i.get("quantity", 1)) for i in items),
+        "discount_used": bool(codes),
+        "is_first_order": is_first,
+        "has_guide": has_guide,
+        "total_in_reporting_currency": (
+            float(segments.to_reporting(order.total, order.currency) or 0) if segments else None
+        ),
+        "tracking": (
+            {"carrier": order.carrier, "number": order.tracking_number, "url": order.tracking_url}
+            if order.tracking_number or order.tracking_url else None
+        ),
+        "has_category": lambda name: str(name).lower() in categories,
+        "has_sku": lambda sku: str(sku).upper() in skus,
+        "has_discount_code": lambda code: str(code).upper() in codes,
+    }
+
+
+def customer_context(customer: Customer) -> dict[str, Any]:
+    locale = customer.locale or ""
+    return {
+        "id": customer.id,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "email": customer.email,
+        "phone": customer.phone,
+        "locale": customer.locale,
+        "language": locale.replace("_", "-").split("-")[0].lower() or None,
+        "country": customer.country,
+        "timezone": customer.timezone,
+        "has_email": bool(customer.email),
+        "has_phone": bool(customer.phone),
+    }
+
+
+def purchase_history(session: Session, customer_id: str) -> list[Order]:
+    """Orders that count as purchases, oldest first (cancelled and refunded ones do not)."""
+    return list(session.scalars(
+        select(Order).where(Order.customer_id == customer_id,
+                            Order.status.in_(PURCHASE_STATUSES))
+        .order_by(Order.placed_at, Order.id)))
+
+
+def segment_context(session: Session, customer: Customer, order: Order | None,
+                    segments: SegmentSet, now: datetime) -> dict[str, Any]:
+    history = purchase_history(session, customer.id)
+    facts = [OrderFact(o.placed_at, Decimal(o.total), o.currency, bool(o.discount_codes))
+             for o in history]
+    index = next((i for i, o in enumerate(history) if order and o.id == order.id), len(history) - 1)
+    context: dict[str, Any] = {"customer": customer_context(customer)}
+    if facts and index >= 0:
+        context["customer"].update(customer_facts(facts, index, segments, now))
+    else:
+        context["customer"].update({"orders_count": 0, "total_spent": 0.0})
+    if order is not None:
+        context["order"] = order_context(order, segments, is_first=index == 0)
+    return context
+
+
+def enrollment_facts(session: Session, enrollment: Enrollment, customer: Customer,
+                     order: Order | None, segments: SegmentSet, now: datetime,
+                     has_guide: bool | None = None) -> Facts:
+    context = segment_context(session, customer, order, segments, now)
+    if order is not None:
+        context["order"]["has_guide"] = has_guide
+    context["segment"] = enrollment.segment
+    responses = session.scalars(
+        select(SurveyResponse).where(SurveyResponse.customer_id == customer.id,
+                                     SurveyResponse.responded_at >= enrollment.enrolled_at)
+        .order_by(SurveyResponse.responded_at, SurveyResponse.id)).all()
+    response: dict[str, Any] = {}
+    for answer in responses:  # latest answer of each kind wins
+        response[answer.kind] = answer.score
+        response["comment"] = answer.comment
+    context["response"] = response
+    seen: dict[str, datetime] = {}
+    if order is not None:
+        for event, when in (
+            (EventType.ORDER_PLACED, order.placed_at),
+            (EventType.ORDER_SHIPPED, order.shipped_at),
+            (EventType.ORDER_DELIVERED, order.delivered_at),
+            (EventType.ORDER_CANCELLED, order.cancelled_at),
+            (EventType.ORDER_REFUNDED, order.refunded_at),
+        ):
+            if when is not None:
+                seen[event.value] = when
+    if responses:
+        seen[EventType.SURVEY_RESPONDED.value] = responses[-1].responded_at
+    return Facts(context=context, seen=seen)

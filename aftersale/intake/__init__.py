@@ -1,0 +1,1 @@
+"""Intake: turning inbound files and requests into stored inbox events."""

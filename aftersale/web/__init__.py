@@ -1,0 +1,1 @@
+"""The web app: intake endpoints (later: webhooks, survey and unsubscribe pages)."""

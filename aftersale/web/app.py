@@ -1,0 +1,77 @@
+"""FastAPI app: ``POST /events`` (bearer token) and ``GET /healthz``.
+
+The guard runs before the body is read into the inbox; a rejected request writes nothing. A
+batch is validated whole: one bad event answers 422 with every reason and stores nothing, so a
+client can fix and resend the same batch (ids make the resend harmless).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from aftersale.config import Settings
+from aftersale.errors import EventError
+from aftersale.events import parse_event
+from aftersale.intake.inbox import store_events
+from aftersale.runtime import Runtime, open_runtime
+
+MAX_BODY = 5 * 1024 * 1024
+
+
+def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
+    runtime = rt or open_runtime(settings)
+    app = FastAPI(title="aftersale", version="0.1.0")
+
+    def _authorized(request: Request) -> bool:
+        token = settings.api_token
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if token is None or scheme.lower() != "bearer" or not given:
+            return False
+        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+
+    @app.post("/events", status_code=202)
+    async def post_events(request: Request) -> JSONResponse:
+        if not _authorized(request):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, "body too large; send at most 5 MB per request")
+        try:
+            data: Any = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
+        items = data if isinstance(data, list) else [data]
+        events, errors = [], []
+        for index, item in enumerate(items):
+            try:
+                events.append(parse_event(item))
+            except EventError as exc:
+                errors.append({"index": index, "id": item.get("id") if isinstance(item, dict)
+                               else None, "error": str(exc)})
+        if errors:
+            return JSONResponse({"error": "invalid events; nothing stored", "events": errors},
+                                status_code=422)
+        with runtime.factory() as session, session.begin():
+            result = store_events(session, events, "api", runtime.now())
+        return JSONResponse({"received": result.received, "stored": result.stored,
+                             "duplicates": result.duplicates}, status_code=202)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        try:
+            with runtime.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            return JSONResponse({"status": "error", "database": type(exc).__name__},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return app

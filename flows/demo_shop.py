@@ -1,0 +1,49 @@
+"""demo-shop: the demo's simulated weeks, one task per week, in a single flow run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from rich.console import Console
+
+from aftersale.demo.runner import Simulator, simulate
+from aftersale.dispatch import DispatchCounts
+from aftersale.journeys.definitions import Definitions
+from aftersale.processing import ProcessCounts
+from aftersale.runtime import Runtime
+from flows.common import publish_counts, runtime
+
+
+@task(name="simulate-week", cache_policy=NO_CACHE)
+def simulate_week(rt: Runtime, sim: Simulator, definitions: Definitions,
+                  until: datetime) -> tuple[ProcessCounts, DispatchCounts]:
+    return simulate(rt, sim, definitions, until)
+
+
+@flow(name="demo-shop", validate_parameters=False)
+def demo_shop(sim_end: str, sim: Simulator, out: Console) -> dict[str, Any]:
+    logger = get_run_logger()
+    rt = runtime()
+    definitions = rt.definitions()
+    end = datetime.fromisoformat(sim_end)
+    processed, dispatched = ProcessCounts(), DispatchCounts()
+    week = 0
+    weeks = -(-(end - rt.now()) // timedelta(weeks=1))
+    while rt.now() < end:
+        week += 1
+        p, d = simulate_week(rt, sim, definitions, min(rt.now() + timedelta(weeks=1), end))
+        processed.add(p)
+        dispatched.add(d)
+        line = (f"week {week:>2}/{weeks} to {rt.now():%Y-%m-%d}: {p.events:>5,} events, "
+                f"{p.enrolled:>4,} enrolled, {p.holdout:>3,} holdout, {d.sent:>5,} sent, "
+                f"{d.not_sent:>3,} not sent")
+        out.print(line, highlight=False)
+        logger.info(line)
+    summary = {**processed.summary(), "sent": dispatched.sent, "not_sent": dispatched.not_sent,
+               "alerts": dispatched.alerts, "sent_by_channel": dict(dispatched.sent_by_channel),
+               "not_sent_reasons": dict(dispatched.not_sent_reasons)}
+    publish_counts("demo-shop-counts", summary, "Counts of the last demo run")
+    return summary

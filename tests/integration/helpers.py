@@ -1,0 +1,60 @@
+"""Drive the real pipeline on a simulated clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from aftersale.clock import SimulatedClock
+from aftersale.db.models import Message
+from aftersale.events import parse_event
+from aftersale.intake.inbox import StoreResult, store_events
+from aftersale.journeys.definitions import Definitions
+from aftersale.journeys.engine import in_holdout
+from aftersale.pipeline import dispatch_due, drain_inbox
+from aftersale.runtime import Runtime
+
+
+def feed(rt: Runtime, *raw: dict[str, Any]) -> StoreResult:
+    with rt.factory() as session, session.begin():
+        return store_events(session, [parse_event(r) for r in raw], "test", rt.now())
+
+
+def run_to(rt: Runtime, definitions: Definitions, until: datetime,
+           tick: timedelta = timedelta(hours=1)) -> None:
+    """Process and dispatch at every tick up to ``until``, as ``aftersale run --until`` does."""
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
+    while True:
+        drain_inbox(rt, definitions)
+        dispatch_due(rt, definitions)
+        if clock.now() >= until:
+            return
+        clock.set(min(clock.now() + tick, until))
+
+
+def sent(rt: Runtime, customer_id: str | None = None) -> list[Message]:
+    with rt.factory() as session:
+        query = select(Message).order_by(Message.created_at, Message.step_key)
+        if customer_id:
+            query = query.where(Message.customer_id == customer_id)
+        return list(session.scalars(query))
+
+
+def treated_customer(journey: str, percent: float, prefix: str = "c") -> str:
+    """A customer id that is not in the journey's holdout group."""
+    for n in range(1000):
+        cid = f"{prefix}-{n}"
+        if not in_holdout(journey, cid, percent):
+            return cid
+    raise AssertionError("no treated id found")
+
+
+def holdout_customer(journey: str, percent: float, prefix: str = "h") -> str:
+    for n in range(10000):
+        cid = f"{prefix}-{n}"
+        if in_holdout(journey, cid, percent):
+            return cid
+    raise AssertionError("no holdout id found")

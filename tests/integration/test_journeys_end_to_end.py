@@ -1,0 +1,241 @@
+"""Orders in, messages out: the real intake, engine, database and sandbox channel, on SQLite
+and PostgreSQL, with a simulated clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from aftersale.db.models import AlertRecord, Enrollment, InboxEvent, Message, SandboxOutbox
+from aftersale.runtime import Runtime
+from tests.conftest import START
+from tests.factories import answer, days, follow, placed
+from tests.integration.helpers import feed, holdout_customer, run_to, sent, treated_customer
+
+
+def _enrollments(rt: Runtime, customer_id: str) -> dict[str, Enrollment]:
+    with rt.factory() as session:
+        rows = session.scalars(select(Enrollment).where(Enrollment.customer_id == customer_id))
+        return {e.journey: e for e in rows}
+
+
+def test_a_first_time_drone_buyer_gets_tracking_tutorial_checkin_and_nps(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid))
+    run_to(rt, definitions, START + days(1))
+    enrollments = _enrollments(rt, cid)
+    assert set(enrollments) == {"order-updates", "onboarding"}
+    assert enrollments["onboarding"].segment == "first_time"
+    assert enrollments["onboarding"].journey_version_id is not None
+    assert sent(rt, cid) == []  # nothing before the parcel ships
+
+    feed(rt, follow("shipped", "o-1", START + days(1), cid))
+    run_to(rt, definitions, START + days(3))
+    shipping = [m for m in sent(rt, cid) if m.template == "shipping_update"]
+    assert len(shipping) == 1
+    assert shipping[0].channel == "whatsapp"  # first of [whatsapp, sms, email] with consent
+    assert shipping[0].recipient == "whatsapp:+905321234567"
+    assert "https://track.example.com/o-1" in (shipping[0].body_text or "")
+
+    feed(rt, follow("delivered", "o-1", START + days(3), cid))
+    run_to(rt, definitions, START + days(11))
+    templates = [m.template for m in sent(rt, cid)]
+    assert templates == ["shipping_update", "product_tutorial", "csat_checkin"]
+    tutorial = sent(rt, cid)[1]
+    assert tutorial.sent_at is not None and tutorial.sent_at >= START + days(4)
+    assert tutorial.locale == "tr"
+
+    feed(rt, answer("a-1", "csat", 5, START + days(11, ), cid))
+    run_to(rt, definitions, START + days(27))
+    nps = [m for m in sent(rt, cid) if m.template == "nps_survey"]
+    assert len(nps) == 1
+    assert "/s/" in (nps[0].body_text or nps[0].body_html or "")
+
+    feed(rt, answer("a-2", "nps", 3, START + days(27), cid, comment="kırık geldi"))
+    run_to(rt, definitions, START + days(29))
+    assert [m.template for m in sent(rt, cid)][-1] == "detractor_followup"
+    with rt.factory() as session:
+        alerts = session.scalars(select(AlertRecord)).all()
+        assert [(a.kind, a.customer_id) for a in alerts] == [("detractor", cid)]
+        assert alerts[0].details["response"]["nps"] == 3
+        onboarding = session.get(Enrollment, _enrollments(rt, cid)["onboarding"].id)
+        assert onboarding is not None and onboarding.status == "completed"
+        delivered = session.scalar(select(func.count()).select_from(SandboxOutbox))
+        assert delivered == len(sent(rt, cid))
+
+
+def test_a_cancelled_order_ends_its_journeys_at_once_and_sends_nothing(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid))
+    run_to(rt, definitions, START + days(1))
+    feed(rt, follow("cancelled", "o-1", START + days(1), cid))
+    run_to(rt, definitions, START + days(60), tick=days(1) / 4)
+    assert sent(rt, cid) == []
+    assert {e.status for e in _enrollments(rt, cid).values()} == {"exited"}
+    assert all(e.end_reason == "exit event order.cancelled"
+               for e in _enrollments(rt, cid).values())
+
+
+def test_a_cancellation_after_the_message_was_queued_stops_it(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START, cid))
+    from aftersale.dispatch import advance_due
+    from aftersale.pipeline import dispatch_due, drain_inbox
+
+    drain_inbox(rt, definitions)
+    advance_due(rt.factory, definitions, rt.clock)  # queued, not yet sent
+    feed(rt, follow("cancelled", "o-1", START, cid))
+    drain_inbox(rt, definitions)
+    dispatch_due(rt, definitions)
+    [message] = sent(rt, cid)
+    assert message.status == "not_sent"
+    assert message.status_reason == "order.cancelled before sending"
+
+
+def test_the_holdout_group_is_enrolled_and_recorded_but_gets_nothing(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = holdout_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START + days(1), cid),
+         follow("delivered", "o-1", START + days(2), cid))
+    run_to(rt, definitions, START + days(40), tick=days(1) / 2)
+    onboarding = _enrollments(rt, cid)["onboarding"]
+    assert onboarding.holdout is True and onboarding.status == "completed"
+    # the transactional journey has no holdout: the tracking link still goes out
+    assert [m.template for m in sent(rt, cid)] == ["shipping_update"]
+
+
+def test_replayed_events_and_repeated_runs_never_double_anything(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    events = [placed("o-1", START, cid), follow("shipped", "o-1", START, cid),
+              follow("delivered", "o-1", START + days(1), cid)]
+    first = feed(rt, *events)
+    second = feed(rt, *events)
+    assert (first.stored, second.stored, second.duplicates) == (3, 0, 3)
+    run_to(rt, definitions, START + days(8))
+    before = [(m.enrollment_id, m.step_key) for m in sent(rt, cid)]
+    feed(rt, *events)
+    run_to(rt, definitions, START + days(8))  # same time again: nothing new is due
+    after = [(m.enrollment_id, m.step_key) for m in sent(rt, cid)]
+    assert before == after and len(after) == len(set(after)) == 3
+    with rt.factory() as session:
+        assert session.scalar(select(func.count()).select_from(InboxEvent)) == 3
+        assert session.scalar(select(func.count()).select_from(Enrollment)) == 2
+
+
+def test_one_bad_event_fails_alone_and_the_rest_of_the_batch_goes_on(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    feed(rt, follow("shipped", "o-missing", START), placed("o-1", START, "c-ok"))
+    run_to(rt, definitions, START)
+    with rt.factory() as session:
+        rows = {r.event_id: r for r in session.scalars(select(InboxEvent))}
+    assert rows["evt-o-missing-shipped"].status == "failed"
+    assert "order o-missing is unknown" in (rows["evt-o-missing-shipped"].error or "")
+    assert rows["evt-o-1-placed"].status == "processed"
+    assert _enrollments(rt, "c-ok")
+
+
+def test_a_customer_nobody_can_reach_is_skipped_with_the_reason(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid, email=None, phone=None,
+                    consent={"email": False, "sms": False, "whatsapp": False}),
+         follow("shipped", "o-1", START, cid))
+    run_to(rt, definitions, START + days(1))
+    [message] = sent(rt, cid)
+    assert message.status == "not_sent"
+    assert message.status_reason is not None and "no phone number" in message.status_reason
+    assert "no e-mail address" in message.status_reason
+
+
+def test_marketing_needs_consent_but_the_tracking_link_does_not(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid, consent={"email": False, "sms": False, "whatsapp": False}),
+         follow("shipped", "o-1", START, cid), follow("delivered", "o-1", START, cid))
+    run_to(rt, definitions, START + days(3))
+    by_template = {m.template: m for m in sent(rt, cid)}
+    assert by_template["shipping_update"].status == "sent"
+    assert by_template["product_tutorial"].status == "not_sent"
+    assert "no consent" in (by_template["product_tutorial"].status_reason or "")
+
+
+def test_a_mug_buyer_gets_no_drone_tutorial(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid, category="headphones_none"),
+         follow("shipped", "o-1", START, cid), follow("delivered", "o-1", START, cid))
+    run_to(rt, definitions, START + days(8))
+    assert "product_tutorial" not in [m.template for m in sent(rt, cid)]
+
+
+def test_an_edited_journey_keeps_enrollments_in_flight_on_their_version(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    journeys, _ = definitions_dirs
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START, cid),
+         follow("delivered", "o-1", START, cid))
+    run_to(rt, rt.definitions(), START + days(2))
+    old_version = _enrollments(rt, cid)["onboarding"].journey_version_id
+    # The marketer removes the tutorial and the CSAT step: only new enrollments see that.
+    path = journeys / "onboarding.yaml"
+    text = path.read_text()
+    text = text.replace("  - send: csat_checkin\n    channels: [email, whatsapp, sms]\n", "")
+    path.write_text(text)
+    edited = rt.definitions()
+    run_to(rt, edited, START + days(8))
+    assert "csat_checkin" in [m.template for m in sent(rt, cid)]
+    other = treated_customer("onboarding", 10, prefix="n")
+    feed(rt, placed("o-2", START + days(8), other), follow("shipped", "o-2", START + days(8), other),
+         follow("delivered", "o-2", START + days(8), other))
+    run_to(rt, edited, START + days(16))
+    assert _enrollments(rt, other)["onboarding"].journey_version_id != old_version
+    assert "csat_checkin" not in [m.template for m in sent(rt, other)]
+
+
+def test_an_invalid_edit_is_refused_and_the_last_valid_set_keeps_running(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    journeys, _ = definitions_dirs
+    cid = treated_customer("onboarding", 10)
+    rt.definitions()  # records the valid set
+    (journeys / "onboarding.yaml").write_text("journey: onboarding\ntrigger: order.placed\n"
+                                              "steps:\n  - wait: soon\n")
+    definitions = rt.definitions()
+    assert rt.problems and rt.problems[0].path.endswith("onboarding.yaml")
+    assert rt.problems[0].line == 4
+    assert "onboarding" in definitions.journeys
+    feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START, cid),
+         follow("delivered", "o-1", START, cid))
+    run_to(rt, definitions, START + days(2))
+    assert [m.template for m in sent(rt, cid)] == ["shipping_update", "product_tutorial"]
+
+
+def test_segments_follow_priority_when_a_customer_matches_several(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    # The second order makes 2 orders, both discounted, over 1,000 EUR in all: vip,
+    # discount_hunter and repeat all match, and vip is listed first.
+    feed(rt, placed("o-1", START, "c-9", total="30000.00", codes=["SAVE10"]))
+    feed(rt, placed("o-2", START + days(10), "c-9", total="30000.00", codes=["SAVE10"]))
+    run_to(rt, definitions, START + days(10), tick=days(1))
+    with rt.factory() as session:
+        segments = session.execute(select(Enrollment.order_id, Enrollment.segment)
+                                   .where(Enrollment.journey != "order-updates")
+                                   .order_by(Enrollment.order_id)).all()
+    assert [tuple(r) for r in segments] == [("o-1", "first_time"), ("o-2", "vip")]
+
+
+def test_every_sent_message_is_in_the_sandbox_outbox_once(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    for n in range(12):
+        cid = f"c-{n}"
+        feed(rt, placed(f"o-{n}", START, cid), follow("shipped", f"o-{n}", START, cid),
+             follow("delivered", f"o-{n}", START + days(1), cid))
+    run_to(rt, definitions, START + days(9), tick=days(1) / 4)
+    with rt.factory() as session:
+        sent_ids = set(session.scalars(select(Message.id).where(Message.status == "sent")))
+        outbox = session.scalars(select(SandboxOutbox.message_id)).all()
+    assert sent_ids and sorted(outbox) == sorted(sent_ids)
