@@ -13,6 +13,7 @@ import ast
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 #: The fields a condition may read, per root. ``response`` is the latest survey answer in the
@@ -151,7 +152,9 @@ def _eval(node: ast.expr, ctx: Mapping[str, Any]) -> Any:
             return not _eval(operand, ctx)
         case ast.UnaryOp(op=ast.USub(), operand=operand):
             value = _eval(operand, ctx)
-            return None if value is None else -value
+            if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+                return None  # "minus a text" is missing, not an error mid-journey
+            return -value
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             current = _eval(left, ctx)
             for op, comparator in zip(ops, comparators, strict=True):

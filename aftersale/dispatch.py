@@ -31,6 +31,7 @@ from aftersale.clock import Clock
 from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order
 from aftersale.facts import customer_context, enrollment_facts, order_context
 from aftersale.journeys.definitions import Definitions, VersionCache
+from aftersale.journeys.model import Journey
 from aftersale.journeys.engine import AlertAction, Position, SendAction, Skip, Status, advance
 from aftersale.links import Links
 from aftersale.events import SURVEY_SCALES
@@ -91,18 +92,19 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
                                      Enrollment.due_at <= now)
             .order_by(Enrollment.due_at, Enrollment.id).limit(limit), session)).all()
         versions = VersionCache(session)
+        customers = _by_id(session, Customer, {e.customer_id for e in rows})
+        orders = _by_id(session, Order, {e.order_id for e in rows if e.order_id})
         for enrollment in rows:
             counts.advanced += 1
-            _advance_one(session, enrollment, versions, definitions, now, counts)
+            _advance_one(session, enrollment, versions.get(enrollment.journey_version_id),
+                         customers[enrollment.customer_id], orders.get(enrollment.order_id),
+                         definitions, now, counts)
     return counts
 
 
-def _advance_one(session: Session, enrollment: Enrollment, versions: VersionCache,
-                 definitions: Definitions, now: datetime, counts: DispatchCounts) -> None:
-    journey = versions.get(enrollment.journey_version_id)
-    customer = session.get(Customer, enrollment.customer_id)
-    order = session.get(Order, enrollment.order_id) if enrollment.order_id else None
-    assert customer is not None
+def _advance_one(session: Session, enrollment: Enrollment, journey: Journey,
+                 customer: Customer, order: Order | None, definitions: Definitions,
+                 now: datetime, counts: DispatchCounts) -> None:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
     facts = enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
@@ -140,7 +142,6 @@ def _advance_one(session: Session, enrollment: Enrollment, versions: VersionCach
             counts.exited += 1
         else:
             counts.completed += 1
-    session.flush()
 
 
 # -- 2 + 3. send -----------------------------------------------------------------------------

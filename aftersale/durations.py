@@ -19,8 +19,11 @@ def parse_duration(text: str | int) -> timedelta:
     if not _WHOLE.match(text):
         raise ValueError(f"'{text}' is not a duration; write e.g. 30m, 6h, 1d, 2w or 1d12h")
     total = timedelta()
-    for amount, unit in _PART.findall(text):
-        total += timedelta(**{_UNIT[unit]: int(amount)})
+    try:
+        for amount, unit in _PART.findall(text):
+            total += timedelta(**{_UNIT[unit]: int(amount)})
+    except OverflowError:
+        raise ValueError(f"'{text}' is too long; keep durations under a few years") from None
     if total <= timedelta(0):
         raise ValueError(f"'{text}' is zero; a duration must be positive")
     return total

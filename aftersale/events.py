@@ -198,7 +198,7 @@ class Event(_Open):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: Any) -> Any:
-        if value not in set(EventType):
+        if not isinstance(value, str) or value not in set(EventType):
             known = ", ".join(t.value for t in EventType)
             raise ValueError(f"unknown event type '{value}'; known types: {known}")
         return value

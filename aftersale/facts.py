@@ -6,6 +6,7 @@ means the same in a segment rule, a ``when`` and a preview.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -77,28 +78,69 @@ def purchase_history(session: Session, customer_id: str) -> list[Order]:
         .order_by(Order.placed_at, Order.id)))
 
 
-def segment_context(session: Session, customer: Customer, order: Order | None,
-                    segments: SegmentSet, now: datetime) -> dict[str, Any]:
+class LazyFacts(Mapping[str, Any]):
+    """Fields known at once, plus history fields loaded by one query on first use: most
+    engine steps (a wait, a send without ``when``) never read the history."""
+
+    def __init__(self, known: dict[str, Any], load: Callable[[], dict[str, Any]]):
+        self._known, self._load, self._loaded = known, load, False
+
+    def _ensure(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            self._known.update(self._load())
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._known:
+            self._ensure()
+        return self._known[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._ensure()
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._known)
+
+
+def history_facts(session: Session, customer: Customer, order: Order | None,
+                  segments: SegmentSet, now: datetime) -> tuple[dict[str, Any], bool]:
+    """``customer.*`` history fields as of ``order``, and whether it is their first order."""
     history = purchase_history(session, customer.id)
     facts = [OrderFact(o.placed_at, Decimal(o.total), o.currency, bool(o.discount_codes))
              for o in history]
     index = next((i for i, o in enumerate(history) if order and o.id == order.id), len(history) - 1)
-    context: dict[str, Any] = {"customer": customer_context(customer)}
-    if facts and index >= 0:
-        context["customer"].update(customer_facts(facts, index, segments, now))
-    else:
-        context["customer"].update({"orders_count": 0, "total_spent": 0.0})
+    if not facts or index < 0:
+        return {"orders_count": 0, "total_spent": 0.0}, False
+    return customer_facts(facts, index, segments, now), index == 0
+
+
+def segment_context(session: Session, customer: Customer, order: Order | None,
+                    segments: SegmentSet, now: datetime) -> dict[str, Any]:
+    history, is_first = history_facts(session, customer, order, segments, now)
+    context: dict[str, Any] = {"customer": customer_context(customer) | history}
     if order is not None:
-        context["order"] = order_context(order, segments, is_first=index == 0)
+        context["order"] = order_context(order, segments, is_first=is_first)
     return context
 
 
 def enrollment_facts(session: Session, enrollment: Enrollment, customer: Customer,
                      order: Order | None, segments: SegmentSet, now: datetime,
                      has_guide: bool | None = None) -> Facts:
-    context = segment_context(session, customer, order, segments, now)
+    cache: dict[str, Any] = {}
+
+    def history() -> tuple[dict[str, Any], bool]:
+        if "facts" not in cache:
+            cache["facts"] = history_facts(session, customer, order, segments, now)
+        return cache["facts"]
+
+    context: dict[str, Any] = {
+        "customer": LazyFacts(customer_context(customer), lambda: history()[0])}
     if order is not None:
-        context["order"]["has_guide"] = has_guide
+        known = order_context(order, segments) | {"has_guide": has_guide}
+        del known["is_first_order"]
+        context["order"] = LazyFacts(known, lambda: {"is_first_order": history()[1]})
     context["segment"] = enrollment.segment
     responses = session.scalars(
         select(SurveyResponse).where(SurveyResponse.customer_id == customer.id,

@@ -113,6 +113,7 @@ class _Applier:
     versions: VersionCache
     counts: ProcessCounts
     max_trigger_age: timedelta | None
+    version_ids: dict[str, int] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         customer = self.upsert_customer(event) if event.customer else None
@@ -129,9 +130,11 @@ class _Applier:
             customer = self.session.get(Customer, order.customer_id)
         if customer is None:
             return
+        self.session.flush()
         self.exit_enrollments(event, customer, order)
         self.resume_waiting(event, customer, order)
         self.enroll(event, customer, order)
+        self.session.flush()
 
     # -- state ---------------------------------------------------------------------------
     def upsert_customer(self, event: Event) -> Customer:
@@ -248,20 +251,22 @@ class _Applier:
             return
         context = segment_context(self.session, customer, order, self.definitions.segments, now)
         segment = self.definitions.segments.assign(context)
+        entered = set(self.session.execute(
+            select(Enrollment.journey, Enrollment.entry_key)
+            .where(Enrollment.customer_id == customer.id)).tuples())
         for journey in journeys:
             if segment is None or (journey.segments and segment not in journey.segments):
                 self.counts.not_eligible += 1
                 continue
             entry_key = self._entry_key(journey, order)
-            exists = self.session.scalar(select(Enrollment.id).where(
-                Enrollment.journey == journey.name, Enrollment.customer_id == customer.id,
-                Enrollment.entry_key == entry_key))
-            if exists is not None:
-                continue
+            if (journey.name, entry_key) in entered:
+                continue  # the re-entry rule: once per order, or once per customer
             holdout = in_holdout(journey.name, customer.id, journey.holdout_percent)
+            if journey.name not in self.version_ids:
+                self.version_ids[journey.name] = ensure_version(self.session, journey, self.clock)
             self.session.add(Enrollment(
                 journey=journey.name,
-                journey_version_id=ensure_version(self.session, journey, self.clock),
+                journey_version_id=self.version_ids[journey.name],
                 customer_id=customer.id, order_id=order.id if order else None,
                 entry_key=entry_key, segment=segment, holdout=holdout,
                 # The holdout group is recorded (metrics compare it) but never gets a step.
@@ -269,7 +274,6 @@ class _Applier:
                 end_reason="holdout" if holdout else None,
                 ended_at=now if holdout else None,
                 pc=0, due_at=None if holdout else now, enrolled_at=now))
-            self.session.flush()
             self.counts.by_segment[segment] += 1
             if holdout:
                 self.counts.holdout += 1

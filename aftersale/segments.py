@@ -94,7 +94,12 @@ def compile_segments(doc: Located) -> tuple[SegmentSet | None, list[Problem]]:
                                     f"known fields: {', '.join(sorted(_TOP))}"))
     currency = str(data.get("reporting_currency", "EUR")).upper()
     rates: dict[str, Decimal] = {currency: Decimal(1)}
-    for code, rate in (data.get("exchange_rates") or {}).items():
+    raw_rates = data.get("exchange_rates") or {}
+    if not isinstance(raw_rates, dict):
+        problems.append(doc.problem(("exchange_rates",), "exchange_rates must map currency "
+                                    "codes to rates", "e.g. exchange_rates: {GBP: 1.17}"))
+        raw_rates = {}
+    for code, rate in raw_rates.items():
         try:
             rates[str(code).upper()] = Decimal(str(rate))
         except ArithmeticError:

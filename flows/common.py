@@ -15,9 +15,12 @@ from typing import Any
 from prefect.artifacts import create_table_artifact
 
 from aftersale.config import load_settings
+from aftersale.journeys.definitions import Definitions
 from aftersale.runtime import Runtime, open_runtime
 
 _injected: ContextVar[Runtime | None] = ContextVar("aftersale_runtime", default=None)
+_working: ContextVar[tuple[Runtime, Definitions] | None] = ContextVar("aftersale_work",
+                                                                     default=None)
 
 
 @contextmanager
@@ -31,6 +34,25 @@ def using_runtime(rt: Runtime) -> Iterator[Runtime]:
 
 def runtime() -> Runtime:
     return _injected.get() or open_runtime(load_settings())
+
+
+@contextmanager
+def working_with(rt: Runtime, definitions: Definitions) -> Iterator[None]:
+    """What a flow's tasks work with. Tasks read it from here rather than as parameters:
+    Prefect walks every parameter of every task run, which costs seconds for a whole
+    definition set and is of no use in the UI."""
+    token = _working.set((rt, definitions))
+    try:
+        yield
+    finally:
+        _working.reset(token)
+
+
+def work() -> tuple[Runtime, Definitions]:
+    current = _working.get()
+    if current is None:
+        raise RuntimeError("this task runs inside its flow, which sets what it works with")
+    return current
 
 
 def publish_counts(key: str, counts: dict[str, Any], description: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,22 +14,39 @@ from rich.console import Console
 
 from aftersale.demo.runner import Simulator, simulate
 from aftersale.dispatch import DispatchCounts
-from aftersale.journeys.definitions import Definitions
 from aftersale.processing import ProcessCounts
-from aftersale.runtime import Runtime
-from flows.common import publish_counts, runtime
+from flows.common import publish_counts, runtime, work, working_with
 
 
 @task(name="simulate-week", cache_policy=NO_CACHE)
-def simulate_week(rt: Runtime, sim: Simulator, definitions: Definitions,
-                  until: datetime) -> tuple[ProcessCounts, DispatchCounts]:
-    return simulate(rt, sim, definitions, until)
+def simulate_week(until: datetime) -> tuple[ProcessCounts, DispatchCounts]:
+    rt, definitions = work()
+    world = _world.get()
+    assert world is not None
+    return simulate(rt, world[0], definitions, until)
 
 
-@flow(name="demo-shop", validate_parameters=False)
-def demo_shop(sim_end: str, sim: Simulator, out: Console) -> dict[str, Any]:
+_world: ContextVar[tuple[Simulator, Console] | None] = ContextVar("demo_world", default=None)
+
+
+@contextmanager
+def simulating(sim: Simulator, out: Console) -> Iterator[None]:
+    """Hand the simulator to the flow without making it a (stored) flow parameter."""
+    token = _world.set((sim, out))
+    try:
+        yield
+    finally:
+        _world.reset(token)
+
+
+@flow(name="demo-shop")
+def demo_shop(sim_end: str) -> dict[str, Any]:
     logger = get_run_logger()
     rt = runtime()
+    world = _world.get()
+    if world is None:
+        raise RuntimeError("demo-shop runs inside `aftersale demo`, which provides the shop")
+    sim, out = world
     definitions = rt.definitions()
     end = datetime.fromisoformat(sim_end)
     processed, dispatched = ProcessCounts(), DispatchCounts()
@@ -34,7 +54,8 @@ def demo_shop(sim_end: str, sim: Simulator, out: Console) -> dict[str, Any]:
     weeks = -(-(end - rt.now()) // timedelta(weeks=1))
     while rt.now() < end:
         week += 1
-        p, d = simulate_week(rt, sim, definitions, min(rt.now() + timedelta(weeks=1), end))
+        with working_with(rt, definitions):
+            p, d = simulate_week(min(rt.now() + timedelta(weeks=1), end))
         processed.add(p)
         dispatched.add(d)
         line = (f"week {week:>2}/{weeks} to {rt.now():%Y-%m-%d}: {p.events:>5,} events, "

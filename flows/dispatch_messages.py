@@ -8,16 +8,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aftersale.dispatch import DispatchCounts
-from aftersale.journeys.definitions import Definitions
 from aftersale.pipeline import dispatch_due
-from aftersale.runtime import Runtime
-from flows.common import publish_counts, runtime
+from flows.common import publish_counts, runtime, work, working_with
 
 
 @task(name="dispatch-due", cache_policy=NO_CACHE)
-def dispatch_due_task(rt: Runtime, definitions: Definitions, max_batches: int) -> DispatchCounts:
+def dispatch_due_task(max_batches: int) -> DispatchCounts:
     # Not retried by Prefect: a half-done send is resolved by the message states, not by
     # running the whole batch again.
+    rt, definitions = work()
     return dispatch_due(rt, definitions, max_batches)
 
 
@@ -28,7 +27,8 @@ def dispatch_messages(max_batches: int = 100) -> dict[str, Any]:
     definitions = rt.definitions()
     for problem in rt.problems:
         logger.error("invalid definitions refused, running the last valid set: %s", problem)
-    counts = dispatch_due_task(rt, definitions, max_batches)
+    with working_with(rt, definitions):
+        counts = dispatch_due_task(max_batches)
     summary = counts.summary()
     logger.info("dispatch-messages: %s", summary)
     publish_counts("dispatch-messages-counts", summary, "Messages dispatched in the last run")

@@ -14,17 +14,17 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.clock import SimulatedClock
 from aftersale.dispatch import DispatchCounts
-from aftersale.journeys.definitions import Definitions
 from aftersale.pipeline import drain_inbox, dispatch_due
 from aftersale.processing import ProcessCounts
-from aftersale.runtime import Runtime
 from aftersale.state import save_clock
-from flows.common import publish_counts, runtime
+from flows.common import publish_counts, runtime, work, working_with
 
 
 @task(name="simulate-day", cache_policy=NO_CACHE)
-def simulate_day(rt: Runtime, definitions: Definitions, clock: SimulatedClock, end: datetime,
-                 tick: timedelta) -> tuple[ProcessCounts, DispatchCounts]:
+def simulate_day(end: datetime, tick: timedelta) -> tuple[ProcessCounts, DispatchCounts]:
+    rt, definitions = work()
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
     processed, dispatched = ProcessCounts(), DispatchCounts()
     while True:
         processed.add(drain_inbox(rt, definitions))
@@ -45,7 +45,8 @@ def run_until(until: datetime, tick: timedelta) -> dict[str, Any]:
     processed, dispatched = ProcessCounts(), DispatchCounts()
     while True:
         day_end = min(clock.now() + timedelta(days=1), until)
-        p, d = simulate_day(rt, definitions, clock, day_end, tick)
+        with working_with(rt, definitions):
+            p, d = simulate_day(day_end, tick)
         processed.add(p)
         dispatched.add(d)
         save_clock(rt.factory, clock.now())

@@ -34,7 +34,7 @@ from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.processing import ProcessCounts
 from aftersale.runtime import Runtime, open_runtime
 
-TICK = timedelta(hours=2)
+TICK = timedelta(hours=4)  # fine enough for waits measured in days
 TAIL = timedelta(days=60)  # after the last order, let journeys run to their end
 
 
@@ -159,10 +159,10 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     # journeys, but it is what makes returning customers "at risk" or "repeat".
     feed(rt, sim, sim.due(shop.start - timedelta(days=3650), shop.start))
     from flows.common import using_runtime
-    from flows.demo_shop import demo_shop
+    from flows.demo_shop import demo_shop, simulating
 
-    with using_runtime(rt):
-        summary = demo_shop(sim_end=(shop.end + TAIL).isoformat(), sim=sim, out=out)
+    with using_runtime(rt), simulating(sim, out):
+        summary = demo_shop(sim_end=(shop.end + TAIL).isoformat())
     report = summarize(rt)
     print_summary(out, report)
     wall = time.monotonic() - started
@@ -183,26 +183,26 @@ def summarize(rt: Runtime) -> list[dict[str, Any]]:
             select(Enrollment.segment, func.count(func.distinct(Enrollment.customer_id)))
             .where(Enrollment.holdout.is_(True)).group_by(Enrollment.segment)).all())
         sent = session.execute(
-            select(Enrollment.segment, Message.channel, func.count())
+            select(Enrollment.segment, Message.channel, func.count()).select_from(Message)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "sent").group_by(Enrollment.segment, Message.channel)).all()
         not_sent = dict(session.execute(
-            select(Enrollment.segment, func.count())
+            select(Enrollment.segment, func.count()).select_from(Message)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "not_sent").group_by(Enrollment.segment)).all())
         answered = dict(session.execute(
             select(Enrollment.segment, func.count(func.distinct(SurveyResponse.id)))
-            .join(Message, Message.id == SurveyResponse.message_id)
+            .select_from(SurveyResponse).join(Message, Message.id == SurveyResponse.message_id)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .group_by(Enrollment.segment)).all())
         surveys = dict(session.execute(
-            select(Enrollment.segment, func.count())
+            select(Enrollment.segment, func.count()).select_from(Message)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "sent",
                    Message.template.in_(["nps_survey", "csat_checkin", "ces_checkin"]))
             .group_by(Enrollment.segment)).all())
         alerts = dict(session.execute(
-            select(Enrollment.segment, func.count())
+            select(Enrollment.segment, func.count()).select_from(AlertRecord)
             .join(Enrollment, Enrollment.id == AlertRecord.enrollment_id)
             .group_by(Enrollment.segment)).all())
         orders = session.scalar(select(func.count()).select_from(Order))

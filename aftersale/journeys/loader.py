@@ -110,10 +110,14 @@ class _Compiler:
         if not isinstance(channels, list) or not channels:
             self.problem((*loc, "channels"), "channels must be a list such as [whatsapp, email]")
             return
+        known = True
         for i, channel in enumerate(channels):
-            if channel not in CHANNELS:
+            if not isinstance(channel, str) or channel not in CHANNELS:
                 self.problem((*loc, "channels", i), f"unknown channel '{channel}'",
                              f"use {', '.join(CHANNELS)}")
+                known = False
+        if not known:
+            return
         if len(set(channels)) != len(channels):
             self.problem((*loc, "channels"), "a channel is listed twice")
         self.program.append(Send(key, template, tuple(channels), when))
@@ -127,7 +131,7 @@ class _Compiler:
             return
         timeout = self.duration(step["timeout"], (*loc, "timeout"))
         on_timeout = step.get("on_timeout", OnTimeout.CONTINUE.value)
-        if on_timeout not in {o.value for o in OnTimeout}:
+        if not isinstance(on_timeout, str) or on_timeout not in {o.value for o in OnTimeout}:
             self.problem((*loc, "on_timeout"), f"on_timeout must be continue or end, not '{on_timeout}'")
             return
         if timeout and event in EVENT_NAMES:
@@ -211,15 +215,19 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
         if required not in data:
             c.problem((), f"missing '{required}'")
     name = data.get("journey")
-    if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
+    if "journey" in data and (not isinstance(name, str) or not _NAME.match(name)):
         c.problem(("journey",), "journey needs a name of lowercase letters, digits, - and _")
     trigger = data.get("trigger")
-    if trigger is not None and trigger not in EVENT_NAMES:
+    if "trigger" in data and trigger not in EVENT_NAMES:
         c.problem(("trigger",), f"unknown event '{trigger}'", f"use one of {', '.join(EVENT_NAMES)}")
     exit_on = data.get("exit_on", [])
     if isinstance(exit_on, str):
         exit_on = [exit_on]
-    for i, event in enumerate(exit_on if isinstance(exit_on, list) else []):
+    if not isinstance(exit_on, list):
+        c.problem(("exit_on",), "exit_on must be a list of events",
+                  "e.g. exit_on: [order.cancelled, order.refunded]")
+        exit_on = []
+    for i, event in enumerate(exit_on):
         if event not in EVENT_NAMES:
             c.problem(("exit_on", i), f"unknown event '{event}'", f"use one of {', '.join(EVENT_NAMES)}")
     segments = data.get("segments", [])
@@ -234,7 +242,7 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
     except ValueError as exc:
         c.problem(("holdout",), f"bad holdout '{data.get('holdout')}': {exc}", "write e.g. 10%")
     reentry = data.get("reentry", Reentry.ONCE_PER_ORDER.value)
-    if reentry not in {r.value for r in Reentry}:
+    if not isinstance(reentry, str) or reentry not in {r.value for r in Reentry}:
         c.problem(("reentry",), f"unknown reentry rule '{reentry}'",
                   f"use {', '.join(r.value for r in Reentry)}")
         reentry = Reentry.ONCE_PER_ORDER.value
