@@ -28,8 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.clock import Clock
-from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order
-from aftersale.facts import customer_context, enrollment_facts, order_context
+from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
+from aftersale.facts import (
+    customer_context, enrollment_facts, order_context, responses_by_customer,
+)
 from aftersale.journeys.definitions import Definitions, VersionCache
 from aftersale.journeys.model import Journey
 from aftersale.journeys.engine import AlertAction, Position, SendAction, Skip, Status, advance
@@ -94,21 +96,22 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         versions = VersionCache(session)
         customers = _by_id(session, Customer, {e.customer_id for e in rows})
         orders = _by_id(session, Order, {e.order_id for e in rows if e.order_id})
+        answers = responses_by_customer(session, set(customers))
         for enrollment in rows:
             counts.advanced += 1
             _advance_one(session, enrollment, versions.get(enrollment.journey_version_id),
                          customers[enrollment.customer_id], orders.get(enrollment.order_id),
-                         definitions, now, counts)
+                         answers[enrollment.customer_id], definitions, now, counts)
     return counts
 
 
 def _advance_one(session: Session, enrollment: Enrollment, journey: Journey,
-                 customer: Customer, order: Order | None, definitions: Definitions,
-                 now: datetime, counts: DispatchCounts) -> None:
+                 customer: Customer, order: Order | None, answers: list[SurveyResponse],
+                 definitions: Definitions, now: datetime, counts: DispatchCounts) -> None:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
     facts = enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
-                             has_guide=has_guide)
+                             answers, has_guide=has_guide)
     position = Position(enrollment.pc, enrollment.wait_until, enrollment.waiting_for)
     outcome = advance(journey, position, facts, now)
     for action in outcome.actions:

@@ -125,9 +125,23 @@ def segment_context(session: Session, customer: Customer, order: Order | None,
     return context
 
 
+def responses_by_customer(session: Session, customer_ids: set[str]
+                          ) -> dict[str, list[SurveyResponse]]:
+    """Every survey answer of these customers, oldest first, in one query."""
+    found: dict[str, list[SurveyResponse]] = {cid: [] for cid in customer_ids}
+    if customer_ids:
+        for answer in session.scalars(
+                select(SurveyResponse).where(SurveyResponse.customer_id.in_(customer_ids))
+                .order_by(SurveyResponse.responded_at, SurveyResponse.id)):
+            found[answer.customer_id].append(answer)
+    return found
+
+
 def enrollment_facts(session: Session, enrollment: Enrollment, customer: Customer,
                      order: Order | None, segments: SegmentSet, now: datetime,
-                     has_guide: bool | None = None) -> Facts:
+                     answers: list[SurveyResponse], has_guide: bool | None = None) -> Facts:
+    """``answers``: the customer's survey answers (see :func:`responses_by_customer`); only
+    those given since the enrollment started count for it."""
     cache: dict[str, Any] = {}
 
     def history() -> tuple[dict[str, Any], bool]:
@@ -142,10 +156,7 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
         del known["is_first_order"]
         context["order"] = LazyFacts(known, lambda: {"is_first_order": history()[1]})
     context["segment"] = enrollment.segment
-    responses = session.scalars(
-        select(SurveyResponse).where(SurveyResponse.customer_id == customer.id,
-                                     SurveyResponse.responded_at >= enrollment.enrolled_at)
-        .order_by(SurveyResponse.responded_at, SurveyResponse.id)).all()
+    responses = [a for a in answers if a.responded_at >= enrollment.enrolled_at]
     response: dict[str, Any] = {}
     for answer in responses:  # latest answer of each kind wins
         response[answer.kind] = answer.score

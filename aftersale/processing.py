@@ -15,7 +15,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -131,8 +131,7 @@ class _Applier:
         if customer is None:
             return
         self.session.flush()
-        self.exit_enrollments(event, customer, order)
-        self.resume_waiting(event, customer, order)
+        self.exit_or_resume(event, customer, order)
         self.enroll(event, customer, order)
         self.session.flush()
 
@@ -148,17 +147,19 @@ class _Applier:
             self.session.add(customer)
         # Only fields the event carries change: a shipment event without an e-mail address
         # must not erase the one we have.
-        for name in ("email", "phone", "first_name", "last_name", "locale", "timezone", "country"):
-            value = getattr(data, name)
-            if value is not None:
-                setattr(customer, name, value)
+        changes = {name: getattr(data, name) for name in
+                   ("email", "phone", "first_name", "last_name", "locale", "timezone", "country")}
         if data.consent is not None:
-            for channel in ("email", "sms", "whatsapp"):
-                value = getattr(data.consent, channel)
-                if value is not None:
-                    setattr(customer, f"consent_{channel}", value)
-        customer.updated_at = now
-        self.session.flush()
+            changes |= {f"consent_{ch}": getattr(data.consent, ch)
+                        for ch in ("email", "sms", "whatsapp")}
+        changed = False
+        for name, value in changes.items():
+            if value is not None and getattr(customer, name) != value:
+                setattr(customer, name, value)
+                changed = True
+        if changed:  # most events repeat what we know: no write for them
+            customer.updated_at = now
+            self.session.flush()
         return customer
 
     def place_order(self, event: Event, customer: Customer) -> Order:
@@ -218,28 +219,23 @@ class _Applier:
             return order is not None and enrollment.order_id == order.id
         return True
 
-    def exit_enrollments(self, event: Event, customer: Customer, order: Order | None) -> None:
+    def exit_or_resume(self, event: Event, customer: Customer, order: Order | None) -> None:
+        """End the enrollments this event exits; wake those waiting for it (dispatch looks at
+        them on its next run)."""
         now = self.clock.now()
         for enrollment in self._active(customer):
+            if not self._concerns(enrollment, event, order):
+                continue
             journey = self.versions.get(enrollment.journey_version_id)
-            if event.type.value in journey.exit_on and self._concerns(enrollment, event, order):
+            if event.type.value in journey.exit_on:
                 enrollment.status = Status.EXITED.value
                 enrollment.ended_at = now
                 enrollment.end_reason = f"exit event {event.type.value}"
                 enrollment.due_at = None
                 self.counts.exited += 1
-
-    def resume_waiting(self, event: Event, customer: Customer, order: Order | None) -> None:
-        """Wake enrollments waiting for this event: dispatch looks at them on its next run."""
-        result = self.session.execute(
-            update(Enrollment)
-            .where(Enrollment.customer_id == customer.id,
-                   Enrollment.status == Status.ACTIVE.value,
-                   Enrollment.waiting_for == event.type.value,
-                   *([Enrollment.order_id == order.id] if event.type.value.startswith("order.")
-                     and order is not None else []))
-            .values(due_at=self.clock.now()))
-        self.counts.resumed += result.rowcount or 0
+            elif enrollment.waiting_for == event.type.value:
+                enrollment.due_at = now
+                self.counts.resumed += 1
 
     def enroll(self, event: Event, customer: Customer, order: Order | None) -> None:
         journeys = self.definitions.triggered_by(event.type.value)

@@ -121,7 +121,7 @@ def let_customers_react(rt: Runtime, sim: Simulator, definitions: Definitions) -
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "sent", Message.sent_at > sim.watermark,
                    Message.sent_at <= rt.now())
-            .order_by(Message.sent_at, Message.id)).all()
+            .order_by(Message.sent_at, Message.enrollment_id, Message.step_key)).all()
     sim.watermark = rt.now()
     for message, order_id in rows:
         sim.react_to(message, definitions, message.sent_at or rt.now(), order_id)

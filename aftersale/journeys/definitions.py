@@ -208,6 +208,11 @@ def _restore(stored: DefinitionSet, default_locale: str) -> Definitions:
     return Definitions(journeys, segments, content, stored.journeys, stored.digest)
 
 
+#: Compiled journeys by (name, version). A version is a content hash, so an entry can never
+#: go stale and is shared by every session and database in the process.
+_COMPILED: dict[tuple[str, str], Journey] = {}
+
+
 class VersionCache:
     """Journeys by version row id, for enrollments that started on an older version."""
 
@@ -220,5 +225,8 @@ class VersionCache:
             row = self._session.get(JourneyVersion, version_id)
             if row is None:
                 raise LookupError(f"journey version {version_id} is missing")
-            self._cache[version_id] = journey_from_source(row.definition, f"<{row.journey}@{row.version}>")
+            key = (row.journey, row.version)
+            if key not in _COMPILED:
+                _COMPILED[key] = journey_from_source(row.definition, f"<{row.journey}@{row.version}>")
+            self._cache[version_id] = _COMPILED[key]
         return self._cache[version_id]
