@@ -19,8 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Post-purchase journeys, surveys and retention metrics.")
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:

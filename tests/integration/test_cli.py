@@ -1,0 +1,157 @@
+"""The command line as a user runs it: a real subprocess, real files, a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select
+
+from aftersale.db.models import InboxEvent
+from tests.conftest import START
+from tests.factories import follow, placed
+
+
+def aftersale(*args: str, env: dict[str, str], cwd: Path, stdin: str | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aftersale.cli", *args], env=env, cwd=cwd,
+                          input=stdin, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def cli_env(database_url: str, definitions_dirs: tuple[Path, Path]) -> dict[str, str]:
+    journeys, content = definitions_dirs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALE_")}
+    env |= {"AFTERSALE_DATABASE_URL": database_url, "AFTERSALE_JOURNEYS_DIR": str(journeys),
+            "AFTERSALE_CONTENT_DIR": str(content)}
+    return env
+
+
+def _count(database_url: str) -> int:
+    """Stored events; a rejected import may not even have created the tables."""
+    engine = create_engine(database_url)
+    if not inspect(engine).has_table("inbox_events"):
+        return 0
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(InboxEvent)).scalar_one()
+    engine.dispose()
+    return count
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_ingest_stores_a_file_once_and_a_reimport_is_harmless(
+        cli_env: dict[str, str], tmp_path: Path, database_url: str) -> None:
+    events = [placed("o-1", START), follow("shipped", "o-1", START), placed("o-2", START, "c-2")]
+    path = _write(tmp_path / "events.jsonl", [json.dumps(e) for e in events])
+    first = aftersale("ingest", str(path), env=cli_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "stored 3 new event(s); 0 already stored" in first.stdout
+    again = aftersale("ingest", str(path), env=cli_env, cwd=tmp_path)
+    assert "stored 0 new event(s); 3 already stored" in again.stdout
+    assert _count(database_url) == 3
+
+
+def test_an_invalid_file_is_rejected_whole_with_every_bad_line(
+        cli_env: dict[str, str], tmp_path: Path, database_url: str) -> None:
+    bad_type = placed("o-2", START) | {"type": "order.exploded", "id": "e-2"}
+    bad_phone = placed("o-3", START, "c-3", phone="12")
+    path = _write(tmp_path / "events.jsonl", [
+        json.dumps(placed("o-1", START)), "{not json", json.dumps(bad_type), "",
+        json.dumps(bad_phone)])
+    result = aftersale("ingest", str(path), env=cli_env, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith(str(path))]
+    assert [line.split(":")[1] for line in lines] == ["2", "3", "5"]
+    assert "not valid JSON" in lines[0]
+    assert "unknown event type 'order.exploded'" in lines[1]
+    assert "customer.phone" in lines[2] or "phone" in lines[2]
+    assert "nothing stored" in result.stderr
+    assert _count(database_url) == 0
+
+
+def test_skip_invalid_stores_the_valid_lines(cli_env: dict[str, str], tmp_path: Path,
+                                             database_url: str) -> None:
+    path = _write(tmp_path / "events.jsonl", [json.dumps(placed("o-1", START)), "[1, 2]"])
+    result = aftersale("ingest", str(path), "--skip-invalid", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "1 invalid line(s) skipped" in result.stdout
+    assert _count(database_url) == 1
+
+
+def test_ingest_reads_standard_input(cli_env: dict[str, str], tmp_path: Path,
+                                     database_url: str) -> None:
+    result = aftersale("ingest", "-", env=cli_env, cwd=tmp_path,
+                       stdin=json.dumps(placed("o-1", START)) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert _count(database_url) == 1
+
+
+def test_validate_names_file_line_and_fix_for_each_problem(
+        cli_env: dict[str, str], definitions_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    journeys, _ = definitions_dirs
+    (journeys / "broken.yaml").write_text(
+        "journey: broken\n"
+        "trigger: order.placed\n"
+        "segments: [first_time, big_spenders]\n"
+        "steps:\n"
+        "  - wait: 3 days\n"
+        "  - send: no_such_template\n"
+        "  - send: nps_survey\n"
+        "    channels: [email, pigeon]\n"
+        "  - wait_for: order.teleported\n"
+        "    timeout: 2d\n"
+        "  - end\n"
+        "  - send: nps_survey\n", encoding="utf-8")
+    result = aftersale("validate", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if "broken.yaml:" in line]
+    where = {int(line.split(":")[1]) for line in problems}
+    assert where == {5, 8, 9, 12}, result.stdout
+    assert any("'3 days' is not a duration" in p and "hint" not in p or "1d" in p
+               for p in problems)
+    assert any("unknown event 'order.teleported'" in p for p in problems)
+    assert any("can never run" in p for p in problems)
+    # cross-checks are reported once the file itself is well-formed
+    (journeys / "broken.yaml").write_text(
+        "journey: broken\ntrigger: order.placed\nsegments: [first_time, big_spenders]\n"
+        "steps:\n  - send: no_such_template\n", encoding="utf-8")
+    result = aftersale("validate", env=cli_env, cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if "broken.yaml:" in line]
+    assert any(line.startswith(str(journeys / "broken.yaml") + ":3: unknown segment 'big_spenders'")
+               for line in lines), result.stdout
+    assert any(":5: unknown template 'no_such_template'" in line for line in lines)
+
+
+def test_validate_passes_on_the_shipped_definitions(cli_env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    result = aftersale("validate", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 5 journeys, 5 segments" in result.stdout
+
+
+def test_a_bad_setting_stops_with_one_line_naming_it(cli_env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    env = cli_env | {"AFTERSALE_EMAIL_PROVIDER": "sendgrid"}
+    result = aftersale("validate", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: AFTERSALE_SENDGRID_API_KEY is required when "
+        "AFTERSALE_EMAIL_PROVIDER=sendgrid"]
+    env = cli_env | {"AFTERSALE_BATCH_SIZE": "lots"}
+    result = aftersale("validate", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "AFTERSALE_BATCH_SIZE" in result.stderr
+
+
+def test_db_upgrade_is_repeatable(cli_env: dict[str, str], tmp_path: Path) -> None:
+    for _ in range(2):
+        result = aftersale("db", "upgrade", env=cli_env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "database is up to date" in result.stdout

@@ -1,0 +1,88 @@
+"""POST /events and /healthz over real HTTP against the app served by uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import func, select
+
+from aftersale.config import Settings
+from aftersale.db.models import InboxEvent
+from aftersale.runtime import Runtime
+from aftersale.web.app import create_app
+from tests.conftest import START
+from tests.factories import follow, placed
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture
+def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, rt), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _stored(rt: Runtime) -> int:
+    with rt.factory() as session:
+        return session.scalar(select(func.count()).select_from(InboxEvent)) or 0
+
+
+def test_events_are_accepted_one_or_many_and_stored_once(base_url: str, rt: Runtime) -> None:
+    one = httpx.post(f"{base_url}/events", json=placed("o-1", START), headers=AUTH)
+    assert one.status_code == 202 and one.json() == {"received": 1, "stored": 1, "duplicates": 0}
+    many = httpx.post(f"{base_url}/events", headers=AUTH,
+                      json=[placed("o-1", START), follow("shipped", "o-1", START)])
+    assert many.json() == {"received": 2, "stored": 1, "duplicates": 1}
+    assert _stored(rt) == 2
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": "Basic dGVzdC10b2tlbg=="},
+                                     {"Authorization": "Bearer"}])
+def test_a_missing_or_wrong_token_gets_401_and_writes_nothing(
+        base_url: str, rt: Runtime, headers: dict[str, str]) -> None:
+    response = httpx.post(f"{base_url}/events", json=placed("o-1", START), headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert _stored(rt) == 0
+
+
+def test_a_batch_with_one_bad_event_is_rejected_whole_with_reasons(base_url: str,
+                                                                   rt: Runtime) -> None:
+    bad = placed("o-2", START, "c-2") | {"occurred_at": "2026-03-01T10:00:00"}
+    response = httpx.post(f"{base_url}/events", headers=AUTH, json=[placed("o-1", START), bad])
+    assert response.status_code == 422
+    [problem] = response.json()["events"]
+    assert problem["index"] == 1 and problem["id"] == "evt-o-2-placed"
+    assert "UTC offset" in problem["error"]
+    assert _stored(rt) == 0
+
+
+def test_a_body_that_is_not_json_gets_400(base_url: str, rt: Runtime) -> None:
+    response = httpx.post(f"{base_url}/events", headers=AUTH, content=b"{oops")
+    assert response.status_code == 400 and "not JSON" in response.json()["error"]
+    assert _stored(rt) == 0
+
+
+def test_healthz_checks_the_database(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok"}
