@@ -27,7 +27,7 @@ from aftersale.journeys.engine import (
 from aftersale.runtime import Runtime
 
 SHIP_AFTER = timedelta(days=2)
-DELIVER_AFTER = timedelta(days=5)
+DELIVER_AFTER = timedelta(days=3)
 
 
 class PreviewError(Exception):

@@ -1,0 +1,73 @@
+"""A short demo end to end: its printed numbers must be the database's numbers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from aftersale.config import Settings
+from aftersale.db.models import (
+    Customer, Enrollment, InboxEvent, Message, Order, SandboxOutbox, SurveyResponse,
+)
+from aftersale.demo.runner import run_demo
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def test_a_short_demo_is_consistent_with_its_database(
+        tmp_path: Path, definitions_dirs: tuple[Path, Path]) -> None:
+    journeys, content = definitions_dirs
+    settings = Settings(journeys_dir=journeys, content_dir=content,
+                        _env_file=None)  # type: ignore[call-arg]
+    out = Console(record=True, width=140)
+    database = tmp_path / "demo.db"
+    result = run_demo(settings, out, customers=150, days=30, seed=3, database=database)
+    printed = out.export_text()
+    assert "Per-segment summary" in printed and "week  1/" in printed
+
+    engine = create_engine(f"sqlite:///{database}")
+    with Session(engine) as session:
+        processed = session.scalar(select(func.count()).select_from(InboxEvent)
+                                   .where(InboxEvent.status == "processed"))
+        failed = session.scalars(select(InboxEvent.error).where(InboxEvent.status == "failed")).all()
+        sent = session.scalars(select(Message).where(Message.status == "sent")).all()
+        outbox = session.scalars(select(SandboxOutbox.message_id)).all()
+        steps = Counter((m.enrollment_id, m.step_key) for m in session.scalars(select(Message)))
+        treated = dict(session.execute(
+            select(Enrollment.segment, func.count(func.distinct(Enrollment.customer_id)))
+            .where(Enrollment.holdout.is_(False)).group_by(Enrollment.segment)).all())
+        holdout_messages = session.scalar(
+            select(func.count()).select_from(Message)
+            .join(Enrollment, Enrollment.id == Message.enrollment_id)
+            .where(Enrollment.holdout.is_(True)))
+        answers = session.scalar(select(func.count()).select_from(SurveyResponse))
+        customers = {c.id: c for c in session.scalars(select(Customer))}
+        cancelled = set(session.scalars(select(Order.id).where(Order.status == "cancelled")))
+        after_cancel = session.scalar(
+            select(func.count()).select_from(Message)
+            .join(Enrollment, Enrollment.id == Message.enrollment_id)
+            .where(Message.status == "sent", Enrollment.order_id.in_(cancelled),
+                   Message.template != "shipping_update"))
+
+    summary = result["summary"]
+    assert failed == [] and summary["failed"] == 0
+    assert summary["events"] == processed
+    assert summary["sent"] == len(sent) > 0
+    assert sorted(outbox) == sorted(m.id for m in sent)  # each sent message delivered once
+    assert max(steps.values()) == 1  # one message per (enrollment, step)
+    assert holdout_messages == 0
+    assert answers > 0
+    assert after_cancel == 0
+    rows = {r["segment"]: r for r in result["report"]}
+    assert {s: r["enrolled"] for s, r in rows.items()} == treated
+    assert sum(r["email"] + r["sms"] + r["whatsapp"] for r in rows.values()) == len(sent)
+    assert sum(r["answered"] for r in rows.values()) <= answers
+    for message in sent:  # marketing went only where the customer agreed
+        customer = customers[message.customer_id]
+        if message.template != "shipping_update":
+            assert getattr(customer, f"consent_{message.channel}") is True
