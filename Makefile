@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/aftersale demo
 
 test: $(STAMP)
+	$(BIN)/ruff check aftersale flows tests
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

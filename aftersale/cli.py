@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -109,9 +109,9 @@ def ingest(
 
 @app.command()
 def run(
-    until: Annotated[Optional[str], typer.Option(help="step a simulated clock to this time")] = None,
+    until: Annotated[str | None, typer.Option(help="step a simulated clock to this time")] = None,
     tick: Annotated[str, typer.Option(help="simulated clock step, e.g. 1h")] = "1h",
-    start: Annotated[Optional[str], typer.Option(
+    start: Annotated[str | None, typer.Option(
         help="where the simulated clock starts (default: where it stopped last time, else the "
              "oldest pending event)")] = None,
 ) -> None:
@@ -162,9 +162,9 @@ def _oldest_pending(rt: object) -> datetime:
 @app.command()
 def preview(
     journey: Annotated[str, typer.Argument(help="journey name, e.g. onboarding")],
-    customer: Annotated[Optional[str], typer.Option(help="customer id (default: a sample)")] = None,
-    order: Annotated[Optional[str], typer.Option(help="order id (default: their latest)")] = None,
-    response: Annotated[Optional[list[str]], typer.Option(
+    customer: Annotated[str | None, typer.Option(help="customer id (default: a sample)")] = None,
+    order: Annotated[str | None, typer.Option(help="order id (default: their latest)")] = None,
+    response: Annotated[list[str] | None, typer.Option(
         help="assume a survey answer, e.g. --response nps=3 (repeatable)")] = None,
 ) -> None:
     """Print the timeline of messages this customer would get, rendered, in local time."""

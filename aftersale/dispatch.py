@@ -29,14 +29,17 @@ from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.clock import Clock
 from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
+from aftersale.events import SURVEY_SCALES
 from aftersale.facts import (
-    customer_context, enrollment_facts, order_context, responses_by_customer,
+    customer_context,
+    enrollment_facts,
+    order_context,
+    responses_by_customer,
 )
 from aftersale.journeys.definitions import Definitions, VersionCache
-from aftersale.journeys.model import Journey
 from aftersale.journeys.engine import AlertAction, Position, SendAction, Skip, Status, advance
+from aftersale.journeys.model import Journey
 from aftersale.links import Links
-from aftersale.events import SURVEY_SCALES
 
 log = logging.getLogger(__name__)
 RETRY_BASE = timedelta(minutes=1)

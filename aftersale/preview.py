@@ -22,7 +22,13 @@ from aftersale.db.models import Customer, Order
 from aftersale.dispatch import render_context
 from aftersale.facts import segment_context
 from aftersale.journeys.engine import (
-    AlertAction, Facts, Position, SendAction, Skip, Status, advance,
+    AlertAction,
+    Facts,
+    Position,
+    SendAction,
+    Skip,
+    Status,
+    advance,
 )
 from aftersale.runtime import Runtime
 

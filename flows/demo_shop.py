@@ -46,7 +46,7 @@ def demo_shop(sim_end: str) -> dict[str, Any]:
     world = _world.get()
     if world is None:
         raise RuntimeError("demo-shop runs inside `aftersale demo`, which provides the shop")
-    sim, out = world
+    out = world[1]
     definitions = rt.definitions()
     end = datetime.fromisoformat(sim_end)
     processed, dispatched = ProcessCounts(), DispatchCounts()

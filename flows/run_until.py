@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.clock import SimulatedClock
 from aftersale.dispatch import DispatchCounts
-from aftersale.pipeline import drain_inbox, dispatch_due
+from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.processing import ProcessCounts
 from aftersale.state import save_clock
 from flows.common import publish_counts, runtime, work, working_with

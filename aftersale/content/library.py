@@ -41,7 +41,7 @@ Filters: ``money(currency)`` (currency defaults to order.currency), ``date``, ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime
@@ -649,7 +649,9 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
     survey kind follows the template name (``nps_survey`` -> nps, ``ces_checkin`` -> ces).
     """
     kind = next((k for k in _SCALES if template.startswith(k)), "csat")
-    link: Callable[[int], str] = lambda n: f"https://shop.example/s/tok123?score={n}"
+    def link(n: int) -> str:
+        return f"https://shop.example/s/tok123?score={n}"
+
     total = Decimal("129.90")
     return {
         "customer": {"id": "c-1", "first_name": "Ayşe", "last_name": "Yılmaz",

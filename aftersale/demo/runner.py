@@ -24,7 +24,14 @@ from aftersale.clock import SimulatedClock, as_utc
 from aftersale.config import Settings
 from aftersale.db.models import AlertRecord, Enrollment, Message, Order, SurveyResponse
 from aftersale.demo.behaviour import react
-from aftersale.demo.shop import SyntheticShop, basket, build_shop, currency_for, fulfilment_events, order_event
+from aftersale.demo.shop import (
+    SyntheticShop,
+    basket,
+    build_shop,
+    currency_for,
+    fulfilment_events,
+    order_event,
+)
 from aftersale.dispatch import DispatchCounts
 from aftersale.errors import EventError
 from aftersale.events import parse_event
@@ -34,6 +41,7 @@ from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.processing import ProcessCounts
 from aftersale.runtime import Runtime, open_runtime
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TICK = timedelta(hours=4)  # fine enough for waits measured in days
 TAIL = timedelta(days=60)  # after the last order, let journeys run to their end
 
@@ -53,7 +61,7 @@ class Simulator:
     rng: random.Random
     queue: list[_Scheduled] = field(default_factory=list)
     next_order: int = 0
-    watermark: datetime = datetime.min.replace(tzinfo=UTC)  # messages sent after it are new
+    watermark: datetime = EPOCH  # messages sent after it are new to the customers
     seq: int = 0
     reactions: int = 0
     rejected: list[str] = field(default_factory=list)

@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Any
 
 from aftersale.journeys.model import (
-    Alert, End, Journey, Jump, OnTimeout, Send, Test, Wait, WaitFor,
+    Alert,
+    End,
+    Journey,
+    Jump,
+    OnTimeout,
+    Send,
+    Test,
+    Wait,
+    WaitFor,
 )
 
 

@@ -17,7 +17,17 @@ from aftersale.durations import parse_duration
 from aftersale.errors import Problem
 from aftersale.events import EventType
 from aftersale.journeys.model import (
-    Alert, End, Instruction, Journey, Jump, OnTimeout, Reentry, Send, Test, Wait, WaitFor,
+    Alert,
+    End,
+    Instruction,
+    Journey,
+    Jump,
+    OnTimeout,
+    Reentry,
+    Send,
+    Test,
+    Wait,
+    WaitFor,
 )
 from aftersale.yamlsource import Loc, Located
 

@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 
 from aftersale.config import Settings
 from aftersale.db.models import (
-    Customer, Enrollment, InboxEvent, Message, Order, SandboxOutbox, SurveyResponse,
+    Customer,
+    Enrollment,
+    InboxEvent,
+    Message,
+    Order,
+    SandboxOutbox,
+    SurveyResponse,
 )
 from aftersale.demo.runner import run_demo
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,7 @@ def test_validate_names_file_line_and_fix_for_each_problem(
     problems = [line for line in result.stdout.splitlines() if "broken.yaml:" in line]
     where = {int(line.split(":")[1]) for line in problems}
     assert where == {5, 8, 9, 12}, result.stdout
-    assert any("'3 days' is not a duration" in p and "hint" not in p or "1d" in p
+    assert any(("'3 days' is not a duration" in p and "hint" not in p) or "1d" in p
                for p in problems)
     assert any("unknown event 'order.teleported'" in p for p in problems)
     assert any("can never run" in p for p in problems)
@@ -155,3 +156,26 @@ def test_db_upgrade_is_repeatable(cli_env: dict[str, str], tmp_path: Path) -> No
         result = aftersale("db", "upgrade", env=cli_env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "database is up to date" in result.stdout
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_fast_forwards_the_clock_and_preview_prints_the_timeline(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    env = cli_env | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    events = [placed("o-1", START, "c-7"), follow("shipped", "o-1", START + timedelta(days=1), "c-7")]
+    path = _write(tmp_path / "events.jsonl", [json.dumps(e) for e in events])
+    assert aftersale("ingest", str(path), env=env, cwd=tmp_path).returncode == 0
+    until = (START + timedelta(days=2)).isoformat()
+    result = aftersale("run", "--until", until, "--tick", "6h", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'dispatch_sent': 1" in result.stdout  # the tracking link
+    before = aftersale("run", "--until", START.isoformat(), env=env, cwd=tmp_path)
+    assert before.returncode == 2 and "is before the clock" in before.stderr
+
+    preview = aftersale("preview", "order-updates", "--customer", "c-7", env=env, cwd=tmp_path)
+    assert preview.returncode == 0, preview.stderr
+    assert "step 1 · whatsapp" in preview.stdout and "track.example.com/o-1" in preview.stdout
+    unknown = aftersale("preview", "order-updates", "--customer", "nobody", env=env, cwd=tmp_path)
+    assert unknown.returncode == 1 and "unknown customer 'nobody'; for example: c-7" in unknown.stderr

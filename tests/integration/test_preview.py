@@ -36,7 +36,7 @@ def test_preview_follows_the_detractor_branch_when_asked(rt: Runtime) -> None:
 
 
 def test_preview_names_what_exists_when_the_input_is_wrong(rt: Runtime) -> None:
-    with pytest.raises(PreviewError, match="known: onboarding|known: .*onboarding"):
+    with pytest.raises(PreviewError, match=r"known: .*onboarding"):
         preview_journey(rt, "nope", None)
     with pytest.raises(PreviewError, match="unknown customer 'ghost'"):
         preview_journey(rt, "onboarding", "ghost")

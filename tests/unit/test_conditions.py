@@ -228,7 +228,7 @@ def test_an_empty_or_non_text_condition_is_refused(source):
 
 
 def test_a_syntax_error_is_reported_as_a_condition_error():
-    with pytest.raises(ConditionError, match="cannot parse condition 'order.total >='"):
+    with pytest.raises(ConditionError, match=r"cannot parse condition 'order\.total >='"):
         parse_condition("order.total >=")
 
 

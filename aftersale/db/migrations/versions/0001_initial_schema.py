@@ -4,9 +4,8 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-23 11:56:53.888073
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -15,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('customers',
     sa.Column('id', sa.String(length=128), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=True),
@@ -204,11 +203,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_messages_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index('ix_messages_status_due', ['status', 'due_at'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_status_due')
         batch_op.drop_index(batch_op.f('ix_messages_customer_id'))
@@ -239,4 +238,4 @@ def downgrade() -> None:
     op.drop_table('inbox_events')
     op.drop_table('definition_sets')
     op.drop_table('customers')
-    
+
