@@ -242,6 +242,7 @@ def _prepare(message: Message, customer: Customer, order: Order | None,
         id=message.id, channel=choice.channel, recipient=choice.recipient, text=rendered.text,
         subject=rendered.subject, html=rendered.html, transactional=transactional,
         journey=message.journey, template=message.template, customer_id=customer.id,
+        unsubscribe_url=context["links"]["unsubscribe"],
     ), choice.channel)
 
 

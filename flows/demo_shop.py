@@ -59,8 +59,7 @@ def demo_shop(sim_end: str) -> dict[str, Any]:
         processed.add(p)
         dispatched.add(d)
         line = (f"week {week:>2}/{weeks} to {rt.now():%Y-%m-%d}: {p.events:>5,} events, "
-                f"{p.enrolled:>4,} enrolled, {p.holdout:>3,} holdout, {d.sent:>5,} sent, "
-                f"{d.not_sent:>3,} not sent")
+                f"{p.enrolled:>4,} enrolled, {d.sent:>5,} sent, {d.not_sent:>3,} not sent")
         out.print(line, highlight=False)
         logger.info(line)
     summary = {**processed.summary(), "sent": dispatched.sent, "not_sent": dispatched.not_sent,

@@ -23,6 +23,7 @@ class OutboundMessage:
     journey: str = ""
     template: str = ""
     customer_id: str = ""
+    unsubscribe_url: str | None = None  # marketing e-mail carries List-Unsubscribe with it
 
 
 @dataclass(frozen=True)

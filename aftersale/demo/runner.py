@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
@@ -227,14 +228,18 @@ def summarize(rt: Runtime) -> list[dict[str, Any]]:
     return rows
 
 
+COLUMNS = {"segment": "segment", "enrolled": "enrolled", "holdout": "holdout",
+           "email": "email", "sms": "sms", "whatsapp": "whatsapp", "not_sent": "not sent",
+           "surveys": "surveys", "answered": "answers", "alerts": "alerts"}
+
+
 def print_summary(out: Console, rows: list[dict[str, Any]]) -> None:
-    table = Table(title="Per-segment summary (from the database)")
-    columns = ["segment", "enrolled", "holdout", "email", "sms", "whatsapp", "not_sent",
-               "surveys", "answered", "alerts"]
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="left" if column == "segment" else "right")
+    table = Table(title="Per-segment summary (from the database)", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for key, header in COLUMNS.items():
+        table.add_column(header, justify="left" if key == "segment" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in columns))
-    total = {c: sum(r[c] for r in rows) for c in columns[1:]}
-    table.add_row("all", *(f"{total[c]:,}" for c in columns[1:]), style="bold")
+        table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in COLUMNS))
+    numeric = [c for c in COLUMNS if c != "segment"]
+    table.add_row("all", *(f"{sum(r[c] for r in rows):,}" for c in numeric), style="bold")
     out.print(table)

@@ -239,3 +239,36 @@ def test_every_sent_message_is_in_the_sandbox_outbox_once(rt: Runtime) -> None:
         sent_ids = set(session.scalars(select(Message.id).where(Message.status == "sent")))
         outbox = session.scalars(select(SandboxOutbox.message_id)).all()
     assert sent_ids and sorted(outbox) == sorted(sent_ids)
+
+
+def test_win_back_is_entered_once_per_customer_however_often_they_come_back(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("win-back", 15)
+    # An order long ago, then two returns each after more than 90 days: at risk both times.
+    feed(rt, placed("o-1", START - days(400), cid))
+    run_to(rt, definitions, START, tick=days(1))
+    feed(rt, placed("o-2", START, cid))
+    run_to(rt, definitions, START)
+    rt.clock.set(START + days(120))  # type: ignore[attr-defined]
+    feed(rt, placed("o-3", START + days(120), cid))
+    run_to(rt, definitions, START + days(121), tick=days(1) / 2)
+    with rt.factory() as session:
+        rows = session.execute(select(Enrollment.journey, Enrollment.order_id, Enrollment.segment)
+                               .where(Enrollment.customer_id == cid)
+                               .order_by(Enrollment.order_id, Enrollment.journey)).all()
+    assert [tuple(r) for r in rows] == [
+        ("order-updates", "o-2", "at_risk"), ("win-back", "o-2", "at_risk"),
+        ("order-updates", "o-3", "at_risk"),
+    ]
+
+
+def test_sandbox_can_also_write_each_message_as_a_file(rt: Runtime, tmp_path: Path) -> None:
+    rt.settings = rt.settings.model_copy(update={"sandbox_dir": tmp_path / "outbox"})
+    definitions = rt.definitions()
+    feed(rt, placed("o-1", START, "c-1", email="ayse@example.com"),
+         follow("shipped", "o-1", START, "c-1"))
+    run_to(rt, definitions, START)
+    [message] = sent(rt, "c-1")
+    written = (tmp_path / "outbox" / f"{message.id}.whatsapp.txt").read_text(encoding="utf-8")
+    assert written.startswith("To: whatsapp:+905321234567\nChannel: whatsapp\n")
+    assert "https://track.example.com/o-1" in written
