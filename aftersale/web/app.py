@@ -1,8 +1,9 @@
 """FastAPI app: ``POST /events`` (bearer token) and ``GET /healthz``.
 
 The guard runs before the body is read into the inbox; a rejected request writes nothing. A
-batch is validated whole: one bad event answers 422 with every reason and stores nothing, so a
-client can fix and resend the same batch (ids make the resend harmless).
+batch is validated whole, like ``aftersale ingest``: one bad event answers 422 with every reason
+and stores nothing, so a client can fix and resend the same batch (ids make the resend
+harmless); with ``?skip_invalid=true`` the valid events are stored and the bad ones listed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
         return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
     @app.post("/events", status_code=202)
-    async def post_events(request: Request) -> JSONResponse:
+    async def post_events(request: Request, skip_invalid: bool = False) -> JSONResponse:
         if not _authorized(request):
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -56,13 +57,16 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
             except EventError as exc:
                 errors.append({"index": index, "id": item.get("id") if isinstance(item, dict)
                                else None, "error": str(exc)})
-        if errors:
+        if errors and not skip_invalid:
             return JSONResponse({"error": "invalid events; nothing stored", "events": errors},
                                 status_code=422)
         with runtime.factory() as session, session.begin():
             result = store_events(session, events, "api", runtime.now())
-        return JSONResponse({"received": result.received, "stored": result.stored,
-                             "duplicates": result.duplicates}, status_code=202)
+        body: dict[str, Any] = {"received": result.received, "stored": result.stored,
+                                "duplicates": result.duplicates}
+        if errors:
+            body["rejected"] = errors
+        return JSONResponse(body, status_code=202)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:

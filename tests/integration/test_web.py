@@ -86,3 +86,14 @@ def test_healthz_checks_the_database(base_url: str) -> None:
     response = httpx.get(f"{base_url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_skip_invalid_stores_the_good_events_and_lists_the_bad(base_url: str, rt: Runtime) -> None:
+    bad = placed("o-2", START, "c-2", email="not-an-address")
+    response = httpx.post(f"{base_url}/events?skip_invalid=true", headers=AUTH,
+                          json=[placed("o-1", START), bad])
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["received"], body["stored"]) == (1, 1)
+    assert body["rejected"][0]["index"] == 1 and "customer.email" in body["rejected"][0]["error"]
+    assert _stored(rt) == 1
