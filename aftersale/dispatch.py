@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.clock import Clock
+from aftersale.counts import Counts
 from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
 from aftersale.events import SURVEY_SCALES
 from aftersale.facts import (
@@ -47,7 +48,7 @@ MAX_ATTEMPTS = 8
 
 
 @dataclass
-class DispatchCounts:
+class DispatchCounts(Counts):
     advanced: int = 0
     queued: int = 0
     alerts: int = 0
@@ -61,19 +62,6 @@ class DispatchCounts:
     not_sent: int = 0
     sent_by_channel: Counter[str] = field(default_factory=Counter)
     not_sent_reasons: Counter[str] = field(default_factory=Counter)
-
-    def add(self, other: DispatchCounts) -> None:
-        for name, value in vars(other).items():
-            if isinstance(value, Counter):
-                getattr(self, name).update(value)
-            else:
-                setattr(self, name, getattr(self, name) + value)
-
-    def summary(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items() if not isinstance(v, Counter)}
-        data["sent_by_channel"] = dict(self.sent_by_channel)
-        data["not_sent_reasons"] = dict(self.not_sent_reasons)
-        return data
 
 
 def new_message_id() -> str:

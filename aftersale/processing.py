@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
+from aftersale.counts import Counts
 from aftersale.db.models import Customer, Enrollment, InboxEvent, Order, SurveyResponse
 from aftersale.events import Event, EventType
 from aftersale.facts import segment_context
@@ -45,7 +45,7 @@ class EventRejected(Exception):
 
 
 @dataclass
-class ProcessCounts:
+class ProcessCounts(Counts):
     events: int = 0
     processed: int = 0
     failed: int = 0
@@ -57,20 +57,6 @@ class ProcessCounts:
     exited: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
     by_segment: Counter[str] = field(default_factory=Counter)
-
-    def add(self, other: ProcessCounts) -> None:
-        for name in ("events", "processed", "failed", "enrolled", "holdout", "not_eligible",
-                     "too_old", "resumed", "exited"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.by_type.update(other.by_type)
-        self.by_segment.update(other.by_segment)
-
-    def summary(self) -> dict[str, Any]:
-        return {"events": self.events, "processed": self.processed, "failed": self.failed,
-                "enrolled": self.enrolled, "holdout": self.holdout,
-                "not_eligible": self.not_eligible, "too_old": self.too_old,
-                "resumed": self.resumed,
-                "exited": self.exited}
 
 
 def process_batch(factory: sessionmaker[Session], definitions: Definitions, clock: Clock,

@@ -34,7 +34,7 @@ def process_events(max_batches: int = 100, reason: str = "schedule") -> dict[str
             logger.info("batch: %s", counts.summary())
             if counts.events < rt.settings.batch_size:
                 break
-    summary = total.summary() | {"by_segment": dict(total.by_segment)}
+    summary = total.summary()
     logger.info("process-events (%s): %s", reason, summary)
     publish_counts("process-events-counts", summary, "Events processed in the last run")
     return summary
