@@ -89,6 +89,8 @@ class Customer(Base):
     consent_email: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
+    # WhatsApp allows free-form text only within 24 h of the customer's last message to us.
+    whatsapp_last_inbound_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -203,6 +205,8 @@ class Message(Base):
     body_html: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(12), default="pending")
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # What the provider reported last (delivered, bounced, read, ...); history in delivery_events.
+    delivery_status: Mapped[str | None] = mapped_column(String(16))
     skips: Mapped[list[Any] | None] = mapped_column(JSON)
     provider: Mapped[str | None] = mapped_column(String(20))
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
@@ -253,3 +257,59 @@ class RuntimeState(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class DeliveryEvent(Base):
+    """A provider's report about one of our messages, normalized, with the raw payload kept."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_event_id: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    reason: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(20))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    raw: Mapped[dict[str, Any]]
+
+    __table_args__ = (UniqueConstraint("provider", "provider_event_id", name="uq_delivery_event"),)
+
+
+class Suppression(Base):
+    """An address we must not message on a channel (bounce, spam report, STOP, unsubscribe).
+    Lifting it (START, a re-subscribe) keeps the row with ``lifted_at`` set, for the record."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(12))
+    address: Mapped[str] = mapped_column(String(320))
+    customer_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    lifted_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_suppression_address"),)
+
+
+class InboundMessage(Base):
+    """An SMS or WhatsApp message a customer sent us (replies, STOP, survey answers)."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_message_id: Mapped[str] = mapped_column(String(100), unique=True)
+    channel: Mapped[str] = mapped_column(String(12))
+    from_address: Mapped[str] = mapped_column(String(64))
+    to_address: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    customer_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    received_at: Mapped[datetime]
+    raw: Mapped[dict[str, Any]]
