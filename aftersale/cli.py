@@ -19,7 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Post-purchase journeys, surveys and retention metrics.")
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-out = Console(soft_wrap=True)
+# Tables need about 100 columns; a pipe or CI log gets that instead of rich's default 80.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 

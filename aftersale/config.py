@@ -7,12 +7,15 @@ A missing or invalid setting stops the program with one line naming the variable
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aftersale.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aftersale.sending_rules import FrequencyCap, QuietHours
 
 PREFIX = "AFTERSALE_"
 
@@ -44,6 +47,10 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = None
     shopify_webhook_secret: SecretStr | None = None
 
+    # Marketing rules, overridable per journey (transactional messages are exempt).
+    quiet_hours: str = "21:00-09:00"
+    frequency_cap: str = "1/24h"
+
     default_locale: str = "en"
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     claim_seconds: int = Field(default=300, ge=10)
@@ -56,6 +63,22 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
         return value
+
+    @field_validator("quiet_hours", "frequency_cap")
+    @classmethod
+    def _rule(cls, value: str, info: Any) -> str:
+        from aftersale.sending_rules import parse_frequency_cap, parse_quiet_hours
+
+        if value != "off":
+            (parse_quiet_hours if info.field_name == "quiet_hours" else parse_frequency_cap)(value)
+        return value
+
+    def sending_rules(self) -> tuple[QuietHours | None, FrequencyCap | None]:
+        from aftersale.sending_rules import parse_frequency_cap, parse_quiet_hours
+
+        quiet = None if self.quiet_hours == "off" else parse_quiet_hours(self.quiet_hours)
+        cap = None if self.frequency_cap == "off" else parse_frequency_cap(self.frequency_cap)
+        return quiet, cap
 
     @model_validator(mode="after")
     def _provider_credentials(self) -> Settings:

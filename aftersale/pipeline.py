@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from aftersale.dispatch import DispatchCounts, advance_due, recover_stale, send_pending
+from aftersale.dispatch import DispatchCounts, advance_due, recover_stale
 from aftersale.journeys.definitions import Definitions
 from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime
+from aftersale.sending import Rules, send_pending
 
 
 @dataclass
@@ -40,11 +41,11 @@ def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000)
         if counts.advanced < size:
             break
     channels, links = rt.channels(), rt.links()
+    rules = Rules(*rt.settings.sending_rules())
     for _ in range(max_batches):
-        counts = send_pending(rt.factory, definitions, channels, links, rt.clock, size)
+        counts = send_pending(rt.factory, definitions, channels, links, rt.clock, size, rules)
         total.add(counts)
-        handled = counts.sent + counts.failed + counts.retried + counts.not_sent
-        if handled < size:
+        if counts.claimed < size:
             break
     return total
 

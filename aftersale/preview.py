@@ -19,7 +19,6 @@ from sqlalchemy import select
 
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.db.models import Customer, Order
-from aftersale.dispatch import render_context
 from aftersale.facts import segment_context
 from aftersale.journeys.engine import (
     AlertAction,
@@ -31,6 +30,7 @@ from aftersale.journeys.engine import (
     advance,
 )
 from aftersale.runtime import Runtime
+from aftersale.sending import render_context
 
 SHIP_AFTER = timedelta(days=2)
 DELIVER_AFTER = timedelta(days=3)

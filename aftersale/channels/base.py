@@ -24,6 +24,9 @@ class OutboundMessage:
     template: str = ""
     customer_id: str = ""
     unsubscribe_url: str | None = None  # marketing e-mail carries List-Unsubscribe with it
+    # WhatsApp outside the 24-hour window: an approved template instead of free text.
+    content_sid: str | None = None
+    content_variables: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

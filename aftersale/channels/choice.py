@@ -12,6 +12,8 @@ class Contact:
     email: str | None
     phone: str | None
     consent: dict[str, bool]
+    suppressed: dict[str, str] = field(default_factory=dict)  # channel -> why (bounce, STOP...)
+    whatsapp_window_open: bool = True
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,11 @@ class Choice:
 
 
 def choose_channel(channels: tuple[str, ...] | list[str], contact: Contact, transactional: bool,
-                   available: set[str], has_content: Callable[[str], bool]) -> Choice:
-    """Transactional messages (a tracking link) need only an address; marketing needs consent."""
+                   available: set[str], has_content: Callable[[str], bool],
+                   has_approved_whatsapp_template: bool = False) -> Choice:
+    """Transactional messages (a tracking link) need only an address; marketing needs consent.
+    A suppressed address (bounced, STOP, unsubscribed) is never used, transactional or not.
+    WhatsApp free text needs the 24-hour window open; outside it only an approved template."""
     skipped: list[tuple[str, str]] = []
     for channel in channels:
         address = contact.email if channel == "email" else contact.phone
@@ -37,8 +42,13 @@ def choose_channel(channels: tuple[str, ...] | list[str], contact: Contact, tran
             skipped.append((channel, "no content for this channel"))
         elif not address:
             skipped.append((channel, "no e-mail address" if channel == "email" else "no phone number"))
+        elif channel in contact.suppressed:
+            skipped.append((channel, f"suppressed ({contact.suppressed[channel]})"))
         elif not transactional and not contact.consent.get(channel, False):
             skipped.append((channel, "no consent"))
+        elif (channel == "whatsapp" and not contact.whatsapp_window_open
+              and not has_approved_whatsapp_template):
+            skipped.append((channel, "outside the 24-hour window and no approved template"))
         else:
             recipient = f"whatsapp:{address}" if channel == "whatsapp" else address
             return Choice(channel, recipient, skipped)

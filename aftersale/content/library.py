@@ -164,6 +164,7 @@ class _LocaleFile:
     transactional: bool | None  # as written in this file; only the default locale's counts
     survey: str | None  # the survey this message asks (nps, csat, ces); default locale's counts
     lines: dict[str, int]  # top-level key -> line, for problems found after parsing
+    whatsapp_sid: str | None = None  # an approved WhatsApp template (Twilio content SID)
     parts: dict[str, Part] = dc_field(default_factory=dict)  # "email.subject", "sms", ...
 
 
@@ -282,6 +283,22 @@ class ContentLibrary:
         if channel not in tmpl.files[resolved].channels:
             resolved = self.default_locale  # this language left the channel out
         return self._render_exact(tmpl, resolved, channel, requested, context, strict=False)
+
+    def whatsapp_template(self, template: str, locale: str | None, context: dict
+                          ) -> tuple[str, dict[str, str]] | None:
+        """The approved WhatsApp template (content SID and rendered variables) to use outside
+        the 24-hour window, in the customer's language when that file declares one."""
+        tmpl = self._template(template)
+        requested = locale or field(context.get("customer"), "locale")
+        for candidate in (self.resolve_locale(template, requested), self.default_locale):
+            file = tmpl.files.get(candidate)
+            if file is not None and file.whatsapp_sid:
+                ctx = self._context(context, requested, candidate, tmpl.transactional)
+                prefix = "whatsapp_template."
+                variables = {key.removeprefix(prefix): part.render(ctx, False).strip()
+                             for key, part in file.parts.items() if key.startswith(prefix)}
+                return file.whatsapp_sid, variables
+        return None
 
     def _template(self, name: str) -> _Template:
         try:
@@ -560,9 +577,14 @@ class _Reader:
         if survey is not None and survey not in SURVEY_KINDS:
             self.problem(path, lines[("survey",)][0], f"unknown survey '{survey}'",
                          "use nps, csat or ces")
-        if "whatsapp_template" in data and not isinstance(data["whatsapp_template"], dict):
-            self.problem(path, lines[("whatsapp_template",)][0], "'whatsapp_template' must be a "
-                         "mapping", "content_sid: HX..., variables: {...}")
+        approved = data.get("whatsapp_template")
+        if approved is not None and not (
+                isinstance(approved, dict) and str(approved.get("content_sid", "")).startswith("HX")
+                and isinstance(approved.get("variables", {}), dict)):
+            self.problem(path, lines[("whatsapp_template",)][0], "'whatsapp_template' needs "
+                         "content_sid (HX...) and optional variables",
+                         "content_sid: HX..., variables: {\"1\": \"{{ customer.first_name }}\"}")
+            approved = None
         file = _LocaleFile(
             str(path), locale, frozenset(c for c in CHANNELS if c in data),
             flag if isinstance(flag, bool) else None,
@@ -572,6 +594,11 @@ class _Reader:
         for channel in CHANNELS:
             if channel in data:
                 self.channel(file, path, lines, channel, data[channel])
+        if approved is not None:
+            file.whatsapp_sid = str(approved["content_sid"])
+            for name, source in (approved.get("variables") or {}).items():
+                line = lines.get(("whatsapp_template", "variables", name), (1, 1))
+                self.add_part(file, path, f"whatsapp_template.{name}", str(source), line[1])
         return file
 
     def channel(self, file: _LocaleFile, path: Path, lines: Lines, channel: str,

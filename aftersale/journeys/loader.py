@@ -29,12 +29,13 @@ from aftersale.journeys.model import (
     Wait,
     WaitFor,
 )
+from aftersale.sending_rules import parse_frequency_cap, parse_quiet_hours
 from aftersale.yamlsource import Loc, Located
 
 CHANNELS = ("email", "sms", "whatsapp")
 EVENT_NAMES = tuple(t.value for t in EventType)
 TOP_KEYS = {"journey", "description", "trigger", "segments", "exit_on", "holdout", "reentry",
-            "steps"}
+            "quiet_hours", "frequency_cap", "steps"}
 STEP_KINDS = ("send", "wait", "wait_for", "branch", "alert", "end")
 MODIFIERS = {
     "send": {"channels", "when"},
@@ -184,6 +185,19 @@ class _Compiler:
             self.program[at] = Jump(self.program[at].key, target=after)
 
     # -- values ----------------------------------------------------------------------------
+    def rule(self, data: dict[str, Any], key: str, parse: Any) -> Any:
+        """A per-journey override: absent (None, the default), off (False), or a value."""
+        if key not in data:
+            return None
+        value = data[key]
+        if value is False or value == "off":
+            return False
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self.problem((key,), str(exc))
+            return None
+
     def duration(self, value: Any, loc: Loc) -> Any:
         try:
             return parse_duration(value)
@@ -256,6 +270,8 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
         c.problem(("reentry",), f"unknown reentry rule '{reentry}'",
                   f"use {', '.join(r.value for r in Reentry)}")
         reentry = Reentry.ONCE_PER_ORDER.value
+    quiet_hours = c.rule(data, "quiet_hours", parse_quiet_hours)
+    frequency_cap = c.rule(data, "frequency_cap", parse_frequency_cap)
     if "steps" in data:
         c.block(data["steps"], ("steps",), "")
     if c.problems:
@@ -272,6 +288,8 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
         source=data,
         description=str(data.get("description", "")),
         path=doc.path,
+        quiet_hours=quiet_hours,
+        frequency_cap=frequency_cap,
     )
     return journey, []
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from aftersale.conditions import Condition
+from aftersale.sending_rules import FrequencyCap, QuietHours
 
 
 class Reentry(StrEnum):
@@ -94,6 +95,9 @@ class Journey:
     source: dict[str, Any] = field(repr=False, compare=False)
     description: str = ""
     path: str = ""
+    # None: the defaults from settings; False: switched off for this journey.
+    quiet_hours: QuietHours | Literal[False] | None = None
+    frequency_cap: FrequencyCap | Literal[False] | None = None
 
     def templates(self) -> set[str]:
         return {i.template for i in self.program if isinstance(i, Send)}

@@ -3,11 +3,14 @@ and PostgreSQL, with a simulated clock."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from aftersale.db.models import AlertRecord, Enrollment, InboxEvent, Message, SandboxOutbox
+from aftersale.db.models import (
+    AlertRecord, Customer, Enrollment, InboxEvent, Message, SandboxOutbox,
+)
 from aftersale.runtime import Runtime
 from tests.conftest import START
 from tests.factories import answer, days, follow, placed
@@ -35,8 +38,9 @@ def test_a_first_time_drone_buyer_gets_tracking_tutorial_checkin_and_nps(rt: Run
     run_to(rt, definitions, START + days(3))
     shipping = [m for m in sent(rt, cid) if m.template == "shipping_update"]
     assert len(shipping) == 1
-    assert shipping[0].channel == "whatsapp"  # first of [whatsapp, sms, email] with consent
-    assert shipping[0].recipient == "whatsapp:+905321234567"
+    # [whatsapp, sms, email]: WhatsApp free text needs the 24-hour window, which is closed
+    assert shipping[0].channel == "sms" and shipping[0].recipient == "+905321234567"
+    assert shipping[0].skips == [["whatsapp", "outside the 24-hour window and no approved template"]]
     assert "https://track.example.com/o-1" in (shipping[0].body_text or "")
 
     feed(rt, follow("delivered", "o-1", START + days(3), cid))
@@ -269,6 +273,79 @@ def test_sandbox_can_also_write_each_message_as_a_file(rt: Runtime, tmp_path: Pa
          follow("shipped", "o-1", START, "c-1"))
     run_to(rt, definitions, START)
     [message] = sent(rt, "c-1")
-    written = (tmp_path / "outbox" / f"{message.id}.whatsapp.txt").read_text(encoding="utf-8")
-    assert written.startswith("To: whatsapp:+905321234567\nChannel: whatsapp\n")
+    written = (tmp_path / "outbox" / f"{message.id}.sms.txt").read_text(encoding="utf-8")
+    assert written.startswith("To: +905321234567\nChannel: sms\n")
     assert "https://track.example.com/o-1" in written
+
+
+def _last_inbound_whatsapp(rt: Runtime, customer_id: str, when: datetime) -> None:
+    with rt.factory() as session, session.begin():
+        customer = session.get(Customer, customer_id)
+        assert customer is not None
+        customer.whatsapp_last_inbound_at = when
+
+
+def test_whatsapp_free_text_goes_out_inside_the_24_hour_window(rt: Runtime) -> None:
+    definitions = rt.definitions()
+    feed(rt, placed("o-1", START, "c-1"))
+    run_to(rt, definitions, START)
+    _last_inbound_whatsapp(rt, "c-1", START - timedelta(hours=23))
+    feed(rt, follow("shipped", "o-1", START, "c-1"))
+    run_to(rt, definitions, START)
+    [message] = sent(rt, "c-1")
+    assert (message.channel, message.recipient) == ("whatsapp", "whatsapp:+905321234567")
+
+
+def test_outside_the_window_an_approved_whatsapp_template_is_used(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    _, content = definitions_dirs
+    path = content / "shipping_update" / "tr.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + (
+        "whatsapp_template:\n  content_sid: HX0123456789abcdef0123456789abcdef\n"
+        "  variables:\n    \"1\": \"{{ customer.first_name }}\"\n"
+        "    \"2\": \"{{ order.tracking.url }}\"\n"), encoding="utf-8")
+    definitions = rt.definitions()
+    assert rt.problems == []
+    content_library = definitions.content
+    rendered = content_library.whatsapp_template(
+        "shipping_update", "tr", {"customer": {"first_name": "Ayşe"},
+                                  "order": {"tracking": {"url": "https://t.example/1"}}})
+    assert rendered == ("HX0123456789abcdef0123456789abcdef",
+                        {"1": "Ayşe", "2": "https://t.example/1"})
+    feed(rt, placed("o-1", START, "c-1"), follow("shipped", "o-1", START, "c-1"))
+    run_to(rt, definitions, START)
+    [message] = sent(rt, "c-1")
+    assert message.channel == "whatsapp" and message.status == "sent"
+
+
+def test_marketing_waits_for_the_end_of_quiet_hours_in_the_customers_time_zone(
+        rt: Runtime) -> None:
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    # Delivered at 19:30 UTC = 22:30 in Istanbul: the tutorial (due a day later, 22:30) must
+    # wait for 09:00 local (06:00 UTC); the tracking link is transactional and goes at once.
+    evening = datetime(2026, 3, 2, 19, 30, tzinfo=UTC)
+    rt.clock.set(evening)  # type: ignore[attr-defined]
+    feed(rt, placed("o-1", evening, cid), follow("shipped", "o-1", evening, cid),
+         follow("delivered", "o-1", evening, cid))
+    run_to(rt, definitions, evening + days(2), tick=timedelta(minutes=30))
+    by_template = {m.template: m for m in sent(rt, cid)}
+    assert by_template["shipping_update"].sent_at == evening
+    tutorial = by_template["product_tutorial"]
+    assert tutorial.sent_at == datetime(2026, 3, 4, 6, 0, tzinfo=UTC)
+
+
+def test_the_frequency_cap_defers_a_second_marketing_message_on_the_same_channel(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    journeys, _ = definitions_dirs
+    (journeys / "twice.yaml").write_text(
+        "journey: twice\ntrigger: order.placed\nsegments: [first_time]\n"
+        "steps:\n  - send: referral_invite\n    channels: [email]\n"
+        "  - wait: 2h\n  - send: winback\n    channels: [email]\n", encoding="utf-8")
+    definitions = rt.definitions()
+    feed(rt, placed("o-1", START, "c-1"))
+    run_to(rt, definitions, START + days(2))
+    by_template = {m.template: m for m in sent(rt, "c-1") if m.journey == "twice"}
+    assert by_template["referral_invite"].sent_at == START
+    # 1 per 24 h per channel: the second waits a day after the first, not two hours
+    assert by_template["winback"].sent_at == START + days(1)

@@ -4,10 +4,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23 12:25:28.415060
 """
-from alembic import op
 import sqlalchemy as sa
-
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'
@@ -16,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('delivery_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('provider', sa.String(length=20), nullable=False),
@@ -74,11 +72,11 @@ def upgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('delivery_status', sa.String(length=16), nullable=True))
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_column('delivery_status')
 
@@ -97,4 +95,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_delivery_events_message_id'))
 
     op.drop_table('delivery_events')
-    
+

@@ -1,0 +1,263 @@
+"""Sending queued messages: claim, check the rules, choose the channel, render, send, record.
+
+Exactly once: claimed rows are marked ``sending`` and committed *before* any provider call; the
+provider's answers are recorded in a second transaction. A crash in between leaves ``sending``
+rows that :func:`aftersale.dispatch.recover_stale` flags for review, never resends.
+
+Checked at send time, not at enrollment, because the world changes while a step waits: an exit
+event (cancellation), suppressions (bounce, STOP, unsubscribe), consent, the WhatsApp 24-hour
+window, quiet hours in the customer's time zone and the frequency cap. The last two defer a
+marketing message to the first allowed minute; nothing is dropped for them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from aftersale.channels.base import Channel, OutboundMessage, SendResult
+from aftersale.channels.choice import Contact, choose_channel
+from aftersale.clock import Clock
+from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
+from aftersale.dispatch import DispatchCounts, by_id, claim
+from aftersale.events import SURVEY_SCALES
+from aftersale.facts import customer_context, order_context
+from aftersale.journeys.definitions import Definitions, VersionCache
+from aftersale.journeys.engine import Status
+from aftersale.journeys.model import Journey
+from aftersale.links import Links
+from aftersale.sending_rules import FrequencyCap, QuietHours
+
+RETRY_BASE = timedelta(minutes=1)
+MAX_ATTEMPTS = 8
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The marketing rules from settings; a journey may override or switch each off."""
+
+    quiet_hours: QuietHours | None = None
+    frequency_cap: FrequencyCap | None = None
+
+    def for_journey(self, journey: Journey) -> tuple[QuietHours | None, FrequencyCap | None]:
+        quiet = self.quiet_hours if journey.quiet_hours is None else journey.quiet_hours or None
+        cap = self.frequency_cap if journey.frequency_cap is None else journey.frequency_cap or None
+        return quiet, cap
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    outbound: OutboundMessage
+    channel: str
+
+
+@dataclass
+class _Batch:
+    """What one claimed batch needs, loaded with a handful of queries."""
+
+    session: Session
+    definitions: Definitions
+    available: set[str]
+    links: Links
+    rules: Rules
+    now: datetime
+    counts: DispatchCounts
+    customers: dict[str, Customer] = field(default_factory=dict)
+    enrollments: dict[int, Enrollment] = field(default_factory=dict)
+    orders: dict[str, Order] = field(default_factory=dict)
+    suppressed: dict[tuple[str, str], str] = field(default_factory=dict)
+    recent: dict[tuple[str, str], list[datetime]] = field(default_factory=lambda: defaultdict(list))
+
+    def load(self, rows: list[Message]) -> None:
+        self.customers = by_id(self.session, Customer, {m.customer_id for m in rows})
+        self.enrollments = by_id(self.session, Enrollment, {m.enrollment_id for m in rows})
+        self.orders = by_id(self.session, Order,
+                            {e.order_id for e in self.enrollments.values() if e.order_id})
+        addresses = {a for c in self.customers.values() for a in (c.email, c.phone) if a}
+        if addresses:
+            self.suppressed = {
+                (s.channel, s.address): s.reason for s in self.session.scalars(
+                    select(Suppression).where(Suppression.address.in_(addresses),
+                                              Suppression.lifted_at.is_(None)))}
+        cap = self.rules.frequency_cap
+        longest = max([cap.per if cap else timedelta(0)] + [
+            j.frequency_cap.per for j in self.definitions.journeys.values() if j.frequency_cap])
+        if longest and self.customers:
+            for customer_id, channel, sent_at, template in self.session.execute(
+                    select(Message.customer_id, Message.channel, Message.sending_at,
+                           Message.template)
+                    .where(Message.customer_id.in_(set(self.customers)),
+                           Message.status.in_(("sent", "sending", "unknown")),
+                           Message.sending_at > self.now - longest)):
+                if not self.definitions.content.is_transactional(template):
+                    self.recent[(customer_id, channel)].append(sent_at)
+            for times in self.recent.values():
+                times.sort()
+
+    def prepare(self, message: Message, journey: Journey) -> _Prepared | None:
+        customer = self.customers[message.customer_id]
+        enrollment = self.enrollments[message.enrollment_id]
+        order = self.orders.get(enrollment.order_id or "")
+        exit_event = _exit_seen(journey.exit_on, order)
+        if enrollment.status == Status.EXITED.value or exit_event:
+            # An exit (a cancellation) that arrived after the step was queued wins, even when
+            # the journey had already reached its end.
+            _not_sent(message, f"{exit_event or 'exit event'} before sending", self.counts)
+            return None
+        content = self.definitions.content
+        transactional = content.is_transactional(message.template)
+        quiet, cap = self.rules.for_journey(journey)
+        if not transactional and quiet is not None:
+            allowed = quiet.next_allowed(self.now, customer.timezone)
+            if allowed is not None:
+                return self._defer(message, allowed, "quiet hours")
+        window_open = (customer.whatsapp_last_inbound_at is not None
+                       and self.now - customer.whatsapp_last_inbound_at < WHATSAPP_WINDOW)
+        contact = Contact(
+            customer.email, customer.phone,
+            {"email": customer.consent_email, "sms": customer.consent_sms,
+             "whatsapp": customer.consent_whatsapp},
+            suppressed={ch: reason for (ch, address), reason in self.suppressed.items()
+                        if address in (customer.email, customer.phone)},
+            whatsapp_window_open=window_open)
+        context = render_context(customer, order, message.id, message.template, "", transactional,
+                                 self.definitions, self.links)
+        approved = content.whatsapp_template(message.template, customer.locale, context) \
+            if content.has(message.template, "whatsapp") else None
+        choice = choose_channel(message.channels, contact, transactional, self.available,
+                                lambda channel: content.has(message.template, channel),
+                                has_approved_whatsapp_template=approved is not None)
+        message.skips = [list(s) for s in choice.skipped]
+        if choice.channel is None or choice.recipient is None:
+            _not_sent(message, choice.reason, self.counts)
+            return None
+        if not transactional and cap is not None:
+            allowed = cap.next_allowed(self.recent[(customer.id, choice.channel)], self.now)
+            if allowed is not None:
+                return self._defer(message, allowed, "frequency cap")
+            self.recent[(customer.id, choice.channel)].append(self.now)
+        context = render_context(customer, order, message.id, message.template, choice.channel,
+                                 transactional, self.definitions, self.links)
+        rendered = content.render(message.template, choice.channel, customer.locale, context)
+        use_template = choice.channel == "whatsapp" and not window_open and approved is not None
+        message.channel, message.recipient = choice.channel, choice.recipient
+        message.locale, message.subject = rendered.locale, rendered.subject
+        message.body_text, message.body_html = rendered.text, rendered.html
+        return _Prepared(OutboundMessage(
+            id=message.id, channel=choice.channel, recipient=choice.recipient, text=rendered.text,
+            subject=rendered.subject, html=rendered.html, transactional=transactional,
+            journey=message.journey, template=message.template, customer_id=customer.id,
+            unsubscribe_url=context["links"]["unsubscribe"],
+            content_sid=approved[0] if use_template and approved else None,
+            content_variables=approved[1] if use_template and approved else None,
+        ), choice.channel)
+
+    def _defer(self, message: Message, until: datetime, why: str) -> None:
+        message.due_at = until
+        message.status_reason = f"deferred: {why}"
+        self.counts.deferred += 1
+        self.counts.deferred_reasons[why] += 1
+        return None
+
+
+def send_pending(factory: sessionmaker[Session], definitions: Definitions,
+                 channels: Mapping[str, Channel], links: Links, clock: Clock,
+                 limit: int = 1000, rules: Rules | None = None) -> DispatchCounts:
+    counts = DispatchCounts()
+    now = clock.now()
+    prepared: list[_Prepared] = []
+    with factory() as session, session.begin():
+        rows = list(session.scalars(claim(
+            select(Message).where(Message.status == "pending", Message.due_at <= now)
+            .order_by(Message.due_at, Message.id).limit(limit), session)))
+        counts.claimed = len(rows)
+        batch = _Batch(session, definitions, set(channels), links, rules or Rules(), now, counts)
+        batch.load(rows)
+        versions = VersionCache(session)
+        for message in rows:
+            journey = versions.get(batch.enrollments[message.enrollment_id].journey_version_id)
+            item = batch.prepare(message, journey)
+            if item is not None:
+                message.status, message.sending_at = "sending", now
+                message.attempts += 1
+                prepared.append(item)
+    by_channel: dict[str, list[OutboundMessage]] = {}
+    for item in prepared:
+        by_channel.setdefault(item.channel, []).append(item.outbound)
+    results: list[SendResult] = []
+    for name, outbound in by_channel.items():
+        results += channels[name].send_batch(outbound)
+    _record(factory, results, {p.outbound.id: p.channel for p in prepared}, clock, counts)
+    return counts
+
+
+def _exit_seen(exit_on: tuple[str, ...], order: Order | None) -> str | None:
+    if order is None:
+        return None
+    for event, when in (("order.cancelled", order.cancelled_at),
+                        ("order.refunded", order.refunded_at)):
+        if when is not None and event in exit_on:
+            return event
+    return None
+
+
+def _not_sent(message: Message, reason: str, counts: DispatchCounts) -> None:
+    message.status, message.status_reason = "not_sent", reason
+    counts.not_sent += 1
+    counts.not_sent_reasons[reason.split(";")[0].split(": ", 1)[-1]] += 1
+
+
+def render_context(customer: Customer, order: Order | None, message_id: str, template: str,
+                   channel: str, transactional: bool, definitions: Definitions,
+                   links: Links) -> dict[str, Any]:
+    """What templates see (documented in aftersale.content.library)."""
+    kind = definitions.content.survey_kind(template)
+    survey = None
+    if kind is not None:
+        low, high = SURVEY_SCALES[kind]
+        survey = {"kind": kind, "scale": list(range(low, high + 1)),
+                  "link": lambda score: links.survey(message_id, customer.id, kind, int(score))}
+    return {
+        "customer": customer_context(customer),
+        "order": order_context(order, definitions.segments) if order is not None else None,
+        "links": {
+            "unsubscribe": None if transactional else links.unsubscribe(message_id, customer.id,
+                                                                        channel),
+            "referral": links.referral(customer.id),
+        },
+        "survey": survey,
+        "offer": None,
+    }
+
+
+def _record(factory: sessionmaker[Session], results: list[SendResult],
+            channel_of: dict[str, str], clock: Clock, counts: DispatchCounts) -> None:
+    if not results:
+        return
+    now = clock.now()
+    with factory() as session, session.begin():
+        rows = by_id(session, Message, {r.message_id for r in results})
+        for result in results:
+            message = rows[result.message_id]
+            message.provider_message_id = result.provider_message_id or message.provider_message_id
+            if result.status == "sent":
+                message.status, message.sent_at = "sent", now
+                counts.sent += 1
+                counts.sent_by_channel[channel_of[result.message_id]] += 1
+            elif result.status == "retry" and message.attempts < MAX_ATTEMPTS:
+                # Back to pending with exponential backoff; the provider said "not now".
+                delay = max(RETRY_BASE * 2 ** (message.attempts - 1),
+                            timedelta(seconds=result.retry_after or 0))
+                message.status, message.due_at = "pending", now + delay
+                message.status_reason = result.error
+                counts.retried += 1
+            else:
+                message.status, message.status_reason = "failed", result.error
+                counts.failed += 1
