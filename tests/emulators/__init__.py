@@ -1,0 +1,199 @@
+"""Provider emulators: small HTTP servers on 127.0.0.1 that the official clients talk to.
+
+Each emulator records every request and answers like the provider, unless a test has queued
+scripted replies (an error, a rate limit, a delay longer than the client's timeout), which
+are used first, one per request, whatever the request is::
+
+    with SendGridEmulator(api_key="SG.key") as sendgrid:
+        sendgrid.enqueue(Reply(429, headers={"Retry-After": "2"}))
+        ...  # send with base URL sendgrid.base_url
+        assert sendgrid.requests[0].json["subject"] == "Hello"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as it arrived. Header names are lower-cased."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        """The form fields, each with every value sent (``MediaUrl`` may repeat)."""
+        return parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
+
+    def field(self, name: str) -> str | None:
+        values = self.form.get(name)
+        return values[0] if values else None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer: a dict/list body is sent as JSON, bytes as they are, None as an empty body.
+    ``delay`` holds the answer back (longer than the client's timeout makes it time out)."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class Emulator:
+    """A threaded HTTP server that records requests and answers through ``respond``."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self._script: list[Reply] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- what a provider emulator implements -------------------------------------------------
+    def respond(self, request: Recorded) -> Reply:
+        raise NotImplementedError
+
+    # -- scripting ---------------------------------------------------------------------------
+    def enqueue(self, *replies: Reply) -> None:
+        """Answer the next requests with these replies, in order, before normal behaviour."""
+        with self._lock:
+            self._script.extend(replies)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Self:
+        emulator = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.emulator = emulator
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{type(self).__name__}:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop answering; the port then refuses connections. ``start()`` reopens the same port."""
+        self._stopping.set()  # wakes delayed replies
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.drop_connections()  # kept-alive ones would otherwise still answer
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- called by the handler ---------------------------------------------------------------
+    def _answer(self, request: Recorded) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            scripted = self._script.pop(0) if self._script else None
+        return scripted or self.respond(request)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (timeout) leaves a broken pipe: expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # an idle kept-alive connection ends its thread after this
+    emulator: Emulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        request = Recorded(self.command, parts.path, parse_qs(parts.query),
+                           {k.lower(): v for k, v in self.headers.items()}, body)
+        reply = self.emulator._answer(request)
+        if reply.delay and self.emulator._stopping.wait(reply.delay):
+            return
+        if isinstance(reply.body, bytes):
+            payload, content_type = reply.body, "application/octet-stream"
+        elif reply.body is None:
+            payload, content_type = b"", None
+        else:
+            payload, content_type = json.dumps(reply.body).encode(), "application/json"
+        self.send_response(reply.status)
+        headers = {k.lower(): v for k, v in reply.headers.items()}
+        if content_type and "content-type" not in headers:
+            self.send_header("Content-Type", content_type)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
