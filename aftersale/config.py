@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_whatsapp_from: str | None = None
     shopify_webhook_secret: SecretStr | None = None
+    provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     # Marketing rules, overridable per journey (transactional messages are exempt).
     quiet_hours: str = "21:00-09:00"

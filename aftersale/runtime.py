@@ -17,7 +17,7 @@ from aftersale.clock import Clock, SystemClock
 from aftersale.config import Settings
 from aftersale.db.migrate import ensure_current
 from aftersale.db.session import make_engine, session_factory
-from aftersale.errors import ConfigError, Problem
+from aftersale.errors import Problem
 from aftersale.journeys.definitions import Definitions, activate
 from aftersale.links import Links, Signer
 
@@ -31,6 +31,7 @@ class Runtime:
     factory: sessionmaker[Session]
     clock: Clock
     problems: list[Problem] = field(default_factory=list)
+    _channels: dict[str, Channel] | None = field(default=None, repr=False)
 
     def definitions(self) -> Definitions:
         """The journeys to run now (the last valid set if the files are invalid)."""
@@ -41,17 +42,10 @@ class Runtime:
         return definitions
 
     def channels(self) -> dict[str, Channel]:
-        built: dict[str, Channel] = {}
-        providers = {"email": self.settings.email_provider, "sms": self.settings.sms_provider,
-                     "whatsapp": self.settings.whatsapp_provider}
-        for name, provider in providers.items():
-            if provider == "sandbox":
-                built[name] = SandboxChannel(name, self.factory, self.clock,  # type: ignore[arg-type]
-                                             self.settings.sandbox_dir)
-            else:
-                raise ConfigError(f"AFTERSALE_{name.upper()}_PROVIDER={provider} is not available "
-                                  "in this version; use sandbox")
-        return built
+        """One channel per kind, built once: the provider clients keep their connections."""
+        if self._channels is None:
+            self._channels = build_channels(self.settings, self.factory, self.clock)
+        return self._channels
 
     def links(self) -> Links:
         key = self.settings.secret_key
@@ -63,6 +57,28 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+def build_channels(settings: Settings, factory: sessionmaker[Session], clock: Clock
+                   ) -> dict[str, Channel]:
+    timeout = settings.provider_timeout_seconds
+    built: dict[str, Channel] = {}
+    if settings.email_provider == "sendgrid":
+        from aftersale.channels.sendgrid import SendGridEmailChannel
+
+        built["email"] = SendGridEmailChannel(settings, timeout=timeout)
+    if settings.sms_provider == "twilio":
+        from aftersale.channels.twilio import TwilioSmsChannel
+
+        built["sms"] = TwilioSmsChannel(settings, timeout=timeout)
+    if settings.whatsapp_provider == "twilio":
+        from aftersale.channels.twilio import TwilioWhatsAppChannel
+
+        built["whatsapp"] = TwilioWhatsAppChannel(settings, timeout=timeout)
+    for name in ("email", "sms", "whatsapp"):
+        if name not in built:
+            built[name] = SandboxChannel(name, factory, clock, settings.sandbox_dir)  # type: ignore[arg-type]
+    return built
 
 
 def open_runtime(settings: Settings, clock: Clock | None = None, migrate: bool = True) -> Runtime:

@@ -37,6 +37,7 @@ from aftersale.sending_rules import FrequencyCap, QuietHours
 RETRY_BASE = timedelta(minutes=1)
 MAX_ATTEMPTS = 8
 WHATSAPP_WINDOW = timedelta(hours=24)
+AMBIGUOUS = "no_answer"  # the channels' code for "sent, but the answer never came"
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,13 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
                 message.status, message.sent_at = "sent", now
                 counts.sent += 1
                 counts.sent_by_channel[channel_of[result.message_id]] += 1
+            elif result.error_code == AMBIGUOUS:
+                # The request went out and no answer came back: the provider may have
+                # accepted it. Neither provider takes an idempotency key, so a resend could
+                # reach the customer twice; flag it for review instead.
+                message.status = "unknown"
+                message.status_reason = f"no answer from the provider: {result.error}"
+                counts.unknown += 1
             elif result.status == "retry" and message.attempts < MAX_ATTEMPTS:
                 # Back to pending with exponential backoff; the provider said "not now".
                 delay = max(RETRY_BASE * 2 ** (message.attempts - 1),

@@ -9,7 +9,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from aftersale.db.models import (
-    AlertRecord, Customer, Enrollment, InboxEvent, Message, SandboxOutbox,
+    AlertRecord,
+    Customer,
+    Enrollment,
+    InboxEvent,
+    Message,
+    SandboxOutbox,
 )
 from aftersale.runtime import Runtime
 from tests.conftest import START

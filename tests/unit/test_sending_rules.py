@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.sending_rules import (
-    FrequencyCap, QuietHours, parse_frequency_cap, parse_quiet_hours,
+    FrequencyCap,
+    QuietHours,
+    parse_frequency_cap,
+    parse_quiet_hours,
 )
 
 NIGHT = QuietHours(time(21), time(9))
