@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = None
     shopify_webhook_secret: SecretStr | None = None
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Our own pacing per provider account (SendGrid and Twilio enforce theirs with 429s).
+    sendgrid_rate_per_second: float = Field(default=100.0, gt=0)
+    twilio_rate_per_second: float = Field(default=10.0, gt=0)
+    send_concurrency: int = Field(default=8, ge=1, le=128)
 
     # Marketing rules, overridable per journey (transactional messages are exempt).
     quiet_hours: str = "21:00-09:00"

@@ -54,6 +54,8 @@ class DispatchCounts(Counts):
     claimed: int = 0
     deferred: int = 0
     deferred_reasons: Counter[str] = field(default_factory=Counter)
+    sms_segments: int = 0
+    channel_skips: Counter[str] = field(default_factory=Counter)
     sent_by_channel: Counter[str] = field(default_factory=Counter)
     not_sent_reasons: Counter[str] = field(default_factory=Counter)
 

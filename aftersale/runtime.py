@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from aftersale.channels.base import Channel
+from aftersale.channels.base import Channel, SingleSendChannel
 from aftersale.channels.sandbox import SandboxChannel
 from aftersale.clock import Clock, SystemClock
 from aftersale.config import Settings
@@ -20,6 +20,7 @@ from aftersale.db.session import make_engine, session_factory
 from aftersale.errors import Problem
 from aftersale.journeys.definitions import Definitions, activate
 from aftersale.links import Links, Signer
+from aftersale.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,14 @@ def build_channels(settings: Settings, factory: sessionmaker[Session], clock: Cl
         from aftersale.channels.twilio import TwilioWhatsAppChannel
 
         built["whatsapp"] = TwilioWhatsAppChannel(settings, timeout=timeout)
+    rates = {"sendgrid": settings.sendgrid_rate_per_second,
+             "twilio": settings.twilio_rate_per_second}
+    limiters = {provider: RateLimiter(factory, provider, rate) for provider, rate in rates.items()}
+    for channel in built.values():
+        if isinstance(channel, SingleSendChannel):
+            # One limiter per provider account: SMS and WhatsApp share Twilio's.
+            channel.limiter = limiters[channel.provider]
+            channel.concurrency = settings.send_concurrency
     for name in ("email", "sms", "whatsapp"):
         if name not in built:
             built[name] = SandboxChannel(name, factory, clock, settings.sandbox_dir)  # type: ignore[arg-type]

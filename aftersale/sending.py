@@ -12,6 +12,7 @@ marketing message to the first allowed minute; nothing is dropped for them.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
+from aftersale.channels.sms_encoding import sms_segments
 from aftersale.clock import Clock
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
 from aftersale.dispatch import DispatchCounts, by_id, claim
@@ -136,6 +138,8 @@ class _Batch:
                                 lambda channel: content.has(message.template, channel),
                                 has_approved_whatsapp_template=approved is not None)
         message.skips = [list(s) for s in choice.skipped]
+        for channel, reason in choice.skipped:
+            self.counts.channel_skips[f"{channel}: {reason}"] += 1
         if choice.channel is None or choice.recipient is None:
             _not_sent(message, choice.reason, self.counts)
             return None
@@ -151,6 +155,9 @@ class _Batch:
         message.channel, message.recipient = choice.channel, choice.recipient
         message.locale, message.subject = rendered.locale, rendered.subject
         message.body_text, message.body_html = rendered.text, rendered.html
+        if choice.channel == "sms":
+            message.sms_encoding, message.sms_segments = sms_segments(rendered.text)
+            self.counts.sms_segments += message.sms_segments
         return _Prepared(OutboundMessage(
             id=message.id, channel=choice.channel, recipient=choice.recipient, text=rendered.text,
             subject=rendered.subject, html=rendered.html, transactional=transactional,
@@ -261,8 +268,9 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
                 counts.unknown += 1
             elif result.status == "retry" and message.attempts < MAX_ATTEMPTS:
                 # Back to pending with exponential backoff; the provider said "not now".
-                delay = max(RETRY_BASE * 2 ** (message.attempts - 1),
-                            timedelta(seconds=result.retry_after or 0))
+                # Jitter spreads the retries of a batch that failed together.
+                backoff = RETRY_BASE * 2 ** (message.attempts - 1) * random.uniform(1.0, 1.5)
+                delay = max(backoff, timedelta(seconds=result.retry_after or 0))
                 message.status, message.due_at = "pending", now + delay
                 message.status_reason = result.error
                 counts.retried += 1

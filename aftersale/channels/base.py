@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from aftersale.errors import PermanentProviderError, TransientProviderError
+
+if TYPE_CHECKING:
+    from aftersale.ratelimit import RateLimiter
 
 ChannelName = Literal["email", "sms", "whatsapp"]
 
@@ -50,24 +54,35 @@ class Channel(Protocol):
 
 
 class SingleSendChannel:
-    """Base for providers that send one message per API call: maps errors to results."""
+    """Base for providers that send one message per API call: sends a batch concurrently, at
+    the provider's rate, and maps errors to results."""
 
     name: ChannelName
     provider: str
+    #: Shared send rate (set by the runtime); None sends as fast as the provider answers.
+    limiter: RateLimiter | None = None
+    #: Requests in flight at once within a batch.
+    concurrency: int = 1
 
     def send_one(self, message: OutboundMessage) -> str | None:
         """Send; return the provider's message id. Raise Transient/PermanentProviderError."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        results = []
-        for message in messages:
-            try:
-                provider_id = self.send_one(message)
-                results.append(SendResult(message.id, "sent", provider_id))
-            except TransientProviderError as exc:
-                results.append(SendResult(message.id, "retry", error=str(exc), error_code=exc.code,
-                                          retry_after=exc.retry_after))
-            except PermanentProviderError as exc:
-                results.append(SendResult(message.id, "failed", error=str(exc), error_code=exc.code))
-        return results
+        slots = self.limiter.reserve(len(messages)) if self.limiter else [0.0] * len(messages)
+        if self.concurrency <= 1 or len(messages) <= 1:
+            return [self._send_at(m, slot) for m, slot in zip(messages, slots, strict=True)]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(messages)),
+                                thread_name_prefix=f"send-{self.provider}") as pool:
+            return list(pool.map(self._send_at, messages, slots))
+
+    def _send_at(self, message: OutboundMessage, slot: float) -> SendResult:
+        if self.limiter is not None:
+            self.limiter.wait_until(slot)
+        try:
+            return SendResult(message.id, "sent", self.send_one(message))
+        except TransientProviderError as exc:
+            return SendResult(message.id, "retry", error=str(exc), error_code=exc.code,
+                              retry_after=exc.retry_after)
+        except PermanentProviderError as exc:
+            return SendResult(message.id, "failed", error=str(exc), error_code=exc.code)

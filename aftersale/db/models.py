@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -207,6 +208,9 @@ class Message(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     # What the provider reported last (delivered, bounced, read, ...); history in delivery_events.
     delivery_status: Mapped[str | None] = mapped_column(String(16))
+    # SMS cost depends on the encoding: one Turkish or Polish letter turns GSM-7 into UCS-2.
+    sms_encoding: Mapped[str | None] = mapped_column(String(8))
+    sms_segments: Mapped[int | None] = mapped_column(Integer)
     skips: Mapped[list[Any] | None] = mapped_column(JSON)
     provider: Mapped[str | None] = mapped_column(String(20))
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
@@ -313,3 +317,12 @@ class InboundMessage(Base):
     customer_id: Mapped[str | None] = mapped_column(String(128), index=True)
     received_at: Mapped[datetime]
     raw: Mapped[dict[str, Any]]
+
+
+class RateLimitState(Base):
+    """The next free send slot per provider (wall-clock epoch seconds), shared by all senders."""
+
+    __tablename__ = "rate_limits"
+
+    provider: Mapped[str] = mapped_column(String(20), primary_key=True)
+    next_at: Mapped[float] = mapped_column(Float)
