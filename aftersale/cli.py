@@ -212,6 +212,39 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 @app.command()
+def emulators(
+    sendgrid_port: Annotated[int, typer.Option(help="port for the SendGrid emulator")] = 8025,
+    twilio_port: Annotated[int, typer.Option(help="port for the Twilio emulator")] = 8026,
+) -> None:
+    """Run local SendGrid and Twilio emulators on 127.0.0.1 until Ctrl-C, to try the real
+    provider clients without accounts."""
+    import time
+
+    from aftersale.emulators.sendgrid import SendGridEmulator
+    from aftersale.emulators.twilio import TwilioEmulator
+
+    account, token, key = "AC" + "0" * 32, "emulator-token", "SG.emulator-key"
+    sendgrid, twilio = SendGridEmulator(api_key=key), TwilioEmulator(account, token)
+    sendgrid.port, twilio.port = sendgrid_port, twilio_port
+    with sendgrid, twilio:
+        out.print("Emulators running. Point aftersale at them with:\n")
+        for name, value in (
+                ("EMAIL_PROVIDER", "sendgrid"), ("SENDGRID_API_KEY", key),
+                ("SENDGRID_BASE_URL", sendgrid.base_url), ("SMS_PROVIDER", "twilio"),
+                ("WHATSAPP_PROVIDER", "twilio"), ("TWILIO_ACCOUNT_SID", account),
+                ("TWILIO_AUTH_TOKEN", token), ("TWILIO_BASE_URL", twilio.base_url),
+                ("TWILIO_FROM", "+15017122661"), ("TWILIO_WHATSAPP_FROM", "+14155238886")):
+            out.print(f"export AFTERSALE_{name}={value}", highlight=False)
+        try:
+            while True:
+                time.sleep(5)
+                out.print(f"sendgrid: {len(sendgrid.sent)} mails, "
+                          f"twilio: {len(twilio.messages)} messages", highlight=False)
+        except KeyboardInterrupt:
+            out.print("stopped")
+
+
+@app.command()
 def demo(
     customers: Annotated[int, typer.Option(min=10, help="synthetic customers")] = 2000,
     days: Annotated[int, typer.Option(min=7, help="days of orders")] = 120,

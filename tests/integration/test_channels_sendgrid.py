@@ -11,9 +11,9 @@ import pytest
 from aftersale.channels.base import OutboundMessage, SendResult
 from aftersale.channels.sendgrid import SendGridEmailChannel, reset_in_seconds, retry_after_seconds
 from aftersale.config import Settings
+from aftersale.emulators import Reply, closed_port
+from aftersale.emulators.sendgrid import MAIL_SEND, SendGridEmulator
 from aftersale.errors import ConfigError
-from tests.emulators import Reply, closed_port
-from tests.emulators.sendgrid import MAIL_SEND, SendGridEmulator
 
 API_KEY = "SG.aftersale-test.5ecret-key-never-in-errors"
 TIMEOUT = 1.0

@@ -12,11 +12,11 @@ from sqlalchemy import select
 from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
 from aftersale.db.models import Message
+from aftersale.emulators import Reply
+from aftersale.emulators.sendgrid import SendGridEmulator
+from aftersale.emulators.twilio import TwilioEmulator
 from aftersale.runtime import Runtime, open_runtime
 from tests.conftest import START
-from tests.emulators import Reply
-from tests.emulators.sendgrid import SendGridEmulator
-from tests.emulators.twilio import TwilioEmulator
 from tests.factories import days, follow, placed
 from tests.integration.helpers import feed, run_to, sent, treated_customer
 

@@ -10,10 +10,10 @@ import time
 from aftersale.channels.base import OutboundMessage
 from aftersale.channels.twilio import TwilioSmsChannel
 from aftersale.config import Settings
+from aftersale.emulators import Reply
+from aftersale.emulators.twilio import TwilioEmulator
 from aftersale.ratelimit import RateLimiter
 from aftersale.runtime import Runtime
-from tests.emulators import Reply
-from tests.emulators.twilio import TwilioEmulator
 
 ACCOUNT = "AC" + "2" * 32
 
