@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Page tests drive Debian's chromium headless; install it when missing (needs root, as on CI).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "chromium is missing: sudo apt-get install -y chromium" >&2; exit 1; fi
+
 demo: $(STAMP)
 	$(BIN)/aftersale demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check aftersale flows tests
 	$(BIN)/python -m pytest
 

@@ -354,3 +354,17 @@ def test_the_frequency_cap_defers_a_second_marketing_message_on_the_same_channel
     assert by_template["referral_invite"].sent_at == START
     # 1 per 24 h per channel: the second waits a day after the first, not two hours
     assert by_template["winback"].sent_at == START + days(1)
+
+
+def test_the_frequency_cap_counts_messages_from_every_journey(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    journeys, _ = definitions_dirs
+    for name, template in (("first-hello", "referral_invite"), ("second-hello", "winback")):
+        (journeys / f"{name}.yaml").write_text(
+            f"journey: {name}\ntrigger: order.placed\nsegments: [first_time]\n"
+            f"steps:\n  - send: {template}\n    channels: [email]\n", encoding="utf-8")
+    definitions = rt.definitions()
+    feed(rt, placed("o-1", START, "c-1"))
+    run_to(rt, definitions, START + days(2))
+    times = sorted(m.sent_at for m in sent(rt, "c-1") if m.journey.endswith("-hello"))
+    assert times == [START, START + days(1)]

@@ -31,6 +31,12 @@ NIGHT = QuietHours(time(21), time(9))
     # 08:59 in New York is still quiet; the first allowed minute is 09:00
     (datetime(2026, 7, 1, 12, 59, tzinfo=UTC), "America/New_York",
      datetime(2026, 7, 1, 13, 0, tzinfo=UTC)),
+    # across the spring DST change in Warsaw: 21:30 CET, allowed at 09:00 CEST (07:00 UTC)
+    (datetime(2026, 3, 28, 20, 30, tzinfo=UTC), "Europe/Warsaw",
+     datetime(2026, 3, 29, 7, 0, tzinfo=UTC)),
+    # and the autumn one: 22:00 CEST, allowed at 09:00 CET (08:00 UTC)
+    (datetime(2026, 10, 24, 20, 0, tzinfo=UTC), "Europe/Warsaw",
+     datetime(2026, 10, 25, 8, 0, tzinfo=UTC)),
     # unknown or missing zone: UTC
     (datetime(2026, 3, 2, 22, 0, tzinfo=UTC), None, datetime(2026, 3, 3, 9, 0, tzinfo=UTC)),
     (datetime(2026, 3, 2, 22, 0, tzinfo=UTC), "Mars/Olympus", datetime(2026, 3, 3, 9, 0, tzinfo=UTC)),
