@@ -21,6 +21,7 @@ from aftersale.errors import EventError
 from aftersale.events import parse_event
 from aftersale.intake.inbox import store_events
 from aftersale.runtime import Runtime, open_runtime
+from aftersale.web.feedback import feedback_router
 
 MAX_BODY = 5 * 1024 * 1024
 
@@ -78,4 +79,5 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
                                 status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    app.include_router(feedback_router(settings, runtime))
     return app

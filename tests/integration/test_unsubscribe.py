@@ -1,0 +1,275 @@
+"""GET/POST /u/{token} over real HTTP (the unsubscribe page and RFC 8058 one-click), and the
+suppression store behind it on both databases."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from aftersale.config import Settings
+from aftersale.db.models import Customer, Message, Suppression
+from aftersale.links import Signer
+from aftersale.runtime import Runtime
+from aftersale.suppression import is_suppressed, lift, suppress, suppressed_addresses
+from aftersale.web.app import create_app
+from tests.conftest import START
+from tests.factories import follow, placed
+from tests.integration.helpers import feed, run_to, sent
+
+
+def one_click(url: str, **headers: str) -> httpx.Response:
+    """What a mailbox provider sends for RFC 8058 one-click unsubscribe."""
+    return httpx.post(url, content=b"List-Unsubscribe=One-Click",
+                      headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
+    with serve(create_app(settings, rt)) as url:
+        yield url
+
+
+def email_message(rt: Runtime, cid: str = "c-1", locale: str = "tr") -> Message:
+    feed(rt, placed(f"o-{cid}", START, cid=cid, phone=None, locale=locale),
+         follow("shipped", f"o-{cid}", START, cid=cid))
+    run_to(rt, rt.definitions(), START)
+    [message] = sent(rt, cid)
+    assert message.channel == "email"
+    return message
+
+
+def link(rt: Runtime, base_url: str, message: Message, channel: str = "email") -> str:
+    """The link we put in the message, pointed at the test server."""
+    url = rt.links().unsubscribe(message.id, message.customer_id, channel)
+    assert url.startswith("https://shop.example.com/u/")
+    return base_url + url.removeprefix("https://shop.example.com")
+
+
+def suppressions(rt: Runtime) -> list[Suppression]:
+    with rt.factory() as session:
+        return list(session.scalars(select(Suppression)))
+
+
+def customer(rt: Runtime, cid: str = "c-1") -> Customer:
+    with rt.factory() as session:
+        found = session.get(Customer, cid)
+        assert found is not None
+        return found
+
+
+def tampered(url: str) -> str:
+    body, mac = url.rsplit("/", 1)[1].split(".")
+    flipped = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
+    return url.rsplit("/", 1)[0] + f"/{flipped}.{mac}"
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("locale", "lang", "button"), [
+    ("tr", "tr", "Abonelikten çık"), ("pl-PL", "pl", "Wypisz się"), ("en", "en", "Unsubscribe"),
+    ("de", "en", "Unsubscribe"),
+])
+def test_the_page_asks_in_the_customers_language_and_writes_nothing(
+        base_url: str, rt: Runtime, locale: str, lang: str, button: str) -> None:
+    page = httpx.get(link(rt, base_url, email_message(rt, locale=locale)))
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert f'<html lang="{lang}">' in html
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert re.search(r"<h1>[^<]+</h1>", html)
+    assert '<form method="post">' in html
+    assert '<input type="hidden" name="List-Unsubscribe" value="One-Click">' in html
+    assert f'<button type="submit">{button}</button>' in html
+    assert "Atlas Store" in html
+    assert not re.search(r"""(src|href)=["']?https?:""", html), "no external assets"
+    assert "<script" not in html
+    assert page.headers["cache-control"] == "no-store"
+    assert suppressions(rt) == [] and customer(rt).consent_email is True
+
+
+def test_one_click_unsubscribes_the_address_and_confirms_in_the_customers_language(
+        base_url: str, rt: Runtime) -> None:
+    message = email_message(rt)
+    url = link(rt, base_url, message)
+    response = one_click(url)
+    assert response.status_code == 200
+    assert '<html lang="tr">' in response.text
+    assert "<h1>Abonelikten çıktınız</h1>" in response.text
+    assert "e-posta ile mesaj göndermeyecek" in response.text
+    [row] = suppressions(rt)
+    assert (row.channel, row.address, row.customer_id, row.reason, row.source, row.lifted_at) == (
+        "email", "c-1@example.com", "c-1", "unsubscribe", "unsubscribe_link", None)
+    assert customer(rt).consent_email is False and customer(rt).consent_sms is True
+    with rt.factory() as session:
+        assert is_suppressed(session, "email", "C-1@example.com")
+    again = one_click(url)
+    assert again.status_code == 200 and len(suppressions(rt)) == 1
+
+
+def test_the_pages_button_unsubscribes_too(base_url: str, rt: Runtime) -> None:
+    url = link(rt, base_url, email_message(rt, locale="pl"))
+    # What a browser sends for the form: its hidden field, form-encoded.
+    response = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200 and '<html lang="pl">' in response.text
+    assert "Wypisano Cię" in response.text
+    assert [s.reason for s in suppressions(rt)] == ["unsubscribe"]
+
+
+def test_an_sms_link_suppresses_the_phone_number_on_sms(base_url: str, rt: Runtime) -> None:
+    feed(rt, placed("o-1", START), follow("shipped", "o-1", START))
+    run_to(rt, rt.definitions(), START)
+    [message] = sent(rt)
+    assert message.channel == "sms"
+    one_click(link(rt, base_url, message, "sms"))
+    [row] = suppressions(rt)
+    assert (row.channel, row.address) == ("sms", "+905321234567")
+    assert customer(rt).consent_sms is False and customer(rt).consent_email is True
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_tampered_token_gets_a_friendly_400_page_and_writes_nothing(
+        base_url: str, rt: Runtime, method: str) -> None:
+    url = tampered(link(rt, base_url, email_message(rt)))
+    language = {"Accept-Language": "pl-PL,pl;q=0.9,en;q=0.8"}
+    response = one_click(url, **language) if method == "POST" else httpx.get(url, headers=language)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<html lang="pl">' in response.text and "<h1>Ten link nie działa</h1>" in response.text
+    assert "<form" not in response.text
+    assert suppressions(rt) == [] and customer(rt).consent_email is True
+
+
+@pytest.mark.parametrize("payload", [
+    {"m": "msg_1", "c": "c-1", "ch": "fax"},
+    {"m": "msg_1", "ch": "email"},
+    {"m": 5, "c": "c-1", "ch": "email"},
+])
+def test_a_token_with_wrong_claims_or_another_key_is_refused(base_url: str, rt: Runtime,
+                                                             payload: dict[str, object]) -> None:
+    good = Signer(b"test-secret-key").sign(payload)
+    foreign = Signer(b"another-key").sign({"m": "msg_1", "c": "c-1", "ch": "email"})
+    for token in (good, foreign, "garbage", "a.b.c"):
+        response = one_click(f"{base_url}/u/{token}")
+        assert response.status_code == 400
+        assert '<html lang="en">' in response.text
+    assert suppressions(rt) == []
+
+
+def test_without_a_secret_key_links_cannot_be_checked(settings: Settings, rt: Runtime) -> None:
+    token = Signer(b"test-secret-key").sign({"m": "msg_1", "c": "c-1", "ch": "email"})
+    with serve(create_app(settings.model_copy(update={"secret_key": None}), rt)) as url:
+        response = one_click(f"{url}/u/{token}")
+    assert response.status_code == 503 and "<h1>" in response.text
+    assert suppressions(rt) == []
+
+
+def test_a_link_for_a_forgotten_customer_still_answers(base_url: str, rt: Runtime) -> None:
+    token = Signer(b"test-secret-key").sign({"m": "msg_gone", "c": "c-gone", "ch": "email"})
+    response = one_click(f"{base_url}/u/{token}")
+    assert response.status_code == 200 and '<html lang="en">' in response.text
+    assert suppressions(rt) == []
+
+
+# --- the suppression store ---------------------------------------------------------------------
+
+
+def test_addresses_are_compared_normalized(rt: Runtime) -> None:
+    with rt.factory() as session, session.begin():
+        assert suppress(session, "email", " Ayse@Example.COM ", None, "bounce", "sendgrid", START)
+        assert suppress(session, "whatsapp", "whatsapp:+905321234567", None, "stop", "twilio", START)
+    with rt.factory() as session:
+        stored = {(s.channel, s.address) for s in session.scalars(select(Suppression))}
+        assert stored == {("email", "ayse@example.com"), ("whatsapp", "+905321234567")}
+        assert is_suppressed(session, "email", "ayse@example.com")
+        assert is_suppressed(session, "whatsapp", "+905321234567")
+        assert not is_suppressed(session, "sms", "+905321234567")
+        pairs = [("email", "AYSE@example.com"), ("sms", "+905321234567"),
+                 ("whatsapp", "whatsapp:+905321234567"), ("email", "other@example.com"),
+                 ("email", "")]
+        assert suppressed_addresses(session, pairs) == {("email", "AYSE@example.com"),
+                                                        ("whatsapp", "whatsapp:+905321234567")}
+        assert suppressed_addresses(session, []) == set()
+
+
+def test_suppressing_twice_keeps_one_row_and_the_first_reason(rt: Runtime) -> None:
+    with rt.factory() as session, session.begin():
+        assert suppress(session, "email", "a@example.com", None, "bounce", "sendgrid", START)
+        assert not suppress(session, "email", "a@example.com", None, "spam_report", "sendgrid",
+                            START + timedelta(hours=1))
+    [row] = suppressions(rt)
+    assert (row.reason, row.created_at) == ("bounce", START)
+
+
+def test_lifting_keeps_the_row_and_suppressing_again_clears_lifted_at(rt: Runtime) -> None:
+    later = START + timedelta(days=1)
+    with rt.factory() as session, session.begin():
+        suppress(session, "sms", "+905321234567", "c-1", "stop", "twilio_inbound", START)
+        assert lift(session, "sms", "+905321234567", later)
+        assert not lift(session, "sms", "+905321234567", later)  # nothing left to lift
+        assert not is_suppressed(session, "sms", "+905321234567")
+    [row] = suppressions(rt)
+    assert row.lifted_at == later
+    with rt.factory() as session, session.begin():
+        assert suppress(session, "sms", "+905321234567", None, "invalid", "twilio", later)
+    [row] = suppressions(rt)
+    assert (row.lifted_at, row.reason, row.created_at, row.customer_id) == (None, "invalid", later, "c-1")
+
+
+def test_lifting_can_be_limited_to_some_reasons(rt: Runtime) -> None:
+    with rt.factory() as session, session.begin():
+        suppress(session, "email", "a@example.com", None, "bounce", "sendgrid", START)
+        assert not lift(session, "email", "a@example.com", START, reasons=["unsubscribe"])
+        assert is_suppressed(session, "email", "a@example.com")
+
+
+def test_only_the_customers_own_choices_change_consent(rt: Runtime) -> None:
+    feed(rt, placed("o-1", START, email="Ayse.Yilmaz@Example.com"))
+    run_to(rt, rt.definitions(), START)
+    with rt.factory() as session, session.begin():
+        suppress(session, "email", "ayse.yilmaz@example.com", None, "bounce", "sendgrid", START)
+    assert customer(rt).consent_email is True
+    with rt.factory() as session, session.begin():
+        suppress(session, "sms", "+905321234567", None, "stop", "twilio_inbound", START)
+    assert customer(rt).consent_sms is False and customer(rt).updated_at == START
+    with rt.factory() as session, session.begin():
+        lift(session, "sms", "+905321234567", START)
+    assert customer(rt).consent_sms is True
+    with rt.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 2
+
+
+def test_an_unknown_channel_is_refused(rt: Runtime) -> None:
+    with rt.factory() as session, pytest.raises(ValueError, match="unknown channel"):
+        suppress(session, "fax", "+905321234567", None, "stop", "test", START)

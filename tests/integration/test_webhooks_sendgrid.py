@@ -1,0 +1,360 @@
+"""POST /webhooks/sendgrid/events over real HTTP: the signed Event Webhook (ECDSA P-256 over the
+exact raw body), normalized storage, delivery status, suppressions, and everything a forged or
+replayed request must not do. Signed with our own key, verified by SendGrid's own helper."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+
+from aftersale.config import Settings
+from aftersale.db.models import Customer, DeliveryEvent, Message, Suppression
+from aftersale.runtime import Runtime
+from aftersale.suppression import is_suppressed
+from aftersale.web.app import create_app
+from aftersale.webhooks import WebhookRejected
+from aftersale.webhooks import sendgrid as sg
+from tests.conftest import START
+from tests.factories import follow, placed
+from tests.integration.helpers import feed, run_to, sent
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+PUBLIC_KEY = base64.b64encode(
+    KEY.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode()
+NOW_TS = str(int(START.timestamp()))
+SG_ID = "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"
+EMAIL = "c-1@example.com"
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def signed_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"sendgrid_webhook_public_key": PUBLIC_KEY})
+
+
+@pytest.fixture
+def base_url(signed_settings: Settings, rt: Runtime) -> Iterator[str]:
+    with serve(create_app(signed_settings, rt)) as url:
+        yield url
+
+
+@pytest.fixture
+def message(rt: Runtime) -> Message:
+    """A shipping update really sent by e-mail (the customer has no phone)."""
+    feed(rt, placed("o-1", START, phone=None), follow("shipped", "o-1", START))
+    run_to(rt, rt.definitions(), START)
+    [msg] = sent(rt)
+    assert (msg.channel, msg.recipient, msg.status) == ("email", EMAIL, "sent")
+    return msg
+
+
+def sign(body: bytes, timestamp: str = NOW_TS) -> str:
+    return base64.b64encode(KEY.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def post(base_url: str, body: bytes, timestamp: str = NOW_TS,
+         signature: str | None = None) -> httpx.Response:
+    headers = {"Content-Type": "application/json",
+               sg.SIGNATURE_HEADER: signature if signature is not None else sign(body, timestamp),
+               sg.TIMESTAMP_HEADER: timestamp}
+    return httpx.post(f"{base_url}/webhooks/sendgrid/events", content=body, headers=headers)
+
+
+def encode(events: list[dict[str, Any]]) -> bytes:
+    # SendGrid's own formatting: one line, ", " and ": " separators, a trailing newline.
+    return (json.dumps(events) + "\r\n").encode()
+
+
+def event(kind: str, message_id: str, n: int, **fields: Any) -> dict[str, Any]:
+    """A realistic SendGrid event (shapes from PROVIDERS.md), our id in the custom args."""
+    return {"email": "C-1@Example.com", "timestamp": int(START.timestamp()) - 60 + n,
+            "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>", "event": kind,
+            "category": ["order-updates", "shipping_update"], "sg_event_id": f"sg-event-{kind}-{n}",
+            "sg_message_id": SG_ID, "aftersale_message_id": message_id, **fields}
+
+
+def lifecycle(message_id: str) -> list[dict[str, Any]]:
+    return [
+        event("processed", message_id, 1),
+        event("delivered", message_id, 2, response="250 OK", tls=1, ip="168.1.1.1"),
+        event("open", message_id, 3, sg_machine_open=False, useragent="Mozilla/5.0",
+              ip="255.255.255.255"),
+        event("click", message_id, 4, url="https://track.example.com/o-1", url_offset={"index": 0,
+              "type": "html"}, useragent="Mozilla/5.0", ip="255.255.255.255"),
+    ]
+
+
+def rows(rt: Runtime) -> list[DeliveryEvent]:
+    with rt.factory() as session:
+        return list(session.scalars(select(DeliveryEvent).order_by(DeliveryEvent.occurred_at)))
+
+
+def count(rt: Runtime, model: type) -> int:
+    with rt.factory() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def delivery_status(rt: Runtime, message_id: str) -> str | None:
+    with rt.factory() as session:
+        return session.get(Message, message_id).delivery_status  # type: ignore[union-attr]
+
+
+def suppressed(rt: Runtime, address: str = EMAIL) -> bool:
+    with rt.factory() as session:
+        return is_suppressed(session, "email", address)
+
+
+def test_a_signed_batch_is_stored_normalized_and_moves_the_message_forward(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    events = lifecycle(message.id)
+    response = post(base_url, encode(events))
+    assert response.status_code == 200
+    assert response.json() == {"received": 4, "stored": 4, "duplicates": 0, "suppressed": 0,
+                               "lifted": 0}
+    stored = rows(rt)
+    assert [r.kind for r in stored] == ["processed", "delivered", "opened", "clicked"]
+    for row, raw in zip(stored, events, strict=True):
+        assert row.provider == "sendgrid"
+        assert row.provider_event_id == raw["sg_event_id"]
+        assert row.message_id == message.id
+        assert row.provider_message_id == "14c5d75ce93"
+        assert row.recipient == EMAIL
+        assert row.occurred_at == START - timedelta(seconds=60 - int(raw["sg_event_id"][-1]))
+        assert row.received_at == START
+        assert row.raw == raw
+    assert stored[1].reason == "250 OK"
+    assert delivery_status(rt, message.id) == "clicked"
+    assert not suppressed(rt)
+
+
+def test_the_same_batch_twice_is_stored_once(base_url: str, rt: Runtime, message: Message) -> None:
+    body = encode(lifecycle(message.id))
+    assert post(base_url, body).json()["stored"] == 4
+    again = post(base_url, body)
+    assert again.status_code == 200
+    assert again.json() == {"received": 4, "stored": 0, "duplicates": 4, "suppressed": 0, "lifted": 0}
+    assert count(rt, DeliveryEvent) == 4
+
+
+def test_a_late_processed_event_does_not_move_a_delivered_message_back(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    post(base_url, encode([event("delivered", message.id, 2, response="250 OK")]))
+    post(base_url, encode([event("processed", message.id, 1), event("deferred", message.id, 0,
+                                                                      response="450 try later")]))
+    assert delivery_status(rt, message.id) == "delivered"
+    post(base_url, encode([event("open", message.id, 3, sg_machine_open=True)]))
+    assert delivery_status(rt, message.id) == "opened"
+
+
+def _bad_requests() -> list[tuple[str, dict[str, Any]]]:
+    body = encode([{"email": EMAIL, "event": "delivered", "sg_event_id": "x1", "timestamp": 1}])
+    stale = str(int((START - timedelta(minutes=6)).timestamp()))
+    future = str(int((START + timedelta(minutes=6)).timestamp()))
+    reserialized = json.dumps(json.loads(body), separators=(",", ":")).encode()
+    return [
+        ("signature of another body", {"body": body, "signature": sign(b"[]")}),
+        ("re-serialized body", {"body": reserialized, "signature": sign(body)}),
+        ("stale timestamp", {"body": body, "timestamp": stale, "signature": sign(body, stale)}),
+        ("future timestamp", {"body": body, "timestamp": future, "signature": sign(body, future)}),
+        ("timestamp changed after signing", {"body": body, "timestamp": str(int(NOW_TS) + 1),
+                                             "signature": sign(body)}),
+        ("signature not base64", {"body": body, "signature": "%%% not base64 %%%"}),
+        ("empty signature", {"body": body, "signature": ""}),
+    ]
+
+
+@pytest.mark.parametrize(("case", "request_"), _bad_requests(), ids=[c for c, _ in _bad_requests()])
+def test_a_forged_or_replayed_request_gets_403_and_writes_nothing(
+        base_url: str, rt: Runtime, case: str, request_: dict[str, Any]) -> None:
+    response = post(base_url, **request_)
+    assert response.status_code == 403, case
+    assert response.json()["error"]
+    assert count(rt, DeliveryEvent) == 0 and count(rt, Suppression) == 0
+
+
+@pytest.mark.parametrize("missing", [sg.SIGNATURE_HEADER, sg.TIMESTAMP_HEADER])
+def test_missing_signature_headers_get_403(base_url: str, rt: Runtime, missing: str) -> None:
+    body = encode([{"email": EMAIL, "event": "bounce", "sg_event_id": "x1", "type": "bounce"}])
+    headers = {sg.SIGNATURE_HEADER: sign(body), sg.TIMESTAMP_HEADER: NOW_TS}
+    del headers[missing]
+    response = httpx.post(f"{base_url}/webhooks/sendgrid/events", content=body, headers=headers)
+    assert response.status_code == 403 and "missing" in response.json()["error"]
+    assert count(rt, DeliveryEvent) == 0 and count(rt, Suppression) == 0
+
+
+def test_without_a_public_key_nothing_is_accepted_and_sendgrid_is_told_to_retry(
+        settings: Settings, rt: Runtime) -> None:
+    body = encode([{"email": EMAIL, "event": "delivered", "sg_event_id": "x1"}])
+    with serve(create_app(settings, rt)) as url:
+        response = post(url, body)
+    assert response.status_code == 503
+    assert "AFTERSALE_SENDGRID_WEBHOOK_PUBLIC_KEY" in response.json()["error"]
+    assert count(rt, DeliveryEvent) == 0
+
+
+@pytest.mark.parametrize("body", [b'{"event": "delivered"}', b"[1, 2]", b"{oops", b'"text"'])
+def test_a_signed_body_that_is_not_an_array_of_events_gets_400(base_url: str, rt: Runtime,
+                                                                body: bytes) -> None:
+    response = post(base_url, body)
+    assert response.status_code == 400
+    assert count(rt, DeliveryEvent) == 0
+
+
+def test_a_hard_bounce_suppresses_the_address_and_a_blocked_one_does_not(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    blocked = event("bounce", message.id, 1, type="blocked", status="4.7.1",
+                    reason="421 4.7.1 try again later", bounce_classification="Reputation")
+    assert post(base_url, encode([blocked])).json()["suppressed"] == 0
+    assert not suppressed(rt)
+    bounce = event("bounce", message.id, 2, type="bounce", status="5.1.1",
+                   reason="550 5.1.1 The email account that you tried to reach does not exist",
+                   bounce_classification="Invalid Address")
+    assert post(base_url, encode([bounce])).json()["suppressed"] == 1
+    assert suppressed(rt) and suppressed(rt, "C-1@EXAMPLE.COM")
+    [row] = [r for r in rows(rt) if r.provider_event_id == bounce["sg_event_id"]]
+    assert (row.kind, row.error_code) == ("bounced", "5.1.1")
+    assert row.reason is not None and row.reason.startswith("550 5.1.1")
+    with rt.factory() as session:
+        suppression = session.scalars(select(Suppression)).one()
+        assert (suppression.channel, suppression.address, suppression.reason, suppression.source,
+                suppression.customer_id) == ("email", EMAIL, "bounce", "sendgrid", "c-1")
+        # A bounce is not the customer's choice: consent stays as it was.
+        assert session.get(Customer, "c-1").consent_email is True  # type: ignore[union-attr]
+    assert delivery_status(rt, message.id) == "bounced"
+    # A second report of the same bounce has no second effect.
+    assert post(base_url, encode([bounce])).json() == {
+        "received": 1, "stored": 0, "duplicates": 1, "suppressed": 0, "lifted": 0}
+
+
+def test_a_spam_report_suppresses_and_withdraws_consent(base_url: str, rt: Runtime,
+                                                       message: Message) -> None:
+    response = post(base_url, encode([event("spamreport", message.id, 5)]))
+    assert response.json()["suppressed"] == 1
+    assert suppressed(rt)
+    with rt.factory() as session:
+        assert session.get(Customer, "c-1").consent_email is False  # type: ignore[union-attr]
+        assert session.scalars(select(Suppression.reason)).one() == "spam_report"
+
+
+def test_an_unsubscribe_suppresses_and_a_group_resubscribe_lifts_it(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    post(base_url, encode([event("group_unsubscribe", message.id, 5, asm_group_id=42)]))
+    assert suppressed(rt)
+    with rt.factory() as session:
+        assert session.get(Customer, "c-1").consent_email is False  # type: ignore[union-attr]
+    response = post(base_url, encode([event("group_resubscribe", message.id, 6, asm_group_id=42)]))
+    assert response.json()["lifted"] == 1
+    assert not suppressed(rt)
+    with rt.factory() as session:
+        assert session.get(Customer, "c-1").consent_email is True  # type: ignore[union-attr]
+        row = session.scalars(select(Suppression)).one()
+        assert row.lifted_at == START  # kept for the record
+
+
+def test_a_resubscribe_never_lifts_a_hard_bounce(base_url: str, rt: Runtime, message: Message) -> None:
+    post(base_url, encode([event("bounce", message.id, 1, type="bounce", reason="550 no such user")]))
+    post(base_url, encode([event("group_resubscribe", message.id, 2, asm_group_id=42)]))
+    assert suppressed(rt)
+
+
+@pytest.mark.parametrize(("reason", "suppresses"), [
+    ("Bounced Address", True), ("Invalid", True), ("Unsubscribed Address", True),
+    ("Spam Reporting Address", True), ("Invalid SMTPAPI header", False),
+])
+def test_a_drop_suppresses_only_for_reasons_about_the_address(
+        base_url: str, rt: Runtime, message: Message, reason: str, suppresses: bool) -> None:
+    post(base_url, encode([event("dropped", message.id, 1, reason=reason)]))
+    assert suppressed(rt) is suppresses
+    assert delivery_status(rt, message.id) == "dropped"
+
+
+def test_an_unknown_event_kind_is_kept_as_unknown(base_url: str, rt: Runtime, message: Message) -> None:
+    response = post(base_url, encode([event("account_status_change", message.id, 1)]))
+    assert response.status_code == 200
+    [row] = rows(rt)
+    assert row.kind == "unknown" and row.raw["event"] == "account_status_change"
+    assert delivery_status(rt, message.id) is None
+
+
+def test_an_event_without_our_id_is_matched_by_the_providers_message_id(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    with rt.factory() as session, session.begin():
+        session.get(Message, message.id).provider = "sendgrid"  # type: ignore[union-attr]
+        session.get(Message, message.id).provider_message_id = "14c5d75ce93"  # type: ignore[union-attr]
+    delivered = event("delivered", message.id, 1, response="250 OK")
+    del delivered["aftersale_message_id"]
+    post(base_url, encode([delivered]))
+    assert rows(rt)[0].message_id == message.id
+    assert delivery_status(rt, message.id) == "delivered"
+
+
+def test_a_database_failure_answers_500_and_writes_nothing(base_url: str, rt: Runtime,
+                                                           message: Message) -> None:
+    with rt.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE suppressions RENAME TO suppressions_away"))
+    events = [event("delivered", message.id, 1), event("bounce", message.id, 2, type="bounce")]
+    response = post(base_url, encode(events))
+    assert response.status_code == 500
+    assert count(rt, DeliveryEvent) == 0
+    assert delivery_status(rt, message.id) is None
+
+
+def test_verify_accepts_the_edges_of_the_five_minute_window(signed_settings: Settings) -> None:
+    body = b"[]"
+    for offset in (-300, 300):
+        stamp = str(int(START.timestamp()) + offset)
+        sg.verify(signed_settings, body, sign(body, stamp), stamp, START)
+    stamp = str(int(START.timestamp()) + 301)
+    with pytest.raises(WebhookRejected) as rejected:
+        sg.verify(signed_settings, body, sign(body, stamp), stamp, START)
+    assert rejected.value.status == 403
+
+
+def test_a_public_key_that_is_not_a_key_is_a_configuration_error(settings: Settings) -> None:
+    broken = settings.model_copy(update={"sendgrid_webhook_public_key": "not-a-key"})
+    with pytest.raises(WebhookRejected) as rejected:
+        sg.verify(broken, b"[]", sign(b"[]"), NOW_TS, START)
+    assert rejected.value.status == 503
+
+
+def test_effects_in_one_batch_apply_in_the_order_they_happened(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    resubscribe = event("group_resubscribe", message.id, 9, asm_group_id=42)
+    unsubscribe = event("group_unsubscribe", message.id, 1, asm_group_id=42)
+    response = post(base_url, encode([resubscribe, unsubscribe]))  # SendGrid does not sort them
+    assert response.json()["suppressed"] == 1 and response.json()["lifted"] == 1
+    assert not suppressed(rt)
