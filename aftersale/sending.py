@@ -27,6 +27,7 @@ from aftersale.channels.choice import Contact, choose_channel
 from aftersale.channels.sms_encoding import sms_segments
 from aftersale.clock import Clock
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
+from aftersale.delivery import twilio_error_suppression
 from aftersale.dispatch import DispatchCounts, by_id, claim
 from aftersale.events import SURVEY_SCALES
 from aftersale.facts import customer_context, order_context
@@ -35,6 +36,7 @@ from aftersale.journeys.engine import Status
 from aftersale.journeys.model import Journey
 from aftersale.links import Links
 from aftersale.sending_rules import FrequencyCap, QuietHours
+from aftersale.suppression import normalize_address, suppress
 
 RETRY_BASE = timedelta(minutes=1)
 MAX_ATTEMPTS = 8
@@ -83,7 +85,9 @@ class _Batch:
         self.enrollments = by_id(self.session, Enrollment, {m.enrollment_id for m in rows})
         self.orders = by_id(self.session, Order,
                             {e.order_id for e in self.enrollments.values() if e.order_id})
-        addresses = {a for c in self.customers.values() for a in (c.email, c.phone) if a}
+        # Suppressions store normalized addresses (e-mail lowercased), so look them up that way.
+        addresses = {normalize_address(channel, a) for c in self.customers.values()
+                     for channel, a in (("email", c.email), ("sms", c.phone)) if a}
         if addresses:
             self.suppressed = {
                 (s.channel, s.address): s.reason for s in self.session.scalars(
@@ -127,8 +131,8 @@ class _Batch:
             customer.email, customer.phone,
             {"email": customer.consent_email, "sms": customer.consent_sms,
              "whatsapp": customer.consent_whatsapp},
-            suppressed={ch: reason for (ch, address), reason in self.suppressed.items()
-                        if address in (customer.email, customer.phone)},
+            suppressed={ch: reason for ch in ("email", "sms", "whatsapp")
+                        if (reason := self._suppression(ch, customer)) is not None},
             whatsapp_window_open=window_open)
         context = render_context(customer, order, message.id, message.template, "", transactional,
                                  self.definitions, self.links)
@@ -167,6 +171,12 @@ class _Batch:
             content_variables=approved[1] if use_template and approved else None,
         ), choice.channel)
 
+    def _suppression(self, channel: str, customer: Customer) -> str | None:
+        address = customer.email if channel == "email" else customer.phone
+        if not address:
+            return None
+        return self.suppressed.get((channel, normalize_address(channel, address)))
+
     def _defer(self, message: Message, until: datetime, why: str) -> None:
         message.due_at = until
         message.status_reason = f"deferred: {why}"
@@ -202,7 +212,8 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
     results: list[SendResult] = []
     for name, outbound in by_channel.items():
         results += channels[name].send_batch(outbound)
-    _record(factory, results, {p.outbound.id: p.channel for p in prepared}, clock, counts)
+    _record(factory, results, {p.outbound.id: p.channel for p in prepared},
+            {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts)
     return counts
 
 
@@ -246,7 +257,8 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
 
 
 def _record(factory: sessionmaker[Session], results: list[SendResult],
-            channel_of: dict[str, str], clock: Clock, counts: DispatchCounts) -> None:
+            channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
+            counts: DispatchCounts) -> None:
     if not results:
         return
     now = clock.now()
@@ -254,6 +266,7 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
         rows = by_id(session, Message, {r.message_id for r in results})
         for result in results:
             message = rows[result.message_id]
+            message.provider = provider_of[result.message_id]
             message.provider_message_id = result.provider_message_id or message.provider_message_id
             if result.status == "sent":
                 message.status, message.sent_at = "sent", now
@@ -277,3 +290,10 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
             else:
                 message.status, message.status_reason = "failed", result.error
                 counts.failed += 1
+                # 21610 (STOP), 21211 (invalid number)... come back from the send itself too:
+                # suppress the address before the next dispatch, as the callback would.
+                reason = twilio_error_suppression(result.error_code) \
+                    if message.provider == "twilio" else None
+                if reason and message.channel and message.recipient:
+                    suppress(session, message.channel, message.recipient, message.customer_id,
+                             reason, "twilio", now)

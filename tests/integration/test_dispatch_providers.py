@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
-from aftersale.db.models import Message
+from aftersale.db.models import Message, Suppression
 from aftersale.emulators import Reply
 from aftersale.emulators.sendgrid import SendGridEmulator
 from aftersale.emulators.twilio import TwilioEmulator
@@ -102,3 +102,37 @@ def test_a_send_that_got_no_answer_is_flagged_for_review_and_never_resent(
     assert len(twilio.requests) == 1
     with rt.factory() as session:
         assert session.scalar(select(Message.attempts)) == 1
+
+
+def test_a_stop_reported_by_the_send_itself_suppresses_the_number(
+        providers: tuple[Runtime, SendGridEmulator, TwilioEmulator]) -> None:
+    rt, _, twilio = providers
+    twilio.enqueue(Reply(400, {"code": 21610, "message": "Attempt to send to unsubscribed "
+                               "recipient", "status": 400}))
+    feed(rt, placed("o-1", START, "c-1", email=None), follow("shipped", "o-1", START, "c-1"))
+    run_to(rt, rt.definitions(), START)
+    [first] = sent(rt, "c-1")
+    assert (first.status, first.provider) == ("failed", "twilio")
+    with rt.factory() as session:
+        [row] = session.scalars(select(Suppression)).all()
+    assert (row.channel, row.address, row.source) == ("sms", "+905321234567", "twilio")
+    feed(rt, placed("o-2", START, "c-1", email=None), follow("shipped", "o-2", START, "c-1"))
+    run_to(rt, rt.definitions(), START + timedelta(hours=1))
+    second = next(m for m in sent(rt, "c-1") if m.id != first.id)
+    assert second.status == "not_sent" and "suppressed" in (second.status_reason or "")
+    assert len(twilio.requests) == 1  # the suppressed number was not tried again
+
+
+def test_a_suppressed_email_matches_whatever_its_case(
+        providers: tuple[Runtime, SendGridEmulator, TwilioEmulator]) -> None:
+    rt, sendgrid, _ = providers
+    with rt.factory() as session, session.begin():
+        from aftersale.suppression import suppress
+
+        suppress(session, "email", "Ayse.Y@Example.com", None, "bounce", "test", START)
+    feed(rt, placed("o-1", START, "c-1", email="Ayse.Y@example.com", phone=None),
+         follow("shipped", "o-1", START, "c-1"))
+    run_to(rt, rt.definitions(), START)
+    [message] = sent(rt, "c-1")
+    assert message.status == "not_sent" and "suppressed (bounce)" in (message.status_reason or "")
+    assert sendgrid.requests == []
