@@ -20,10 +20,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from aftersale.clock import SimulatedClock, as_utc
 from aftersale.config import Settings
 from aftersale.db.models import AlertRecord, Enrollment, Message, Order, SurveyResponse
+from aftersale.delivery import Inbound, apply_inbound
 from aftersale.demo.behaviour import react
 from aftersale.demo.shop import (
     SyntheticShop,
@@ -41,17 +43,31 @@ from aftersale.journeys.definitions import Definitions
 from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.processing import ProcessCounts
 from aftersale.runtime import Runtime, open_runtime
+from aftersale.suppression import set_consent, suppress
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TICK = timedelta(hours=4)  # fine enough for waits measured in days
 TAIL = timedelta(days=60)  # after the last order, let journeys run to their end
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A customer's own message to us, as the Twilio inbound webhook would deliver it."""
+
+    customer_id: str
+    channel: str  # sms | whatsapp | email (email: the unsubscribe link)
+    body: str
+    key: str
+
+
 @dataclass(order=True)
 class _Scheduled:
     at: datetime
     seq: int
-    event: dict[str, Any] = field(compare=False)
+    item: dict[str, Any] | Reply = field(compare=False)
+
+WHATSAPP_QUESTION = {"en": "Hi! Any news on my order?", "tr": "Merhaba, siparişim ne durumda?",
+                     "pl": "Dzień dobry, co z moim zamówieniem?"}
 
 
 @dataclass
@@ -67,15 +83,32 @@ class Simulator:
     reactions: int = 0
     rejected: list[str] = field(default_factory=list)
 
-    def schedule(self, at: datetime, event: dict[str, Any]) -> None:
+    def schedule(self, at: datetime, item: dict[str, Any] | Reply) -> None:
         self.seq += 1
-        heapq.heappush(self.queue, _Scheduled(as_utc(at), self.seq, event))
+        heapq.heappush(self.queue, _Scheduled(as_utc(at), self.seq, item))
 
-    def due(self, after: datetime, until: datetime) -> list[dict[str, Any]]:
-        events = list(self.shop.events_between(after, until))
+    def due(self, after: datetime, until: datetime) -> list[dict[str, Any] | Reply]:
+        items: list[dict[str, Any] | Reply] = []
+        for event in self.shop.events_between(after, until):
+            items.append(event)
+            if event["type"] == "order.placed":
+                self.maybe_ask_on_whatsapp(event)
         while self.queue and self.queue[0].at <= until:
-            events.append(heapq.heappop(self.queue).event)
-        return events
+            items.append(heapq.heappop(self.queue).item)
+        return items
+
+    def maybe_ask_on_whatsapp(self, event: dict[str, Any]) -> None:
+        """Some customers who use WhatsApp write to the shop after ordering, which opens the
+        24-hour window for free-form WhatsApp messages."""
+        persona = self.shop.personas.get(event["customer"]["id"])
+        if persona is None or not persona.phone or not persona.consent.get("whatsapp"):
+            return
+        if self.rng.random() < 0.5:
+            when = datetime.fromisoformat(event["occurred_at"]) + timedelta(
+                hours=self.rng.uniform(20, 60))
+            self.schedule(when, Reply(persona.customer_id, "whatsapp",
+                                      WHATSAPP_QUESTION.get(persona.language, "Hi!"),
+                                      f"wa-{event['id']}"))
 
     def react_to(self, message: Message, definitions: Definitions, sent_at: datetime,
                  order_id: str | None) -> None:
@@ -95,6 +128,10 @@ class Simulator:
                            "message_id": message.id}})
         if reaction.buys_again_in is not None:
             self.buy(persona.customer_id, sent_at + reaction.buys_again_in)
+        if reaction.unsubscribed:
+            body = "STOP" if message.channel != "email" else "unsubscribe"
+            self.schedule(sent_at + reaction.reply_delay,
+                          Reply(persona.customer_id, message.channel, body, f"stop-{message.id}"))
 
     def buy(self, customer_id: str, when: datetime) -> None:
         persona = self.shop.personas[customer_id]
@@ -110,16 +147,36 @@ class Simulator:
             self.schedule(datetime.fromisoformat(follow["occurred_at"]), follow)
 
 
-def feed(rt: Runtime, sim: Simulator, events: list[dict[str, Any]]) -> int:
-    """Store events through the real intake; the same validation a POST /events gets."""
+def feed(rt: Runtime, sim: Simulator, items: list[dict[str, Any] | Reply]) -> int:
+    """Events go through the real intake (the validation a POST /events gets); replies through
+    what the Twilio inbound webhook and the unsubscribe page do once a request is verified."""
     parsed = []
-    for raw in events:
+    for raw in items:
+        if isinstance(raw, Reply):
+            continue
         try:
             parsed.append(parse_event(raw))
         except EventError as exc:
             sim.rejected.append(f"{raw.get('id')}: {exc}")
     with rt.factory() as session, session.begin():
-        return store_events(session, parsed, "demo", rt.now()).stored
+        stored = store_events(session, parsed, "demo", rt.now()).stored
+        for reply in (r for r in items if isinstance(r, Reply)):
+            _reply(session, sim, reply, rt.now())
+    return stored
+
+
+def _reply(session: Session, sim: Simulator, reply: Reply, now: datetime) -> None:
+    persona = sim.shop.personas[reply.customer_id]
+    if reply.channel == "email":
+        if persona.email:
+            suppress(session, "email", persona.email, persona.customer_id, "unsubscribe",
+                     "unsubscribe_link", now)
+            set_consent(session, "email", False, now, customer_id=persona.customer_id)
+        return
+    if persona.phone:
+        apply_inbound(session, Inbound(
+            provider="demo", provider_message_id=reply.key, channel=reply.channel,  # type: ignore[arg-type]
+            from_address=persona.phone, to_address=None, body=reply.body), now)
 
 
 def let_customers_react(rt: Runtime, sim: Simulator, definitions: Definitions) -> None:
