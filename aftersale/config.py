@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     sandbox_dir: Path | None = None  # also write sandbox messages as files here when set
 
     email_from: str = "aftersale@example.com"
+    unsubscribe_mailto: str | None = None  # also offered in List-Unsubscribe when set
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: AnyHttpUrl = AnyHttpUrl("https://api.sendgrid.com")
     sendgrid_webhook_public_key: str | None = None

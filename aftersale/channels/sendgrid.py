@@ -47,9 +47,10 @@ class SendGridEmailChannel(SingleSendChannel):
         self._client = sendgrid.SendGridAPIClient(api_key=self._key, host=self._host)
         # The client has no timeout argument; every request it builds copies this one.
         self._client.client.timeout = timeout
+        self._unsubscribe_mailto = settings.unsubscribe_mailto
 
     def send_one(self, message: OutboundMessage) -> str | None:
-        payload = mail_payload(message, self._from)
+        payload = mail_payload(message, self._from, self._unsubscribe_mailto)
         try:
             response = self._client.send(payload)
         except SendGridHTTPError as exc:
@@ -84,7 +85,8 @@ class SendGridEmailChannel(SingleSendChannel):
         return text.replace(self._key, "[api key]") if self._key else text
 
 
-def mail_payload(message: OutboundMessage, sender: str) -> dict[str, Any]:
+def mail_payload(message: OutboundMessage, sender: str,
+                 unsubscribe_mailto: str | None = None) -> dict[str, Any]:
     """The Mail Send body for one message (text/plain first, then text/html, as SendGrid requires)."""
     if not message.subject:
         raise PermanentProviderError(PROVIDER, f"message {message.id} has no subject; e-mail content "
@@ -105,7 +107,11 @@ def mail_payload(message: OutboundMessage, sender: str) -> dict[str, Any]:
     if categories:
         payload["categories"] = categories
     if not message.transactional and message.unsubscribe_url:
-        payload["headers"] = {"List-Unsubscribe": f"<{message.unsubscribe_url}>",
+        targets = f"<{message.unsubscribe_url}>"
+        if unsubscribe_mailto:
+            # Mailbox providers also accept a mailto; the one-click URL comes first.
+            targets += f", <mailto:{unsubscribe_mailto}?subject=unsubscribe%20{message.id}>"
+        payload["headers"] = {"List-Unsubscribe": targets,
                               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     return payload
 

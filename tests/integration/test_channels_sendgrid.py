@@ -231,3 +231,14 @@ def test_retry_after_is_read_as_seconds_or_http_date(value: str | None, expected
 def test_the_rate_limit_reset_is_seconds_from_now_never_negative(
         value: str | None, expected: float | None) -> None:
     assert reset_in_seconds(value, now=990.0) == expected
+
+
+def test_a_configured_mailto_is_offered_after_the_one_click_url() -> None:
+    from aftersale.channels.sendgrid import mail_payload
+
+    message = OutboundMessage(id="msg_1", channel="email", recipient="a@example.com", text="hi",
+                              subject="Hello", unsubscribe_url="https://shop.example.com/u/t")
+    headers = mail_payload(message, "shop@example.com", "unsubscribe@example.com")["headers"]
+    assert headers["List-Unsubscribe"] == (
+        "<https://shop.example.com/u/t>, "
+        "<mailto:unsubscribe@example.com?subject=unsubscribe%20msg_1>")
