@@ -15,8 +15,8 @@ from aftersale.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import days, follow, placed
-from tests.integration.helpers import feed, run_to, sent
-from tests.integration.test_unsubscribe import email_message, link, serve
+from tests.integration.helpers import feed, run_to, sent, serve
+from tests.integration.test_unsubscribe import email_message, link
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -4,17 +4,11 @@ suppression store behind it on both databases."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from aftersale.config import Settings
@@ -25,32 +19,13 @@ from aftersale.suppression import is_suppressed, lift, suppress, suppressed_addr
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import feed, run_to, sent
+from tests.integration.helpers import feed, run_to, sent, serve
 
 
 def one_click(url: str, **headers: str) -> httpx.Response:
     """What a mailbox provider sends for RFC 8058 one-click unsubscribe."""
     return httpx.post(url, content=b"List-Unsubscribe=One-Click",
                       headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from aftersale.config import Settings
@@ -18,26 +14,15 @@ from aftersale.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import follow, placed
+from tests.integration.helpers import serve
 
 AUTH = {"Authorization": "Bearer test-token"}
 
 
 @pytest.fixture
 def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, rt), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(settings, rt)) as url:
+        yield url
 
 
 def _stored(rt: Runtime) -> int:

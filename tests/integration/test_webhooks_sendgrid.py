@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from aftersale.config import Settings
@@ -32,7 +26,7 @@ from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import sendgrid as sg
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import feed, run_to, sent
+from tests.integration.helpers import feed, run_to, sent, serve
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 PUBLIC_KEY = base64.b64encode(
@@ -40,25 +34,6 @@ PUBLIC_KEY = base64.b64encode(
 NOW_TS = str(int(START.timestamp()))
 SG_ID = "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"
 EMAIL = "c-1@example.com"
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -4,20 +4,14 @@ statuses, suppression by error code, STOP/START/HELP, WhatsApp's 24-hour window.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
@@ -32,31 +26,12 @@ from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import twilio as tw
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import feed, run_to, sent
+from tests.integration.helpers import feed, run_to, sent, serve
 
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC = "https://shop.example.com"
 PHONE = "+905321234567"
 ACCOUNT = "AC" + "0" * 32
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
