@@ -204,10 +204,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     settings = _settings()
     try:
-        settings.require("api_token")
+        settings.require("api_token", "secret_key")
     except ConfigError as exc:
         err.print(f"configuration error: {exc}")
         raise typer.Exit(2) from None
+    for name, needed_for in (("sendgrid_webhook_public_key", "/webhooks/sendgrid/events"),
+                             ("twilio_auth_token", "/webhooks/twilio/*")):
+        if not getattr(settings, name):
+            err.print(f"warning: AFTERSALE_{name.upper()} is not set: {needed_for} answers 503 "
+                      "until it is", highlight=False)
     uvicorn.run(create_app(settings), host=host, port=port)
 
 

@@ -17,7 +17,7 @@ from aftersale.clock import Clock, SystemClock
 from aftersale.config import Settings
 from aftersale.db.migrate import ensure_current
 from aftersale.db.session import make_engine, session_factory
-from aftersale.errors import Problem
+from aftersale.errors import ConfigError, Problem
 from aftersale.journeys.definitions import Definitions, activate
 from aftersale.links import Links, Signer
 from aftersale.ratelimit import RateLimiter
@@ -50,11 +50,16 @@ class Runtime:
 
     def links(self) -> Links:
         key = self.settings.secret_key
-        if key is None:
-            # Only commands that never expose links to the outside reach this (demo, preview).
-            log.debug("no AFTERSALE_SECRET_KEY: signing links with a throwaway key")
-            return Links(str(self.settings.public_url), Signer(secrets.token_bytes(32)))
-        return Links(str(self.settings.public_url), Signer(key.get_secret_value().encode()))
+        if key is not None:
+            return Links(str(self.settings.public_url), Signer(key.get_secret_value().encode()))
+        real = [p for p in (self.settings.email_provider, self.settings.sms_provider,
+                            self.settings.whatsapp_provider) if p != "sandbox"]
+        if real:
+            # Links signed with a throwaway key would reach customers and never verify.
+            raise ConfigError("AFTERSALE_SECRET_KEY is required to send through "
+                              f"{', '.join(sorted(set(real)))}: it signs survey and unsubscribe links")
+        log.debug("no AFTERSALE_SECRET_KEY: sandbox links are signed with a throwaway key")
+        return Links(str(self.settings.public_url), Signer(secrets.token_bytes(32)))
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -136,3 +136,15 @@ def test_a_suppressed_email_matches_whatever_its_case(
     [message] = sent(rt, "c-1")
     assert message.status == "not_sent" and "suppressed (bounce)" in (message.status_reason or "")
     assert sendgrid.requests == []
+
+
+def test_real_providers_refuse_to_send_links_nobody_could_verify(settings: Settings) -> None:
+    from aftersale.errors import ConfigError
+
+    configured = Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
+        "secret_key": None, "sms_provider": "twilio", "twilio_account_sid": ACCOUNT,
+        "twilio_auth_token": TOKEN, "twilio_from": "+15017122661"})
+    rt = open_runtime(configured, SimulatedClock(START))
+    with pytest.raises(ConfigError, match="AFTERSALE_SECRET_KEY is required to send through twilio"):
+        rt.links()
+    rt.engine.dispose()
