@@ -194,7 +194,10 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
     with factory() as session, session.begin():
         rows = list(session.scalars(claim(
             select(Message).where(Message.status == "pending", Message.due_at <= now)
-            .order_by(Message.due_at, Message.id).limit(limit), session)))
+            # Deterministic order (ids are random): the same input sends in the same order,
+            # which decides who a frequency cap defers when two messages are due together.
+            .order_by(Message.due_at, Message.enrollment_id, Message.step_key).limit(limit),
+            session)))
         counts.claimed = len(rows)
         batch = _Batch(session, definitions, set(channels), links, rules or Rules(), now, counts)
         batch.load(rows)
