@@ -5,11 +5,12 @@ Exactly once, in three steps, each its own transaction:
 1. ``advance_due``: run the pure engine for enrollments whose due time has come; each send
    becomes a ``messages`` row (unique per enrollment and step) in the same transaction that
    moves the enrollment on, so a step is never produced twice.
-2. ``send_pending``: claim pending messages, choose the channel and render them, and mark them
-   ``sending`` (committed) *before* any provider is called.
-3. record each provider result. A crash between 2 and 3 leaves rows in ``sending``; after the
-   claim expires ``recover_stale`` flags them ``unknown`` for review instead of sending again,
-   because the provider may well have delivered them.
+2. ``aftersale.sending.send_pending``: claim pending messages, check the send-time rules,
+   choose the channel and render them, and mark them ``sending`` (committed) *before* any
+   provider is called.
+3. ``aftersale.sending`` records each provider result. A crash between 2 and 3 leaves rows
+   in ``sending``; after the claim expires ``recover_stale`` flags them ``unknown`` for
+   review instead of sending again, because the provider may well have delivered them.
 """
 
 from __future__ import annotations
@@ -134,7 +135,6 @@ def _advance_one(session: Session, enrollment: Enrollment, journey: Journey,
             counts.completed += 1
 
 
-# -- 2 + 3. send -----------------------------------------------------------------------------
 def by_id(session: Session, model: Any, ids: set[Any]) -> dict[Any, Any]:
     if not ids:
         return {}

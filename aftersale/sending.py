@@ -134,10 +134,22 @@ class _Batch:
             suppressed={ch: reason for ch in ("email", "sms", "whatsapp")
                         if (reason := self._suppression(ch, customer)) is not None},
             whatsapp_window_open=window_open)
-        context = render_context(customer, order, message.id, message.template, "", transactional,
-                                 self.definitions, self.links)
-        approved = content.whatsapp_template(message.template, customer.locale, context) \
-            if content.has(message.template, "whatsapp") else None
+        contexts: dict[str, dict[str, Any]] = {}
+
+        def context_for(channel: str) -> dict[str, Any]:
+            # Built once per channel: it signs links, so only for channels actually rendered.
+            if channel not in contexts:
+                contexts[channel] = render_context(customer, order, message.id, message.template,
+                                                   channel, transactional, self.definitions,
+                                                   self.links)
+            return contexts[channel]
+
+        # The approved template matters only where WhatsApp free text is not allowed.
+        approved = None
+        if ("whatsapp" in message.channels and not window_open
+                and content.has(message.template, "whatsapp")):
+            approved = content.whatsapp_template(message.template, customer.locale,
+                                                 context_for("whatsapp"))
         choice = choose_channel(message.channels, contact, transactional, self.available,
                                 lambda channel: content.has(message.template, channel),
                                 has_approved_whatsapp_template=approved is not None)
@@ -152,10 +164,9 @@ class _Batch:
             if allowed is not None:
                 return self._defer(message, allowed, "frequency cap")
             self.recent[(customer.id, choice.channel)].append(self.now)
-        context = render_context(customer, order, message.id, message.template, choice.channel,
-                                 transactional, self.definitions, self.links)
+        context = context_for(choice.channel)
         rendered = content.render(message.template, choice.channel, customer.locale, context)
-        use_template = choice.channel == "whatsapp" and not window_open and approved is not None
+        use_template = choice.channel == "whatsapp" and approved is not None
         message.channel, message.recipient = choice.channel, choice.recipient
         message.locale, message.subject = rendered.locale, rendered.subject
         message.body_text, message.body_html = rendered.text, rendered.html
