@@ -81,6 +81,7 @@ def ingest(
     """Import events into the inbox; an invalid line rejects the whole file unless --skip-invalid."""
     from aftersale.intake.inbox import store_events
     from aftersale.intake.jsonl import parse_file
+    from aftersale.intake.notify import inbox_received
     from aftersale.runtime import open_runtime
 
     if format != "jsonl":
@@ -104,6 +105,7 @@ def ingest(
     rt = open_runtime(settings)
     with rt.factory() as session, session.begin():
         result = store_events(session, parsed.events, "file", rt.now())
+    inbox_received(settings, result.stored, "file")  # Prefect drains its event queue at exit
     out.print(f"stored {result.stored} new event(s); {result.duplicates + parsed.duplicates_in_file} "
               f"already stored; {len(parsed.errors)} invalid line(s) skipped")
 

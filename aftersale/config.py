@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     # Older trigger events update history but start no journey (imports of past orders).
     max_trigger_age_hours: int = Field(default=72, ge=1)
 
+    # The team hears about detractors: an e-mail through the email channel and/or a JSON POST
+    # (Slack-compatible "text" field). Neither set: alerts are only recorded.
+    alert_email: str | None = None
+    alert_webhook_url: AnyHttpUrl | None = None
+    # Where /r/{code} sends the visitor (with ?ref=CODE).
+    shop_url: AnyHttpUrl = AnyHttpUrl("https://shop.example.com")
+    # A survey link or an SMS/WhatsApp answer is accepted this long after the question.
+    survey_days: int = Field(default=30, ge=1, le=365)
+    # Emit a Prefect event when new events reach the inbox, so process-events starts at once.
+    # None: only when PREFECT_API_URL is set (a Prefect server is there to hear it).
+    prefect_events: bool | None = None
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

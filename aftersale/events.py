@@ -165,6 +165,7 @@ class SurveyIn(_Open):
     comment: str | None = Field(default=None, max_length=5000)
     order_id: str | None = None
     message_id: str | None = None
+    source: str | None = Field(default=None, max_length=12)  # email, sms, whatsapp, api
 
     @model_validator(mode="after")
     def _in_scale(self) -> SurveyIn:

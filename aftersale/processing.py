@@ -20,12 +20,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
 from aftersale.counts import Counts
-from aftersale.db.models import Customer, Enrollment, InboxEvent, Order, SurveyResponse
+from aftersale.db.models import (
+    Customer,
+    Enrollment,
+    InboxEvent,
+    Message,
+    Order,
+    Referral,
+    SurveyResponse,
+)
 from aftersale.events import Event, EventType
 from aftersale.facts import segment_context
 from aftersale.journeys.definitions import Definitions, VersionCache, ensure_version
 from aftersale.journeys.engine import Status, in_holdout
 from aftersale.journeys.model import Journey, Reentry
+from aftersale.links import referral_code
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,8 @@ class ProcessCounts(Counts):
     too_old: int = 0
     resumed: int = 0
     exited: int = 0
+    answers_changed: int = 0
+    referrals: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
     by_segment: Counter[str] = field(default_factory=Counter)
 
@@ -129,7 +140,8 @@ class _Applier:
         customer = self.session.get(Customer, data.id)
         if customer is None:
             customer = Customer(id=data.id, created_at=now, updated_at=now, consent_email=False,
-                                consent_sms=False, consent_whatsapp=False)
+                                consent_sms=False, consent_whatsapp=False,
+                                referral_code=referral_code(data.id))
             self.session.add(customer)
         # Only fields the event carries change: a shipment event without an e-mail address
         # must not erase the one we have.
@@ -166,7 +178,25 @@ class _Applier:
         )
         self.session.add(order)
         self.session.flush()
+        if data.referral_code:
+            self.record_referral(order, customer, data.referral_code)
         return order
+
+    def record_referral(self, order: Order, customer: Customer, code: str) -> None:
+        """An order carrying another customer's code is their referral. Only the referred
+        customer's first order makes it a referral of a new customer (what the referral rate
+        counts); a code on a later order is kept, flagged, for the record."""
+        referrer_id = self.session.scalar(
+            select(Customer.id).where(Customer.referral_code == code.strip().upper()))
+        if referrer_id is None or referrer_id == customer.id:
+            return  # unknown code, or a customer using their own: not a referral
+        earlier = self.session.scalar(
+            select(Order.id).where(Order.customer_id == customer.id, Order.id != order.id,
+                                   Order.placed_at <= order.placed_at).limit(1))
+        self.session.add(Referral(code=code.strip().upper(), referrer_id=referrer_id,
+                                  customer_id=customer.id, order_id=order.id,
+                                  first_order=earlier is None, created_at=self.clock.now()))
+        self.counts.referrals += 1
 
     def update_order(self, event: Event) -> Order:
         assert event.order is not None
@@ -186,12 +216,34 @@ class _Applier:
         return order
 
     def record_response(self, event: Event, customer: Customer) -> None:
+        """One answer per survey message: a later answer to the same message (another click,
+        another reply) replaces the score; a comment sent later is added to it."""
         survey = event.survey
         assert survey is not None
-        self.session.add(SurveyResponse(
-            event_id=event.id, customer_id=customer.id, order_id=survey.order_id,
-            message_id=survey.message_id, kind=survey.kind, score=survey.score,
-            comment=survey.comment, responded_at=event.occurred_at))
+        order_id = survey.order_id
+        existing = None
+        if survey.message_id is not None:
+            message = self.session.get(Message, survey.message_id)
+            if message is None or message.customer_id != customer.id:
+                raise EventRejected(f"survey message {survey.message_id} was not sent to "
+                                    f"customer {customer.id}")
+            existing = self.session.scalars(select(SurveyResponse).where(
+                SurveyResponse.message_id == survey.message_id)).first()
+        if existing is None:
+            self.session.add(SurveyResponse(
+                event_id=event.id, customer_id=customer.id, order_id=order_id,
+                message_id=survey.message_id, kind=survey.kind, score=survey.score,
+                comment=survey.comment, source=survey.source, responded_at=event.occurred_at,
+                updated_at=event.occurred_at))
+        elif event.occurred_at >= (existing.updated_at or existing.responded_at):
+            if existing.kind != survey.kind:
+                raise EventRejected(f"message {survey.message_id} asked {existing.kind}, "
+                                    f"not {survey.kind}")
+            existing.score = survey.score
+            existing.comment = survey.comment or existing.comment
+            existing.source = survey.source or existing.source
+            existing.updated_at = event.occurred_at
+            self.counts.answers_changed += 1
         self.session.flush()
 
     # -- journeys ------------------------------------------------------------------------

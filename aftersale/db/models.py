@@ -92,8 +92,12 @@ class Customer(Base):
     consent_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
     # WhatsApp allows free-form text only within 24 h of the customer's last message to us.
     whatsapp_last_inbound_at: Mapped[datetime | None]
+    # Stable and unique (aftersale.links.referral_code): orders carrying it are referrals.
+    referral_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("referral_code", name="uq_customer_referral_code"),)
 
 
 class Order(Base):
@@ -130,6 +134,12 @@ class SurveyResponse(Base):
     score: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
     responded_at: Mapped[datetime]
+    # email (survey link), sms or whatsapp (reply), api (an event from the shop's own tools)
+    source: Mapped[str | None] = mapped_column(String(12))
+    updated_at: Mapped[datetime | None]
+
+    # One answer per survey message: clicking another score changes it, never adds one.
+    __table_args__ = (UniqueConstraint("message_id", name="uq_survey_response_message"),)
 
 
 class DefinitionSet(Base):
@@ -219,6 +229,8 @@ class Message(Base):
     due_at: Mapped[datetime]
     sending_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # A survey asked by SMS/WhatsApp gets at most one "please answer with a number" reply.
+    clarified_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_key", name="uq_message_step"),
@@ -237,8 +249,45 @@ class AlertRecord(Base):
     kind: Mapped[str] = mapped_column(String(40))
     details: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    # Delivery to the team, resumable like messages: pending -> delivered | failed. Each
+    # route (e-mail to ALERT_EMAIL, POST to ALERT_WEBHOOK_URL) records its own outcome:
+    # pending | sent | skipped (not configured) | failed.
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    email_status: Mapped[str] = mapped_column(String(12), default="pending")
+    webhook_status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
 
-    __table_args__ = (UniqueConstraint("enrollment_id", "step_key", name="uq_alert_step"),)
+    __table_args__ = (UniqueConstraint("enrollment_id", "step_key", name="uq_alert_step"),
+                      Index("ix_alerts_status", "status", "next_attempt_at"))
+
+
+class Referral(Base):
+    """An order that carried another customer's referral code."""
+
+    __tablename__ = "referrals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32))
+    referrer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # The referred customer's first order: only these count as a referral of a new customer.
+    first_order: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+
+
+class ReferralClick(Base):
+    """A visit of /r/{code}. No IP address or user agent: we only count."""
+
+    __tablename__ = "referral_clicks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), index=True)
+    referrer_id: Mapped[str | None] = mapped_column(String(128))
+    clicked_at: Mapped[datetime]
 
 
 class SandboxOutbox(Base):

@@ -20,6 +20,7 @@ from aftersale.config import Settings
 from aftersale.errors import EventError
 from aftersale.events import parse_event
 from aftersale.intake.inbox import store_events
+from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.web.feedback import feedback_router
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
                                 status_code=422)
         with runtime.factory() as session, session.begin():
             result = store_events(session, events, "api", runtime.now())
+        inbox_received(settings, result.stored, "api")
         body: dict[str, Any] = {"received": result.received, "stored": result.stored,
                                 "duplicates": result.duplicates}
         if errors:

@@ -1,0 +1,1 @@
+"""Survey answers: one-click links, SMS/WhatsApp replies, and how both reach the inbox."""

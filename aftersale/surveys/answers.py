@@ -1,0 +1,91 @@
+"""Every answer, whatever way it came in, becomes a ``survey.responded`` event in the inbox.
+
+The inbox is the one way in (stored before acted on), so a click, a text reply and an event
+from the shop's own tools all resume journeys and feed branches the same way, in
+``process-events``. Answers are keyed by the survey message: processing upserts the one answer
+per message, so a second click changes the answer rather than adding one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aftersale.db.models import Enrollment, Message, SurveyResponse
+from aftersale.events import SURVEY_SCALES, Event, EventType
+from aftersale.intake.inbox import store_events
+
+# Comments longer than this are cut (with an ellipsis) before they are stored: enough for a
+# paragraph of feedback, short enough for an alert e-mail and a Slack message.
+COMMENT_LIMIT = 2000
+
+
+def clean_comment(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = text.replace("\x00", "").strip()
+    if not text:
+        return None
+    return text if len(text) <= COMMENT_LIMIT else text[: COMMENT_LIMIT - 1].rstrip() + "…"
+
+
+def in_scale(kind: str, score: int) -> bool:
+    low, high = SURVEY_SCALES[kind]
+    return low <= score <= high
+
+
+@dataclass(frozen=True)
+class SurveyMessage:
+    """The survey question a link or a reply answers."""
+
+    message_id: str
+    customer_id: str
+    order_id: str | None
+    kind: str
+    channel: str | None
+    sent_at: datetime | None
+
+    def expired(self, now: datetime, days: int) -> bool:
+        return self.sent_at is None or now - self.sent_at > timedelta(days=days)
+
+
+def survey_message(session: Session, message_id: str, kind: str) -> SurveyMessage | None:
+    row = session.execute(
+        select(Message.id, Message.customer_id, Enrollment.order_id, Message.channel,
+               Message.sent_at)
+        .join(Enrollment, Enrollment.id == Message.enrollment_id)
+        .where(Message.id == message_id)).first()
+    if row is None:
+        return None
+    return SurveyMessage(row[0], row[1], row[2], kind, row[3], row[4])
+
+
+def current_answer(session: Session, message_id: str) -> SurveyResponse | None:
+    return session.scalars(select(SurveyResponse)
+                           .where(SurveyResponse.message_id == message_id)).first()
+
+
+def store_answer(session: Session, survey: SurveyMessage, score: int, comment: str | None,
+                 source: str, now: datetime) -> Event:
+    """Store the answer as an inbox event in the caller's transaction and return it.
+
+    Each click or reply is its own event (a fresh id), because each may change the answer;
+    processing keeps one answer per message, the latest."""
+    if not in_scale(survey.kind, score):
+        low, high = SURVEY_SCALES[survey.kind]
+        raise ValueError(f"{survey.kind} score must be between {low} and {high}")
+    event = Event.model_validate({
+        "id": f"answer-{survey.message_id}-{uuid.uuid4().hex[:12]}",
+        "type": EventType.SURVEY_RESPONDED.value,
+        "occurred_at": now,
+        "customer": {"id": survey.customer_id},
+        "survey": {"kind": survey.kind, "score": score, "comment": clean_comment(comment),
+                   "order_id": survey.order_id, "message_id": survey.message_id,
+                   "source": source},
+    })
+    store_events(session, [event], source, now)
+    return event
