@@ -44,6 +44,7 @@ from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.processing import ProcessCounts
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.suppression import set_consent, suppress
+from aftersale.surveys.answers import store_answer, survey_message
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TICK = timedelta(hours=4)  # fine enough for waits measured in days
@@ -60,11 +61,24 @@ class Reply:
     key: str
 
 
+@dataclass(frozen=True)
+class Click:
+    """A score link in a survey e-mail, clicked: what ``GET /s/{token}?score=N`` stores."""
+
+    message_id: str
+    kind: str
+    score: int
+    comment: str | None
+
+
+Item = dict[str, Any] | Reply | Click
+
+
 @dataclass(order=True)
 class _Scheduled:
     at: datetime
     seq: int
-    item: dict[str, Any] | Reply = field(compare=False)
+    item: Item = field(compare=False)
 
 WHATSAPP_QUESTION = {"en": "Hi! Any news on my order?", "tr": "Merhaba, siparişim ne durumda?",
                      "pl": "Dzień dobry, co z moim zamówieniem?"}
@@ -83,12 +97,12 @@ class Simulator:
     reactions: int = 0
     rejected: list[str] = field(default_factory=list)
 
-    def schedule(self, at: datetime, item: dict[str, Any] | Reply) -> None:
+    def schedule(self, at: datetime, item: Item) -> None:
         self.seq += 1
         heapq.heappush(self.queue, _Scheduled(as_utc(at), self.seq, item))
 
-    def due(self, after: datetime, until: datetime) -> list[dict[str, Any] | Reply]:
-        items: list[dict[str, Any] | Reply] = []
+    def due(self, after: datetime, until: datetime) -> list[Item]:
+        items: list[Item] = []
         for event in self.shop.events_between(after, until):
             items.append(event)
             if event["type"] == "order.placed":
@@ -110,8 +124,7 @@ class Simulator:
                                       WHATSAPP_QUESTION.get(persona.language, "Hi!"),
                                       f"wa-{event['id']}"))
 
-    def react_to(self, message: Message, definitions: Definitions, sent_at: datetime,
-                 order_id: str | None) -> None:
+    def react_to(self, message: Message, definitions: Definitions, sent_at: datetime) -> None:
         persona = self.shop.personas.get(message.customer_id)
         if persona is None or message.channel is None:
             return
@@ -119,13 +132,15 @@ class Simulator:
         reaction = react(persona, message.template, message.channel, kind, self.rng)
         self.reactions += 1
         if kind is not None and reaction.survey_score is not None:
-            self.schedule(sent_at + reaction.reply_delay, {
-                "id": f"evt-answer-{message.id}", "type": "survey.responded",
-                "occurred_at": (sent_at + reaction.reply_delay).isoformat(),
-                "customer": {"id": persona.customer_id},
-                "survey": {"kind": kind, "score": reaction.survey_score,
-                           "comment": reaction.comment, "order_id": order_id,
-                           "message_id": message.id}})
+            # Answered the way a real customer would: a score link in an e-mail, a text reply
+            # ("9 great service") on SMS and WhatsApp.
+            answer: Click | Reply
+            if message.channel == "email":
+                answer = Click(message.id, kind, reaction.survey_score, reaction.comment)
+            else:
+                text = f"{reaction.survey_score} {reaction.comment or ''}".strip()
+                answer = Reply(persona.customer_id, message.channel, text, f"answer-{message.id}")
+            self.schedule(sent_at + reaction.reply_delay, answer)
         if reaction.buys_again_in is not None:
             self.buy(persona.customer_id, sent_at + reaction.buys_again_in)
         if reaction.unsubscribed:
@@ -147,12 +162,13 @@ class Simulator:
             self.schedule(datetime.fromisoformat(follow["occurred_at"]), follow)
 
 
-def feed(rt: Runtime, sim: Simulator, items: list[dict[str, Any] | Reply]) -> int:
-    """Events go through the real intake (the validation a POST /events gets); replies through
-    what the Twilio inbound webhook and the unsubscribe page do once a request is verified."""
+def feed(rt: Runtime, sim: Simulator, items: list[Item]) -> int:
+    """Events go through the real intake (the validation a POST /events gets); replies and
+    clicks through what the Twilio inbound webhook, the survey and the unsubscribe pages do once
+    a request is verified."""
     parsed = []
     for raw in items:
-        if isinstance(raw, Reply):
+        if not isinstance(raw, dict):
             continue
         try:
             parsed.append(parse_event(raw))
@@ -160,8 +176,13 @@ def feed(rt: Runtime, sim: Simulator, items: list[dict[str, Any] | Reply]) -> in
             sim.rejected.append(f"{raw.get('id')}: {exc}")
     with rt.factory() as session, session.begin():
         stored = store_events(session, parsed, "demo", rt.now()).stored
-        for reply in (r for r in items if isinstance(r, Reply)):
-            _reply(session, sim, reply, rt.now())
+        for item in items:
+            if isinstance(item, Reply):
+                _reply(session, sim, item, rt.now())
+            elif isinstance(item, Click):
+                survey = survey_message(session, item.message_id, item.kind)
+                if survey is not None:
+                    store_answer(session, survey, item.score, item.comment, "email", rt.now())
     return stored
 
 
@@ -182,15 +203,14 @@ def _reply(session: Session, sim: Simulator, reply: Reply, now: datetime) -> Non
 def let_customers_react(rt: Runtime, sim: Simulator, definitions: Definitions) -> None:
     """Customers see the messages sent since the last look (simulated time only moves on)."""
     with rt.factory() as session:
-        rows = session.execute(
-            select(Message, Enrollment.order_id)
-            .join(Enrollment, Enrollment.id == Message.enrollment_id)
+        rows = session.scalars(
+            select(Message)
             .where(Message.status == "sent", Message.sent_at > sim.watermark,
                    Message.sent_at <= rt.now())
             .order_by(Message.sent_at, Message.enrollment_id, Message.step_key)).all()
     sim.watermark = rt.now()
-    for message, order_id in rows:
-        sim.react_to(message, definitions, message.sent_at or rt.now(), order_id)
+    for message in rows:
+        sim.react_to(message, definitions, message.sent_at or rt.now())
 
 
 def simulate(rt: Runtime, sim: Simulator, definitions: Definitions, until: datetime

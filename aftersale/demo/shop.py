@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from aftersale.links import referral_code
+
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 HISTORY_DAYS = 400  # how far before `start` a "previous" order may lie
 ARCHETYPES = ("one_off", "loyal", "vip", "bargain", "lapsing")
@@ -72,7 +74,7 @@ class Persona:
 
     @property
     def referral_code(self) -> str:
-        return f"REF-{self.customer_id}"
+        return referral_code(self.customer_id)
 
     @property
     def reachable_channels(self) -> list[str]:
@@ -689,7 +691,7 @@ def _next_order(after: datetime, every: float, persona: Persona, rng: random.Ran
 
 
 def _assign_referrals(plans: list[_Plan], rng: random.Random) -> None:
-    """Some brand-new customers arrive with a happy customer's code (REF-<customer_id>);
+    """Some brand-new customers arrive with a happy customer's referral code;
     the referrer must have bought before the referred customer's first order."""
     firsts = sorted(
         (p.placed, p.persona.customer_id)
@@ -706,7 +708,7 @@ def _assign_referrals(plans: list[_Plan], rng: random.Random) -> None:
             continue
         referrer = firsts[rng.randrange(eligible)][1]
         if referrer != plan.persona.customer_id:
-            plan.referral_code = f"REF-{referrer}"
+            plan.referral_code = referral_code(referrer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from aftersale.demo.shop import (
     catalogue,
     order_event,
 )
+from aftersale.links import referral_code
 
 MONEY = re.compile(r"^\d+\.\d{2}$")
 TYPES = {"order.placed", "order.shipped", "order.delivered", "order.cancelled", "order.refunded"}
@@ -303,12 +304,13 @@ def test_names_are_spelt_as_in_their_language(shop: SyntheticShop) -> None:
 
 def test_referred_customers_carry_an_earlier_customers_code(shop: SyntheticShop) -> None:
     first_order: dict[str, datetime] = {}
+    owners = {persona.referral_code: cid for cid, persona in shop.personas.items()}
     referred = 0
     for event in placed_orders(shop):
         cid, code = event["customer"]["id"], event["order"]["referral_code"]
         if code is not None:
-            referrer = code.removeprefix("REF-")
-            assert code.startswith("REF-") and referrer != cid
+            referrer = owners[code]
+            assert code == referral_code(referrer) and referrer != cid
             assert cid not in first_order, "only a new customer's first order is referred"
             assert first_order[referrer] < instant(event)
             referred += 1
