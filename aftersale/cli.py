@@ -74,18 +74,21 @@ def db_upgrade() -> None:
 @app.command()
 def ingest(
     path: Annotated[str, typer.Argument(help="JSON Lines file, or - for standard input")],
-    format: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl",
+    format: Annotated[str, typer.Option(
+        "--format", help="jsonl (our event format) or shopify (one webhook per line: "
+                         '{"topic": ..., "id": ..., "payload": {...}})')] = "jsonl",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid",
                                                help="store the valid lines of a bad file")] = False,
 ) -> None:
     """Import events into the inbox; an invalid line rejects the whole file unless --skip-invalid."""
+    from aftersale.intake import jsonl, shopify
     from aftersale.intake.inbox import store_events
-    from aftersale.intake.jsonl import parse_file
     from aftersale.intake.notify import inbox_received
     from aftersale.runtime import open_runtime
 
-    if format != "jsonl":
-        err.print(f"unknown format '{format}'; this version reads jsonl")
+    readers = {"jsonl": jsonl.parse_file, "shopify": shopify.parse_file}
+    if format not in readers:
+        err.print(f"unknown format '{format}'; use jsonl or shopify")
         raise typer.Exit(2)
     settings = _settings()
     shown = "<stdin>" if path == "-" else path
@@ -95,7 +98,7 @@ def ingest(
         err.print(f"cannot read {shown}: {exc.strerror}")
         raise typer.Exit(2) from None
     with handle:
-        parsed = parse_file(handle)
+        parsed = readers[format](handle)
     for error in parsed.errors:
         err.print(f"{shown}:{error.line}: {error.reason}", highlight=False, soft_wrap=True)
     if parsed.errors and not skip_invalid:

@@ -59,6 +59,11 @@ class DispatchCounts(Counts):
     channel_skips: Counter[str] = field(default_factory=Counter)
     sent_by_channel: Counter[str] = field(default_factory=Counter)
     not_sent_reasons: Counter[str] = field(default_factory=Counter)
+    # Delivery of alerts to the team (aftersale.alerts): settled, given up, put back for later.
+    alerts_delivered: int = 0
+    alerts_failed: int = 0
+    alerts_retried: int = 0
+    alert_routes: Counter[str] = field(default_factory=Counter)
 
 
 def new_message_id() -> str:
@@ -112,11 +117,17 @@ def _advance_one(session: Session, enrollment: Enrollment, journey: Journey,
                     due_at=now, attempts=0))
                 counts.queued += 1
             case AlertAction():
+                latest = next((a for a in reversed(answers)
+                               if a.responded_at >= enrollment.enrolled_at), None)
                 session.add(AlertRecord(
                     enrollment_id=enrollment.id, step_key=action.step_key,
                     customer_id=customer.id, order_id=enrollment.order_id, kind=action.kind,
+                    # "answer": the answer that led here, for the team's e-mail and webhook
                     details={"segment": enrollment.segment, "journey": journey.name,
-                             "response": facts.context.get("response", {})},
+                             "response": facts.context.get("response", {}),
+                             "answer": None if latest is None else {
+                                 "kind": latest.kind, "score": latest.score,
+                                 "comment": latest.comment}},
                     created_at=now))
                 counts.alerts += 1
             case Skip():

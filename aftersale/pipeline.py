@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from aftersale.alerts import deliver_alerts
 from aftersale.dispatch import DispatchCounts, advance_due, recover_stale
 from aftersale.journeys.definitions import Definitions
 from aftersale.processing import ProcessCounts, process_batch
@@ -46,6 +47,15 @@ def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000)
         counts = send_pending(rt.factory, definitions, channels, links, rt.clock, size, rules)
         total.add(counts)
         if counts.claimed < size:
+            break
+    # After the messages: a detractor's follow-up goes out first, then the team hears of it.
+    for _ in range(max_batches):
+        alerts = deliver_alerts(rt, size, definitions.content)
+        total.alerts_delivered += alerts.delivered
+        total.alerts_failed += alerts.failed
+        total.alerts_retried += alerts.retried
+        total.alert_routes.update(alerts.routes)
+        if alerts.claimed < size:
             break
     return total
 

@@ -23,6 +23,7 @@ from aftersale.intake.inbox import store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.web.feedback import feedback_router
+from aftersale.web.shopify import shopify_router
 
 MAX_BODY = 5 * 1024 * 1024
 
@@ -82,4 +83,5 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "ok"})
 
     app.include_router(feedback_router(settings, runtime))
+    app.include_router(shopify_router(settings, runtime))
     return app

@@ -179,3 +179,26 @@ def test_run_fast_forwards_the_clock_and_preview_prints_the_timeline(
     assert "step 1 · whatsapp" in preview.stdout and "track.example.com/o-1" in preview.stdout
     unknown = aftersale("preview", "order-updates", "--customer", "nobody", env=env, cwd=tmp_path)
     assert unknown.returncode == 1 and "unknown customer 'nobody'; for example: c-7" in unknown.stderr
+
+
+def test_ingest_reads_shopify_webhooks_from_a_file(
+        cli_env: dict[str, str], tmp_path: Path, database_url: str) -> None:
+    fixtures = Path(__file__).parents[1] / "fixtures" / "shopify"
+    lines = []
+    for name in ("orders_create", "fulfillments_create", "fulfillments_update_delivered"):
+        data = json.loads((fixtures / f"{name}.json").read_text(encoding="utf-8"))
+        lines.append(json.dumps({"topic": data["headers"]["X-Shopify-Topic"],
+                                 "id": data["headers"]["X-Shopify-Event-Id"],
+                                 "payload": data["payload"]}))
+    path = _write(tmp_path / "shopify.jsonl", lines)
+    first = aftersale("ingest", str(path), "--format", "shopify", env=cli_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    stored = _count(database_url)
+    assert stored >= 3  # a delivered fulfillment with tracking also records the shipment
+    again = aftersale("ingest", str(path), "--format", "shopify", env=cli_env, cwd=tmp_path)
+    assert f"stored 0 new event(s); {stored} already stored" in again.stdout
+    bad = _write(tmp_path / "bad.jsonl", [lines[0], '{"topic": "orders/create"}'])
+    rejected = aftersale("ingest", str(bad), "--format", "shopify", env=cli_env, cwd=tmp_path)
+    assert rejected.returncode == 1 and f"{bad}:2:" in rejected.stderr
+    unknown = aftersale("ingest", str(path), "--format", "csv", env=cli_env, cwd=tmp_path)
+    assert unknown.returncode == 2 and "use jsonl or shopify" in unknown.stderr
