@@ -45,10 +45,12 @@ def _parse_time(text: str) -> datetime:
 def validate() -> None:
     """Check journeys, segments and content; print every problem as path:line."""
     from aftersale.journeys.definitions import check_definitions
+    from aftersale.web.surveys import check_page_texts
 
     settings = _settings()
     definitions, problems = check_definitions(settings.journeys_dir, settings.content_dir,
                                               settings.default_locale)
+    problems = [*problems, *check_page_texts(settings.content_dir)]
     if problems:
         for problem in problems:
             out.print(str(problem), highlight=False, soft_wrap=True)

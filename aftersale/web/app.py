@@ -24,6 +24,7 @@ from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.web.feedback import feedback_router
 from aftersale.web.shopify import shopify_router
+from aftersale.web.surveys import surveys_router
 
 MAX_BODY = 5 * 1024 * 1024
 
@@ -84,4 +85,5 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
 
     app.include_router(feedback_router(settings, runtime))
     app.include_router(shopify_router(settings, runtime))
+    app.include_router(surveys_router(settings, runtime))
     return app

@@ -1,0 +1,454 @@
+"""The survey answer pages and the referral redirect.
+
+- ``GET /s/{token}?score=N``  records the answer (a second click changes it, processing keeps one
+                              answer per message), then thanks, with a comment box
+- ``GET /s/{token}``          the question with one button per score
+- ``POST /s/{token}``         the comment box: ``score`` (hidden) and ``comment``
+- ``GET /r/{code}``           counts the click and redirects to ``SHOP_URL?ref=CODE``
+
+A token is checked before anything is read or stored: a bad signature, or a message that is not
+the token's customer's, answers 403; a survey older than ``SURVEY_DAYS`` 410; a score outside the
+scale 400 with the buttons again. Each answer is a ``survey.responded`` event in the inbox, like
+a text reply, so journeys resume and branch the same way whichever way the customer answered.
+Page texts are in ``content/_pages/survey.yaml`` (en/tr/pl), next to the rest of the content.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from aftersale.config import Settings
+from aftersale.content import read_yaml
+from aftersale.content.render import pick_locale
+from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
+from aftersale.errors import Problem
+from aftersale.events import SURVEY_SCALES
+from aftersale.intake import notify
+from aftersale.links import BadToken, Signer
+from aftersale.runtime import Runtime
+from aftersale.surveys.answers import (
+    COMMENT_LIMIT,
+    SurveyMessage,
+    clean_comment,
+    current_answer,
+    store_answer,
+    survey_message,
+)
+from aftersale.web.feedback import LANGUAGES, PAGE_HEADERS, accepted_language, shop_texts
+
+log = logging.getLogger(__name__)
+
+TEXTS_FILE = Path("_pages") / "survey.yaml"
+# A comment is at most COMMENT_LIMIT characters; form encoding can make one up to 12 bytes per
+# character (a 4-byte emoji, percent-encoded). Anything larger is not our form.
+MAX_FORM = 12 * COMMENT_LIMIT + 1024
+# referral_code() gives "R" + base32 (A-Z, 2-7); Customer.referral_code is 32 characters wide.
+REFERRAL_CODE = re.compile(r"R[A-Z2-7]{1,31}")
+_SCORE = re.compile(r"[0-9]{1,2}")  # not int(): it takes "+7", " 7", "1_0" and "７"
+
+
+def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+    signer = (Signer(settings.secret_key.get_secret_value().encode())
+              if settings.secret_key is not None else None)
+
+    @router.get("/s/{token}")
+    async def survey_link(token: str, request: Request) -> HTMLResponse:
+        claims = _claims(signer, token)
+        if isinstance(claims, int):
+            return _error_page(settings, request, claims)
+        raw = request.query_params.get("score")
+        score = _score(raw, claims.kind)
+        now = runtime.now()
+        try:
+            found = await run_in_threadpool(_answer, settings, runtime, claims, score, None,
+                                            score is not None, now)
+        except Exception:  # rolled back
+            log.exception("recording a survey answer failed")
+            return _error_page(settings, request, 500)
+        if isinstance(found, int):
+            return _error_page(settings, request, found)
+        survey, locale, current = found
+        if survey.expired(now, settings.survey_days):
+            return _page(settings, locale, "closed", survey.kind, status_code=410)
+        if raw is None:  # just looking: the question, the current answer marked if there is one
+            return _page(settings, locale, "ask", survey.kind, chosen=current.score if current else None)
+        if score is None:
+            return _page(settings, locale, "ask", survey.kind, status_code=400, invalid=True)
+        return _page(settings, locale, "thanks", survey.kind, chosen=score,
+                     comment=current.comment if current else None)
+
+    @router.post("/s/{token}")
+    async def survey_comment(token: str, request: Request) -> HTMLResponse:
+        claims = _claims(signer, token)
+        if isinstance(claims, int):
+            return _error_page(settings, request, claims)
+        body = await _read_form(request)
+        if body is None:
+            return _error_page(settings, request, 413)
+        form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True,
+                              encoding="utf-8", errors="replace"))
+        # The form sends the score it was shown with; the URL still carries the clicked one.
+        score = _score(form.get("score") or request.query_params.get("score"), claims.kind)
+        comment = clean_comment(form.get("comment"))
+        now = runtime.now()
+        try:
+            found = await run_in_threadpool(_answer, settings, runtime, claims, score, comment,
+                                            comment is not None, now)
+        except Exception:  # rolled back
+            log.exception("recording a survey comment failed")
+            return _error_page(settings, request, 500)
+        if isinstance(found, int):
+            return _error_page(settings, request, found)
+        survey, locale, current = found
+        if survey.expired(now, settings.survey_days):
+            return _page(settings, locale, "closed", survey.kind, status_code=410)
+        if score is None:
+            score = current.score if current else None
+        if score is None:  # no score in the form and none recorded yet: ask for one first
+            return _page(settings, locale, "ask", survey.kind, status_code=400, invalid=True)
+        if comment is None:  # nothing was stored; offer the box again
+            return _page(settings, locale, "thanks", survey.kind, status_code=400, chosen=score,
+                         empty=True)
+        return _page(settings, locale, "commented", survey.kind, chosen=score, comment=comment)
+
+    @router.get("/r/{code}")
+    async def referral(code: str, request: Request) -> Response:
+        code = code.strip().upper()  # base32 is case-insensitive; people retype links
+        if not REFERRAL_CODE.fullmatch(code):
+            return _error_page(settings, request, 404)
+        try:
+            known = await run_in_threadpool(_record_click, runtime, code, runtime.now())
+        except Exception:
+            # The visitor still reaches the shop; the code stays in the URL, so an order can
+            # still be attributed (processing checks the code against the customers).
+            log.exception("recording a referral click failed")
+            known = True
+        target = with_ref(str(settings.shop_url), code) if known else str(settings.shop_url)
+        return RedirectResponse(target, status_code=302,
+                                headers={"Cache-Control": "no-store",
+                                         "Referrer-Policy": "no-referrer"})
+
+    return router
+
+
+async def _read_form(request: Request) -> bytes | None:
+    """The body, or None past MAX_FORM (read no further: a comment box is not an upload)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- tokens and answers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claims:
+    message_id: str
+    customer_id: str
+    kind: str
+
+
+def _claims(signer: Signer | None, token: str) -> _Claims | int:
+    """The token's claims, or the status to answer: 403 tampered or malformed, 503 no key."""
+    if signer is None:
+        log.error("survey link used but AFTERSALE_SECRET_KEY is not set")
+        return 503
+    try:
+        payload = signer.verify(token)
+    except BadToken:
+        return 403
+    message_id, customer_id, kind = payload.get("m"), payload.get("c"), payload.get("k")
+    # An unsubscribe token is signed with the same key: it has "ch", not "k", and ends here.
+    if (not isinstance(message_id, str) or not message_id or not isinstance(customer_id, str)
+            or not customer_id or kind not in SURVEY_SCALES):
+        return 403
+    return _Claims(message_id, customer_id, str(kind))
+
+
+def _score(raw: str | None, kind: str) -> int | None:
+    if raw is None or not _SCORE.fullmatch(raw.strip()):
+        return None
+    score = int(raw.strip())
+    low, high = SURVEY_SCALES[kind]
+    return score if low <= score <= high else None
+
+
+def _answer(settings: Settings, runtime: Runtime, claims: _Claims, score: int | None,
+            comment: str | None, store: bool, now: datetime,
+            ) -> tuple[SurveyMessage, str | None, SurveyResponse | None] | int:
+    """Check the token against its message and, if ``store`` and the survey is still open, keep
+    the answer in the inbox. Returns the survey, the customer's locale and the answer recorded
+    so far (processed answers only), or the status to answer."""
+    stored = False
+    with runtime.factory() as session, session.begin():
+        survey = survey_message(session, claims.message_id, claims.kind)
+        # The signature binds message, customer and kind together, so a message that is not
+        # the token's customer's means a misused key: nothing is shown or stored.
+        if survey is None or survey.customer_id != claims.customer_id:
+            return 403
+        customer = session.get(Customer, claims.customer_id)
+        locale = customer.locale if customer is not None and customer.locale else None
+        if locale is None:
+            locale = session.scalar(select(Message.locale).where(Message.id == survey.message_id))
+        current = current_answer(session, survey.message_id)
+        if current is not None:
+            session.expunge(current)  # read after the session has closed
+        if store and not survey.expired(now, settings.survey_days):
+            if score is None and current is not None:
+                score = current.score  # a comment whose form lost its score keeps the answer
+            if score is not None:
+                store_answer(session, survey, score, comment, source="email", now=now)
+                stored = True
+    if stored:  # after the commit: the nudge must never announce an event that is not there
+        notify.inbox_received(settings, 1, "survey")
+    return survey, locale, current
+
+
+def _record_click(runtime: Runtime, code: str, now: datetime) -> bool:
+    """Count a click on a known code; an unknown code is not stored (no referrer to credit)."""
+    with runtime.factory() as session, session.begin():
+        referrer = session.scalar(select(Customer.id).where(Customer.referral_code == code))
+        if referrer is None:
+            return False
+        session.add(ReferralClick(code=code, referrer_id=referrer, clicked_at=now))
+    return True
+
+
+def with_ref(url: str, code: str) -> str:
+    """``url`` with ``ref=code`` in its query, keeping the shop's own parameters."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "ref"]
+    query.append(("ref", code))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# --- page texts (content/_pages/survey.yaml) ------------------------------------------------
+
+#: Every text the pages use; ``en`` must have them all, tr and pl fall back to en per key.
+KEYS = (
+    "shop", "nps_question", "nps_low", "nps_high", "csat_question", "csat_low", "csat_high",
+    "ces_question", "ces_low", "ces_high", "ask_hint", "invalid_score", "your_answer",
+    "thanks_title", "thanks", "change", "comment_label", "comment_hint", "send", "comment_empty",
+    "commented_title", "commented", "your_comment", "bad_title", "bad", "closed_title", "closed",
+    "later_title", "later", "referral_title", "referral", "referral_button", "contact",
+)
+PLACEHOLDERS = frozenset({"shop", "score", "limit", "days", "support"})
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+_TEXTS_CACHE: dict[Path, tuple[int, dict[str, dict[str, str]]]] = {}
+
+
+def page_texts(content_dir: Path) -> dict[str, dict[str, str]]:
+    """Texts per language, re-read when the file changes. A missing or broken file must not
+    lose an answer: the page then shows the text's key, and ``check_page_texts`` names it."""
+    path = Path(content_dir) / TEXTS_FILE
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        log.error("%s is missing: the survey pages show text keys", path)
+        return {lang: {} for lang in LANGUAGES}
+    cached = _TEXTS_CACHE.get(path)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    data, _, _ = read_yaml(path)
+    blocks = data if isinstance(data, dict) else {}
+    own = {lang: {str(k): str(v) for k, v in block.items() if isinstance(v, str)}
+           for lang in LANGUAGES if isinstance(block := blocks.get(lang), dict)}
+    english = own.get("en", {})
+    texts = {lang: {**english, **own.get(lang, {})} for lang in LANGUAGES}
+    _TEXTS_CACHE[path] = (stamp, texts)
+    return texts
+
+
+def check_page_texts(content_dir: Path) -> list[Problem]:
+    """Problems in ``_pages/survey.yaml`` for ``aftersale validate``, with their lines."""
+    path = Path(content_dir) / TEXTS_FILE
+    if not path.exists():
+        return [Problem(str(path), 1, "the survey page texts are missing",
+                        "copy content/_pages/survey.yaml from the aftersale repository")]
+    data, lines, problems = read_yaml(path)
+    if problems:
+        return problems
+    if not isinstance(data, dict):
+        return [Problem(str(path), 1, "expected one block per language (en:, tr:, pl:)")]
+    for lang, block in data.items():
+        line = lines.get((lang,), (1, 1))[0]
+        if lang not in LANGUAGES:
+            problems.append(Problem(str(path), line, f"'{lang}' is not a language the pages speak",
+                                    f"use {', '.join(LANGUAGES)}"))
+            continue
+        if not isinstance(block, dict):
+            problems.append(Problem(str(path), line, f"'{lang}' should hold the texts"))
+            continue
+        missing = [k for k in KEYS if k not in block] if lang == "en" else []
+        if missing:
+            problems.append(Problem(str(path), line, f"en has no {', '.join(missing)}",
+                                    "en is the fallback of every language: give it every text"))
+        for key, value in block.items():
+            where = lines.get((lang, key), (line, line))[0]
+            if key not in KEYS:
+                problems.append(Problem(str(path), where, f"unknown text '{key}'",
+                                        "check the spelling against the en block"))
+            elif not isinstance(value, str) or not value.strip():
+                problems.append(Problem(str(path), where, f"'{key}' should be a text"))
+            else:
+                for name in set(_PLACEHOLDER.findall(value)) - PLACEHOLDERS:
+                    problems.append(Problem(str(path), where, f"unknown placeholder {{{name}}}",
+                                            f"use {', '.join(sorted(PLACEHOLDERS))}"))
+    return problems
+
+
+def _fill(text: str, values: Mapping[str, object]) -> str:
+    """``{name}`` placeholders; anything else (a stray brace, a typo) is left as written."""
+    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
+
+
+# --- pages ----------------------------------------------------------------------------------
+
+_PAGE = Environment(autoescape=True).from_string("""<!doctype html>
+<html lang="{{ lang }}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{{ title }}{% if shop %} – {{ shop }}{% endif %}</title>
+<style>
+*{box-sizing:border-box}
+body{margin:0;padding:1rem;background:#f4f4f2;color:#1d1d1b;
+font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+main{max-width:34rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:.75rem;
+box-shadow:0 1px 3px rgba(0,0,0,.15)}
+h1{font-size:1.5rem;line-height:1.25;margin:0 0 1rem}
+h2{font-size:1.125rem;line-height:1.3;margin:2rem 0 .5rem}
+.scale{display:grid;grid-template-columns:repeat(auto-fill,minmax(2.75rem,1fr));gap:.5rem;
+list-style:none;margin:1rem 0 .5rem;padding:0}
+.scale a,.scale span{display:flex;align-items:center;justify-content:center;min-height:2.75rem;
+border:2px solid #1f4fd1;border-radius:.5rem;color:#1f4fd1;font-weight:700;text-decoration:none}
+.scale a:hover{background:#e8eefc}
+.scale .chosen{background:#1f4fd1;color:#fff}
+.legend{display:flex;justify-content:space-between;gap:1rem;margin:0;color:#4a4a48;font-size:.9rem}
+.legend span:last-child{text-align:right}
+label{display:block;font-weight:600;margin:1.5rem 0 .5rem}
+textarea{display:block;width:100%;min-height:8rem;padding:.625rem;font:inherit;
+border:2px solid #6b6b68;border-radius:.5rem;resize:vertical}
+button,.button{display:block;width:100%;min-height:3rem;margin-top:1rem;padding:.75rem 1rem;
+border:0;border-radius:.5rem;background:#1f4fd1;color:#fff;font:inherit;font-weight:600;
+text-align:center;text-decoration:none;cursor:pointer}
+button:hover,.button:hover{background:#173da6}
+a:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #0b2a80;
+outline-offset:3px}
+.alert{padding:.75rem 1rem;border-left:4px solid #b3261e;background:#fdecea}
+blockquote{margin:.5rem 0 0;padding:.75rem 1rem;border-left:4px solid #1f4fd1;background:#f4f6fb;
+white-space:pre-wrap;overflow-wrap:anywhere}
+figure{margin:1.5rem 0 0}
+figcaption,.note{color:#4a4a48;font-size:.95rem}
+.note{margin-top:.5rem}
+.vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+@media (max-width:30rem){body{padding:.5rem}main{margin:.5rem auto;padding:1rem}}
+</style>
+</head>
+<body>
+<main>
+<h1 id="title">{{ title }}</h1>
+{% if status %}<p role="status">{{ status }}</p>{% endif %}
+{% if alert %}<p class="alert" role="alert">{{ alert }}</p>{% endif %}
+{% if text %}<p>{{ text }}</p>{% endif %}
+{% if form %}<form method="post">
+<input type="hidden" name="score" value="{{ chosen }}">
+<label for="comment">{{ t.comment_label }}</label>
+<textarea id="comment" name="comment" maxlength="{{ limit }}" required
+ aria-describedby="comment-hint">{{ comment or "" }}</textarea>
+<p id="comment-hint" class="note">{{ comment_hint }}</p>
+<button type="submit">{{ t.send }}</button>
+</form>{% endif %}
+{% if shown_comment %}<figure>
+<figcaption>{{ t.your_comment }}</figcaption>
+<blockquote>{{ shown_comment }}</blockquote>
+</figure>{% endif %}
+{% if scale %}{% if question %}<h2 id="question">{{ question }}</h2>
+{% if hint %}<p>{{ hint }}</p>{% endif %}{% endif %}
+<ul class="scale" aria-labelledby="{{ 'question' if question else 'title' }}" aria-describedby="legend">
+{% for n in scale %}<li>{% if n == chosen %}<span class="chosen" aria-current="true">{{ n }}<span
+ class="vh"> ({{ t.your_answer }})</span></span>{% else %}<a href="?score={{ n }}">{{ n }}</a>{% endif %}</li>
+{% endfor %}</ul>
+<p class="legend" id="legend"><span>{{ low }}</span> <span>{{ high }}</span></p>{% endif %}
+{% if button %}<a class="button" href="{{ button.href }}">{{ button.text }}</a>{% endif %}
+{% if contact %}<p class="note">{{ contact }}</p>{% endif %}
+</main>
+</body>
+</html>
+""")
+
+
+def _language(settings: Settings, locale: str | None) -> str:
+    default = settings.default_locale if settings.default_locale in LANGUAGES else "en"
+    return pick_locale(LANGUAGES, locale, default)
+
+
+class _Texts(dict[str, str]):
+    """A text, or its key when the file lacks it (``aftersale validate`` reports that)."""
+
+    def __missing__(self, key: str) -> str:
+        return key
+
+
+def _page(settings: Settings, locale: str | None, mode: str, kind: str | None, *,
+          status_code: int = 200, chosen: int | None = None, comment: str | None = None,
+          invalid: bool = False, empty: bool = False) -> HTMLResponse:
+    """One of the pages: ``ask`` (the question), ``thanks`` (after a click: comment box and the
+    other scores), ``commented``, or a message (``closed``, ``bad``, ``later``, ``referral``)."""
+    lang = _language(settings, locale)
+    shop = shop_texts(settings.content_dir)
+    t = _Texts(page_texts(settings.content_dir)[lang])
+    values = {"shop": shop.name or t["shop"], "score": chosen, "limit": COMMENT_LIMIT,
+              "days": settings.survey_days, "support": shop.support_email}
+    f = {key: _fill(t[key], values) for key in KEYS}
+    context: dict[str, Any] = {"lang": lang, "shop": shop.name, "t": f, "chosen": chosen,
+                               "limit": COMMENT_LIMIT}
+    if kind is not None:
+        low, high = SURVEY_SCALES[kind]
+        context.update(scale=list(range(low, high + 1)), low=f[f"{kind}_low"],
+                       high=f[f"{kind}_high"])
+    if mode == "ask":
+        context.update(title=f[f"{kind}_question"], text=f["ask_hint"],
+                       alert=f["invalid_score"] if invalid else None)
+    elif mode == "thanks":
+        context.update(title=f["thanks_title"], status=f["thanks"], form=True, comment=comment,
+                       comment_hint=f["comment_hint"], alert=f["comment_empty"] if empty else None,
+                       question=f[f"{kind}_question"], hint=f["change"])
+    elif mode == "commented":
+        context.update(title=f["commented_title"], status=f["commented"], shown_comment=comment,
+                       scale=None)
+    else:
+        context.update(title=f[f"{mode}_title"], text=f[mode], scale=None)
+        if mode == "referral":
+            context["button"] = {"href": str(settings.shop_url), "text": f["referral_button"]}
+    if shop.support_email:
+        context["contact"] = f["contact"]
+    return HTMLResponse(_PAGE.render(**context), status_code=status_code, headers=PAGE_HEADERS)
+
+
+def _error_page(settings: Settings, request: Request, status_code: int) -> HTMLResponse:
+    """No customer to take the language from: the browser's Accept-Language decides."""
+    locale = accepted_language(request.headers.get("accept-language"))
+    mode = {403: "bad", 413: "bad", 404: "referral"}.get(status_code, "later")
+    return _page(settings, locale, mode, None, status_code=status_code)

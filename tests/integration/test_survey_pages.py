@@ -1,0 +1,490 @@
+"""GET/POST /s/{token} and GET /r/{code} over real HTTP, on both databases, with survey e-mails
+the real journeys sent through the sandbox channel."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import AnyHttpUrl
+from sqlalchemy import func, select
+
+from aftersale.config import Settings
+from aftersale.db.models import (
+    Customer,
+    InboxEvent,
+    Message,
+    ReferralClick,
+    SandboxOutbox,
+    SurveyResponse,
+)
+from aftersale.links import Signer, referral_code
+from aftersale.pipeline import drain_inbox
+from aftersale.runtime import Runtime
+from aftersale.surveys.answers import COMMENT_LIMIT
+from aftersale.web.surveys import TEXTS_FILE, check_page_texts, surveys_router, with_ref
+from tests.conftest import START
+from tests.factories import days, follow, placed
+from tests.integration.helpers import feed, run_to, sent, serve, treated_customer
+
+PUBLIC = "https://shop.example.com"
+
+
+def survey_app(settings: Settings, rt: Runtime) -> FastAPI:
+    app = FastAPI()
+    app.include_router(surveys_router(settings, rt))
+    return app
+
+
+@pytest.fixture
+def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
+    with serve(survey_app(settings, rt)) as url:
+        yield url
+
+
+# --- survey e-mails from the real journeys -----------------------------------------------------
+
+
+def survey_email(rt: Runtime, kind: str = "nps", locale: str = "tr", prefix: str = "c") -> Message:
+    """A survey e-mail the shipped journeys sent: NPS (vip-care), CSAT (onboarding) or CES
+    (win-back). The customer has no phone, so every message goes by e-mail."""
+    now = rt.now()  # a later call starts where the clock is: old orders start no journey
+    if kind == "nps":  # a VIP order: personal check-in after 2 days, NPS 3 days later
+        cid = treated_customer("vip-care", 10, prefix)
+        feed(rt, placed(f"o-{cid}", now, cid, phone=None, locale=locale, total="1500.00",
+                        currency="EUR"))
+        until, template = now + days(6), "nps_survey"
+    elif kind == "csat":  # a first order: tutorial a day after delivery, CSAT 6 days later
+        cid = treated_customer("onboarding", 10, prefix)
+        feed(rt, placed(f"o-{cid}", now, cid, phone=None, locale=locale))
+        until, template = now + days(8), "csat_checkin"
+    else:  # back after 100 days: win-back 3 days after delivery, CES a week later
+        cid = treated_customer("win-back", 15, prefix)
+        feed(rt, placed(f"o-{cid}-old", now - days(100), cid, phone=None, locale=locale))
+        feed(rt, placed(f"o-{cid}", now, cid, phone=None, locale=locale))
+        until, template = now + days(11), "ces_checkin"
+    feed(rt, follow("shipped", f"o-{cid}", now, cid), follow("delivered", f"o-{cid}", now, cid))
+    run_to(rt, rt.definitions(), until)
+    [message] = [m for m in sent(rt, cid) if m.template == template]
+    assert (message.channel, message.status) == ("email", "sent")
+    return message
+
+
+def links_in(rt: Runtime, message: Message, base_url: str) -> dict[int, str]:
+    """score -> the link the e-mail carries, pointed at the test server."""
+    with rt.factory() as session:
+        outbox = session.scalars(select(SandboxOutbox)
+                                 .where(SandboxOutbox.message_id == message.id)).one()
+    found = re.findall(r'href="(https://shop\.example\.com/s/[\w.-]+\?score=(\d+))"',
+                       outbox.body_html or "")
+    assert found, "the e-mail has score links"
+    return {int(score): base_url + url.removeprefix(PUBLIC) for url, score in found}
+
+
+def token_of(url: str) -> str:
+    return url.split("/s/", 1)[1].split("?", 1)[0]
+
+
+def signed(settings: Settings, payload: dict[str, Any]) -> str:
+    assert settings.secret_key is not None
+    return Signer(settings.secret_key.get_secret_value().encode()).sign(payload)
+
+
+def inbox(rt: Runtime) -> list[dict[str, Any]]:
+    """The survey answers waiting in the inbox (their ``survey`` part)."""
+    with rt.factory() as session:
+        rows = session.scalars(select(InboxEvent).where(InboxEvent.type == "survey.responded")
+                               .order_by(InboxEvent.seq))
+        return [row.payload["survey"] for row in rows]
+
+
+def responses(rt: Runtime) -> list[SurveyResponse]:
+    drain_inbox(rt, rt.definitions())
+    with rt.factory() as session:
+        return list(session.scalars(select(SurveyResponse).order_by(SurveyResponse.id)))
+
+
+def h1(html: str) -> str:
+    match = re.search(r"<h1[^>]*>([^<]*)</h1>", html)
+    assert match, html
+    return match.group(1)
+
+
+# --- a click records the answer -----------------------------------------------------------------
+
+
+def test_the_email_links_name_the_message_customer_and_survey(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt)
+    links = links_in(rt, message, base_url)
+    assert sorted(links) == list(range(11))
+    assert len({token_of(u) for u in links.values()}) == 1  # one token, the score is the query
+    assert settings.secret_key is not None
+    claims = Signer(settings.secret_key.get_secret_value().encode()).verify(token_of(links[0]))
+    assert claims == {"m": message.id, "c": message.customer_id, "k": "nps"}
+
+
+def test_a_click_records_the_answer_and_thanks_in_the_customers_language(
+        rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt, locale="tr")
+    page = httpx.get(links_in(rt, message, base_url)[9])
+    assert page.status_code == 200
+    html = page.text
+    assert '<html lang="tr">' in html and h1(html) == "Teşekkürler!"
+    assert "Yanıtınızı kaydettik: 9." in html
+    assert "Atlas Store mağazasını bir arkadaşınıza tavsiye etme olasılığınız nedir?" in html
+    # the chosen score is marked, every other one is a link that changes the answer
+    assert re.search(r'<span class="chosen" aria-current="true">9<span\s+class="vh"> \(yanıtınız\)',
+                     html)
+    assert re.findall(r'<a href="\?score=(\d+)">', html) == [str(n) for n in range(11) if n != 9]
+    # the comment box
+    assert '<form method="post">' in html
+    assert '<input type="hidden" name="score" value="9">' in html
+    assert '<label for="comment">' in html
+    assert f'<textarea id="comment" name="comment" maxlength="{COMMENT_LIMIT}" required' in html
+    assert '<button type="submit">Gönder</button>' in html
+    # a small page for people: no scripts, nothing loaded from elsewhere, not cached or indexed
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert "<script" not in html and not re.search(r"""(src|href)=["']?https?:""", html)
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-robots-tag"] == "noindex"
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+    [answer] = inbox(rt)
+    assert answer == {"kind": "nps", "score": 9, "order_id": f"o-{message.customer_id}",
+                      "message_id": message.id, "source": "email"}  # no comment yet
+    [response] = responses(rt)
+    assert (response.customer_id, response.message_id, response.kind, response.score,
+            response.source) == (message.customer_id, message.id, "nps", 9, "email")
+
+
+@pytest.mark.parametrize(("locale", "lang", "title", "question"), [
+    ("pl-PL", "pl", "Dziękujemy!", "Jak prawdopodobne jest, że polecisz Atlas Store znajomym?"),
+    ("en", "en", "Thank you!", "How likely are you to recommend Atlas Store to a friend?"),
+    ("de", "en", "Thank you!", "How likely are you to recommend Atlas Store to a friend?"),
+])
+def test_the_thank_you_page_speaks_the_customers_language_or_english(
+        rt: Runtime, base_url: str, locale: str, lang: str, title: str, question: str) -> None:
+    page = httpx.get(links_in(rt, survey_email(rt, locale=locale), base_url)[10])
+    assert page.status_code == 200
+    assert f'<html lang="{lang}">' in page.text
+    assert h1(page.text) == title and question in page.text
+
+
+@pytest.mark.parametrize(("kind", "locale", "scale", "question"), [
+    ("csat", "pl", range(1, 6), "Jak bardzo jesteś zadowolony(-a) ze swojego zamówienia?"),
+    ("ces", "en", range(1, 8), "How easy was it to shop with Atlas Store, from ordering to delivery?"),
+])
+def test_csat_and_ces_ask_on_their_own_scales(
+        rt: Runtime, base_url: str, kind: str, locale: str, scale: range, question: str) -> None:
+    message = survey_email(rt, kind, locale)
+    links = links_in(rt, message, base_url)
+    assert sorted(links) == list(scale)
+    url = links[scale[0]].split("?")[0]
+    # without a score: the question, one button per score, nothing stored
+    page = httpx.get(url)
+    assert page.status_code == 200 and h1(page.text) == question
+    assert re.findall(r'<a href="\?score=(\d+)">', page.text) == [str(n) for n in scale]
+    for bad in (scale[0] - 1, scale[-1] + 1):
+        assert httpx.get(f"{url}?score={bad}").status_code == 400
+    assert inbox(rt) == []
+    assert httpx.get(links[scale[-1]]).status_code == 200
+    [response] = responses(rt)
+    assert (response.kind, response.score, response.message_id) == (kind, scale[-1], message.id)
+
+
+def test_a_second_click_changes_the_answer_rather_than_adding_one(
+        rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt)
+    links = links_in(rt, message, base_url)
+    assert httpx.get(links[3]).status_code == 200
+    assert [r.score for r in responses(rt)] == [3]
+    assert httpx.get(links[10]).status_code == 200
+    assert httpx.get(links[8]).status_code == 200
+    [response] = responses(rt)  # processing keeps one answer per message: the latest
+    assert (response.message_id, response.score) == (message.id, 8)
+    # the question page (no score) now marks the recorded answer
+    page = httpx.get(links[0].split("?")[0])
+    assert '<span class="chosen" aria-current="true">8' in page.text
+
+
+def test_a_score_outside_the_scale_shows_the_buttons_again_and_stores_nothing(
+        rt: Runtime, base_url: str) -> None:
+    url = links_in(rt, survey_email(rt, locale="en"), base_url)[0].split("?")[0]
+    for score in ["11", "-1", "abc", "7.5", "", "１", "+7", "1_0", "999999999999", "😀"]:
+        page = httpx.get(url, params={"score": score})
+        assert page.status_code == 400, score
+        assert h1(page.text) == "How likely are you to recommend Atlas Store to a friend?"
+        assert 'role="alert">Please pick one of the scores below.' in page.text
+        assert len(re.findall(r'<a href="\?score=\d+">', page.text)) == 11
+        assert httpx.post(url, data={"score": score, "comment": "hi"}).status_code == 400
+    assert inbox(rt) == []
+
+
+def test_a_head_request_from_a_link_checker_stores_nothing(rt: Runtime, base_url: str) -> None:
+    response = httpx.head(links_in(rt, survey_email(rt), base_url)[0])
+    assert response.status_code in (200, 405)
+    assert inbox(rt) == []
+
+
+# --- comments ------------------------------------------------------------------------------------
+
+
+def test_a_comment_is_kept_with_the_score(rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt, locale="pl")
+    link = links_in(rt, message, base_url)[6]
+    assert httpx.get(link).status_code == 200
+    page = httpx.post(link, data={"score": "6", "comment": "  Paczka przyszła zgnieciona 📦😞  "})
+    assert page.status_code == 200
+    assert h1(page.text) == "Dziękujemy, otrzymaliśmy Twój komentarz"
+    assert "<blockquote>Paczka przyszła zgnieciona 📦😞</blockquote>" in page.text
+    assert "Twoja ocena: 6." in page.text
+    [response] = responses(rt)
+    assert (response.score, response.comment) == (6, "Paczka przyszła zgnieciona 📦😞")
+
+
+def test_a_comment_without_a_score_keeps_the_recorded_score(rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt, locale="en")
+    link = links_in(rt, message, base_url)[2]
+    httpx.get(link)
+    assert [r.score for r in responses(rt)] == [2]
+    page = httpx.post(link.split("?")[0], data={"comment": "late delivery"})
+    assert page.status_code == 200 and "Your score: 2." in page.text
+    [response] = responses(rt)
+    assert (response.score, response.comment) == (2, "late delivery")
+
+
+def test_a_comment_before_any_score_asks_for_the_score(rt: Runtime, base_url: str) -> None:
+    url = links_in(rt, survey_email(rt, locale="en"), base_url)[2].split("?")[0]
+    page = httpx.post(url, data={"comment": "no score yet"})
+    assert page.status_code == 400 and "Please pick one of the scores below." in page.text
+    assert inbox(rt) == []
+
+
+@pytest.mark.parametrize("comment", ["", "   \n\t ", "\x00"])
+def test_an_empty_comment_stores_nothing_and_offers_the_box_again(
+        rt: Runtime, base_url: str, comment: str) -> None:
+    link = links_in(rt, survey_email(rt, locale="en"), base_url)[7]
+    httpx.get(link)
+    before = inbox(rt)
+    page = httpx.post(link, data={"score": "7", "comment": comment})
+    assert page.status_code == 400
+    assert "The comment box was empty" in page.text and "<textarea" in page.text
+    assert inbox(rt) == before
+
+
+def test_a_very_long_comment_is_cut_at_the_documented_limit(rt: Runtime, base_url: str) -> None:
+    link = links_in(rt, survey_email(rt, locale="en"), base_url)[5]
+    long = "ü" * (COMMENT_LIMIT - 5) + " 😀" * 1000
+    page = httpx.post(link, data={"score": "5", "comment": long})
+    assert page.status_code == 200
+    [answer] = inbox(rt)
+    assert len(answer["comment"]) == COMMENT_LIMIT and answer["comment"].endswith("…")
+    assert answer["comment"] in page.text
+    [response] = responses(rt)
+    assert response.comment == answer["comment"]
+
+
+def test_a_body_far_beyond_any_comment_is_refused(rt: Runtime, base_url: str) -> None:
+    link = links_in(rt, survey_email(rt, locale="en"), base_url)[5]
+    page = httpx.post(link, data={"score": "5", "comment": "x" * 200_000})
+    assert page.status_code == 413 and "<h1" in page.text
+    assert inbox(rt) == []
+
+
+def test_html_in_a_comment_is_shown_as_text_on_every_page(rt: Runtime, base_url: str) -> None:
+    link = links_in(rt, survey_email(rt, locale="en"), base_url)[1]
+    evil = '<script>alert("x")</script><b onmouseover=alert(1)>bold</b>'
+    escaped = ("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+               "&lt;b onmouseover=alert(1)&gt;bold&lt;/b&gt;")
+    page = httpx.post(link, data={"score": "1", "comment": evil})
+    assert page.status_code == 200
+    assert escaped in page.text and "<script" not in page.text and "<b " not in page.text
+    assert [r.comment for r in responses(rt)] == [evil]  # stored as written, escaped when shown
+    # the thank-you page of a later click shows the recorded comment in the box, escaped too
+    again = httpx.get(link.replace("score=1", "score=2"))
+    assert f">{escaped}</textarea>" in again.text and "<script" not in again.text
+
+
+# --- bad tokens ----------------------------------------------------------------------------------
+
+
+def _tamper(token: str) -> str:
+    body, mac = token.split(".")
+    return body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + mac
+
+
+def test_a_tampered_or_foreign_token_gets_a_friendly_403_and_stores_nothing(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt, locale="tr")
+    link = links_in(rt, message, base_url)[10]
+    token = token_of(link)
+    other_key = Signer(b"another-key").sign({"m": message.id, "c": message.customer_id, "k": "nps"})
+    unsubscribe = signed(settings, {"m": message.id, "c": message.customer_id, "ch": "email"})
+    for bad in (_tamper(token), token[:-4], "nonsense", other_key, unsubscribe,
+                signed(settings, {"m": message.id, "c": message.customer_id, "k": "abc"}),
+                signed(settings, ["not", "an", "object"])):  # type: ignore[arg-type]
+        for response in (httpx.get(f"{base_url}/s/{bad}?score=10",
+                                   headers={"Accept-Language": "pl;q=0.9, en;q=0.8"}),
+                         httpx.post(f"{base_url}/s/{bad}", data={"score": "10", "comment": "hi"})):
+            assert response.status_code == 403, bad
+            assert "<h1" in response.text and "Traceback" not in response.text
+    # the error page has no customer to take the language from: Accept-Language decides
+    page = httpx.get(f"{base_url}/s/{_tamper(token)}?score=1", headers={"Accept-Language": "pl"})
+    assert '<html lang="pl">' in page.text and h1(page.text) == "Ten link nie działa"
+    assert inbox(rt) == []
+
+
+def test_a_token_cannot_answer_for_another_customer_or_message(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    mine = survey_email(rt, prefix="a")
+    theirs = survey_email(rt, prefix="b")
+    forged = [
+        {"m": theirs.id, "c": mine.customer_id, "k": "nps"},   # my name on their message
+        {"m": mine.id, "c": theirs.customer_id, "k": "nps"},   # their name on my message
+        {"m": "msg-does-not-exist", "c": mine.customer_id, "k": "nps"},
+    ]
+    for payload in forged:
+        token = signed(settings, payload)
+        assert httpx.get(f"{base_url}/s/{token}?score=0").status_code == 403
+        assert httpx.post(f"{base_url}/s/{token}", data={"score": "0"}).status_code == 403
+    assert inbox(rt) == []
+
+
+def test_without_a_secret_key_the_page_says_try_later(
+        settings: Settings, rt: Runtime) -> None:
+    message = survey_email(rt)
+    token = signed(settings, {"m": message.id, "c": message.customer_id, "k": "nps"})
+    keyless = settings.model_copy(update={"secret_key": None})
+    with serve(survey_app(keyless, rt)) as url:
+        page = httpx.get(f"{url}/s/{token}?score=5")
+    assert page.status_code == 503 and h1(page.text) == "Please try again later"
+    assert inbox(rt) == []
+
+
+def test_a_survey_closes_after_survey_days(settings: Settings, rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt, locale="tr")
+    assert message.sent_at is not None
+    links = links_in(rt, message, base_url)
+    rt.clock.set(message.sent_at + timedelta(days=settings.survey_days) - timedelta(minutes=1))  # type: ignore[attr-defined]
+    assert httpx.get(links[4]).status_code == 200
+    rt.clock.set(message.sent_at + timedelta(days=settings.survey_days, minutes=1))  # type: ignore[attr-defined]
+    for response in (httpx.get(links[5]), httpx.post(links[5], data={"score": "5", "comment": "geç"})):
+        assert response.status_code == 410
+        assert h1(response.text) == "Bu anket kapandı"
+        assert f"{settings.survey_days} gün" in response.text
+    assert [a["score"] for a in inbox(rt)] == [4]
+
+
+# --- referrals -----------------------------------------------------------------------------------
+
+
+def customer_with_code(rt: Runtime, cid: str = "c-1") -> str:
+    """A customer as processing stores one: with the stable code their links carry."""
+    feed(rt, placed(f"o-{cid}", START, cid))
+    drain_inbox(rt, rt.definitions())
+    with rt.factory() as session:
+        customer = session.get(Customer, cid)
+        assert customer is not None and customer.referral_code == referral_code(cid)
+        return customer.referral_code
+
+
+def clicks(rt: Runtime) -> list[tuple[str, str | None]]:
+    with rt.factory() as session:
+        return [(c.code, c.referrer_id) for c in session.scalars(select(ReferralClick))]
+
+
+def test_a_referral_click_is_counted_and_goes_to_the_shop_with_the_code(
+        settings: Settings, rt: Runtime) -> None:
+    code = customer_with_code(rt)
+    shop = settings.model_copy(update={"shop_url": AnyHttpUrl(
+        "https://atlas-store.example/welcome?utm_source=referral&ref=old#top")})
+    with serve(survey_app(shop, rt)) as url:
+        response = httpx.get(f"{url}/r/{code}")
+        assert response.status_code == 302
+        assert response.headers["location"] == (
+            f"https://atlas-store.example/welcome?utm_source=referral&ref={code}#top")
+        assert response.headers["cache-control"] == "no-store"
+        assert httpx.get(f"{url}/r/{code.lower()}").status_code == 302  # retyped in lower case
+    assert clicks(rt) == [(code, "c-1"), (code, "c-1")]
+    with rt.factory() as session:
+        assert session.scalars(select(ReferralClick.clicked_at)).all() == [START, START]
+
+
+def test_the_referral_link_we_send_works(settings: Settings, rt: Runtime, base_url: str) -> None:
+    code = customer_with_code(rt)
+    link = rt.links().referral("c-1")
+    assert link == f"{PUBLIC}/r/{code}"
+    response = httpx.get(base_url + link.removeprefix(PUBLIC))
+    assert response.headers["location"] == with_ref(str(settings.shop_url), code)
+    assert response.headers["location"] == f"https://shop.example.com/?ref={code}"
+    assert clicks(rt) == [(code, "c-1")]
+
+
+def test_an_unknown_code_still_reaches_the_shop_but_stores_nothing(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    customer_with_code(rt)
+    response = httpx.get(f"{base_url}/r/{referral_code('nobody')}")
+    assert response.status_code == 302
+    assert response.headers["location"] == str(settings.shop_url)
+    assert clicks(rt) == []
+
+
+def test_a_malformed_code_gets_a_friendly_404_and_stores_nothing(
+        rt: Runtime, base_url: str) -> None:
+    customer_with_code(rt)
+    for code in ["XABCDEF", "R", "R0O1", "R" + "A" * 32, "R<script>", "RAB%20CD", "R😀"]:
+        response = httpx.get(f"{base_url}/r/{code}", headers={"Accept-Language": "tr"})
+        assert response.status_code == 404, code
+        assert '<html lang="tr">' in response.text and h1(response.text) == "Bu bağlantı çalışmıyor"
+        assert ('<a class="button" href="https://shop.example.com/">Atlas Store sitesine git</a>'
+                in response.text)
+        assert "<script>" not in response.text
+    assert clicks(rt) == []
+
+
+# --- the texts ----------------------------------------------------------------------------------
+
+
+def test_the_shipped_page_texts_are_complete(settings: Settings) -> None:
+    assert check_page_texts(settings.content_dir) == []
+
+
+def test_a_broken_text_is_reported_with_its_line(settings: Settings) -> None:
+    path = settings.content_dir / TEXTS_FILE
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('send: "Gönder"', 'sendd: "Gönder {shopp}"'), encoding="utf-8")
+    problems = check_page_texts(settings.content_dir)
+    line = next(n for n, row in enumerate(path.read_text().splitlines(), 1) if "sendd:" in row)
+    assert [(p.line, p.message) for p in problems] == [(line, "unknown text 'sendd'")]
+    path.write_text(text.replace('send: "Send"', 'send: "Send {shopp}"'), encoding="utf-8")
+    assert [p.message for p in check_page_texts(settings.content_dir)] == [
+        "unknown placeholder {shopp}"]
+
+
+def test_a_missing_translation_falls_back_to_english(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    path = settings.content_dir / TEXTS_FILE
+    path.write_text(path.read_text(encoding="utf-8").replace('  send: "Wyślij"\n', ""),
+                    encoding="utf-8")
+    page = httpx.get(links_in(rt, survey_email(rt, locale="pl"), base_url)[8])
+    assert '<html lang="pl">' in page.text and h1(page.text) == "Dziękujemy!"
+    assert '<button type="submit">Send</button>' in page.text
+
+
+def test_nothing_is_left_in_the_inbox_unprocessed_or_failed(rt: Runtime, base_url: str) -> None:
+    link = links_in(rt, survey_email(rt), base_url)[9]
+    httpx.get(link)
+    httpx.post(link, data={"score": "9", "comment": "harika"})
+    responses(rt)
+    with rt.factory() as session:
+        statuses = session.execute(select(InboxEvent.status, func.count())
+                                   .where(InboxEvent.type == "survey.responded")
+                                   .group_by(InboxEvent.status)).all()
+    assert [tuple(s) for s in statuses] == [("processed", 2)]
