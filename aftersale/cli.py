@@ -45,12 +45,14 @@ def _parse_time(text: str) -> datetime:
 def validate() -> None:
     """Check journeys, segments and content; print every problem as path:line."""
     from aftersale.journeys.definitions import check_definitions
+    from aftersale.surveys.sms_answers import check_reply_texts
     from aftersale.web.surveys import check_page_texts
 
     settings = _settings()
     definitions, problems = check_definitions(settings.journeys_dir, settings.content_dir,
                                               settings.default_locale)
-    problems = [*problems, *check_page_texts(settings.content_dir)]
+    problems = [*problems, *check_page_texts(settings.content_dir),
+                *check_reply_texts(settings.content_dir)]
     if problems:
         for problem in problems:
             out.print(str(problem), highlight=False, soft_wrap=True)

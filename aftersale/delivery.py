@@ -40,6 +40,7 @@ from aftersale.suppression import (
     normalize_address,
     suppress,
 )
+from aftersale.surveys.sms_answers import ReplyOutcome, SurveyReplies, answer_from_reply
 
 CHUNK = 500
 
@@ -310,12 +311,21 @@ class InboundResult:
     keyword: Keyword | None
     customer_id: str | None
     locale: str | None
+    survey: ReplyOutcome | None = None  # what the reply did to a survey; None: not looked at
+
+    @property
+    def reply(self) -> str | None:
+        """The survey text to send back (a thank-you or the one clarification), if any."""
+        return self.survey.reply if self.survey is not None else None
 
 
-def apply_inbound(session: Session, inbound: Inbound, now: datetime) -> InboundResult:
+def apply_inbound(session: Session, inbound: Inbound, now: datetime,
+                  surveys: SurveyReplies | None = None) -> InboundResult:
     """Store the message once by provider id; on the first time, act on it: a WhatsApp message
     opens the 24-hour window, STOP suppresses that channel and withdraws consent, START lifts
-    it and grants consent. Anything else is kept for the survey-reply handling."""
+    it and grants consent. Anything else, given ``surveys``, may answer the customer's open
+    survey on that channel (:mod:`aftersale.surveys.sms_answers`), in this same transaction: a
+    duplicate delivery of the message therefore never answers or clarifies twice."""
     address = normalize_address(inbound.channel, inbound.from_address)
     customer = session.execute(
         select(Customer.id, Customer.locale).where(Customer.phone == address)
@@ -344,7 +354,12 @@ def apply_inbound(session: Session, inbound: Inbound, now: datetime) -> InboundR
                  now)
     elif keyword == "start":
         lift(session, inbound.channel, address, now, customer_id=customer_id)
-    return InboundResult(True, keyword, customer_id, locale)
+    survey = None
+    if keyword is None and surveys is not None:
+        survey = answer_from_reply(session, customer_id, inbound.channel, inbound.body,
+                                   surveys.kinds, now, surveys.days, texts=surveys.texts,
+                                   locale=locale)
+    return InboundResult(True, keyword, customer_id, locale, survey)
 
 
 __all__ = [

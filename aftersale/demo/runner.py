@@ -45,6 +45,7 @@ from aftersale.processing import ProcessCounts
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.suppression import set_consent, suppress
 from aftersale.surveys.answers import store_answer, survey_message
+from aftersale.surveys.sms_answers import SurveyReplies, load_reply_texts, survey_kinds
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TICK = timedelta(hours=4)  # fine enough for waits measured in days
@@ -96,6 +97,7 @@ class Simulator:
     seq: int = 0
     reactions: int = 0
     rejected: list[str] = field(default_factory=list)
+    surveys: SurveyReplies | None = None  # what the Twilio inbound webhook answers surveys with
 
     def schedule(self, at: datetime, item: Item) -> None:
         self.seq += 1
@@ -197,7 +199,8 @@ def _reply(session: Session, sim: Simulator, reply: Reply, now: datetime) -> Non
     if persona.phone:
         apply_inbound(session, Inbound(
             provider="demo", provider_message_id=reply.key, channel=reply.channel,  # type: ignore[arg-type]
-            from_address=persona.phone, to_address=None, body=reply.body), now)
+            from_address=persona.phone, to_address=None, body=reply.body), now,
+            surveys=sim.surveys)
 
 
 def let_customers_react(rt: Runtime, sim: Simulator, definitions: Definitions) -> None:
@@ -235,12 +238,17 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     started = time.monotonic()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    settings = settings.model_copy(update={"database_url": f"sqlite:///{database}"})
+    # The team's alert e-mails land in the sandbox too, unless a real address is configured.
+    settings = settings.model_copy(update={
+        "database_url": f"sqlite:///{database}",
+        "alert_email": settings.alert_email or "team@example.com"})
     shop = build_shop(customers=customers, days=days, seed=seed)
     out.print(f"[bold]aftersale demo[/]: {len(shop.personas):,} customers, "
               f"{len(shop.events):,} shop events over {days} days (seed {seed})")
     rt = open_runtime(settings, SimulatedClock(shop.start))
     sim = Simulator(shop, random.Random(f"demo-reactions:{seed}"))
+    sim.surveys = SurveyReplies(survey_kinds(rt.definitions().content), settings.survey_days,
+                                load_reply_texts(settings.content_dir, settings.default_locale))
     # The shop's history before the window is imported first; it is too old to start
     # journeys, but it is what makes returning customers "at risk" or "repeat".
     feed(rt, sim, sim.due(shop.start - timedelta(days=3650), shop.start))

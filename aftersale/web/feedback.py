@@ -2,7 +2,8 @@
 
 - ``POST /webhooks/sendgrid/events``  signed Event Webhook (ECDSA over the raw body)
 - ``POST /webhooks/twilio/status``    delivery status callbacks (``X-Twilio-Signature``)
-- ``POST /webhooks/twilio/inbound``   SMS/WhatsApp replies: STOP, START, HELP, anything else
+- ``POST /webhooks/twilio/inbound``   SMS/WhatsApp replies: STOP, START, HELP, survey answers
+                                     (:mod:`aftersale.surveys.sms_answers`), anything else
 - ``GET|POST /u/{token}``             unsubscribe page and RFC 8058 one-click unsubscribe
 
 Every guard runs before anything is parsed or stored: a failed check answers 403 (503 when the
@@ -31,10 +32,18 @@ from aftersale.config import Settings
 from aftersale.content import read_yaml
 from aftersale.content.render import locale_candidates, pick_locale
 from aftersale.db.models import Customer, Message
-from aftersale.delivery import DeliveryCounts, InboundResult, apply_deliveries, apply_inbound
+from aftersale.delivery import (
+    DeliveryCounts,
+    Inbound,
+    InboundResult,
+    apply_deliveries,
+    apply_inbound,
+)
+from aftersale.intake.notify import inbox_received
 from aftersale.links import BadToken, Signer
 from aftersale.runtime import Runtime
 from aftersale.suppression import CHANNELS, UNSUBSCRIBE, set_consent, suppress
+from aftersale.surveys.sms_answers import CachedSurveyKinds, SurveyReplies, load_reply_texts
 from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import sendgrid as sendgrid_webhook
 from aftersale.webhooks import twilio as twilio_webhook
@@ -56,6 +65,7 @@ def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
     router = APIRouter()
     signer = (Signer(settings.secret_key.get_secret_value().encode())
               if settings.secret_key is not None else None)
+    kinds = CachedSurveyKinds(lambda: runtime.definitions().content)
 
     @router.post("/webhooks/sendgrid/events")
     async def sendgrid_events(request: Request) -> JSONResponse:
@@ -113,17 +123,16 @@ def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
         except ValueError as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         try:
-            result: InboundResult = await run_in_threadpool(_inbound, runtime, inbound, now)
+            result: InboundResult = await run_in_threadpool(_inbound, settings, runtime, kinds,
+                                                            inbound, now)
         except Exception:  # rolled back
             log.exception("storing an inbound Twilio message failed")
             return Response("internal error", status_code=500, media_type="text/plain")
-        twiml = TWIML_EMPTY
-        if result.keyword == "help":
-            reply = help_reply(settings, result.locale)
-            twiml = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(reply)}'
-                     "</Message></Response>")
+        if result.survey is not None and result.survey.action == "answered":
+            await run_in_threadpool(inbox_received, settings, 1, inbound.channel)
         # STOP/START get an empty answer: Twilio's Advanced Opt-Out sends its own confirmation.
-        return Response(twiml, media_type="text/xml")
+        reply = help_reply(settings, result.locale) if result.keyword == "help" else result.reply
+        return Response(twiml_message(reply), media_type="text/xml")
 
     @router.get("/u/{token}")
     async def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
@@ -185,9 +194,24 @@ def _apply(runtime: Runtime, deliveries: list[Any], now: datetime) -> DeliveryCo
         return apply_deliveries(session, deliveries, now)
 
 
-def _inbound(runtime: Runtime, inbound: Any, now: datetime) -> InboundResult:
+def twiml_message(text: str | None) -> str:
+    """TwiML answering with one message (escaped), or with nothing."""
+    if not text:
+        return TWIML_EMPTY
+    return (f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(text)}'
+            "</Message></Response>")
+
+
+def _inbound(settings: Settings, runtime: Runtime, kinds: CachedSurveyKinds, inbound: Inbound,
+             now: datetime) -> InboundResult:
+    surveys = None
+    if inbound.keyword is None:
+        # Before the transaction: loading definitions may write, and on SQLite a second writer
+        # would wait for this transaction's lock.
+        surveys = SurveyReplies(kinds.get(), settings.survey_days,
+                                load_reply_texts(settings.content_dir, settings.default_locale))
     with runtime.factory() as session, session.begin():
-        return apply_inbound(session, inbound, now)
+        return apply_inbound(session, inbound, now, surveys)
 
 
 # --- shop texts (content/shop.yaml) -------------------------------------------------------------

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from aftersale.config import Settings
 from aftersale.db.models import (
+    AlertRecord,
     Customer,
     Enrollment,
     InboxEvent,
@@ -43,7 +44,11 @@ def test_a_short_demo_is_consistent_with_its_database(
                                    .where(InboxEvent.status == "processed"))
         failed = session.scalars(select(InboxEvent.error).where(InboxEvent.status == "failed")).all()
         sent = session.scalars(select(Message).where(Message.status == "sent")).all()
-        outbox = session.scalars(select(SandboxOutbox.message_id)).all()
+        outbox = session.scalars(select(SandboxOutbox.message_id)
+                                 .where(SandboxOutbox.message_id.like("msg_%"))).all()
+        alert_mails = session.scalars(select(SandboxOutbox.recipient)
+                                      .where(SandboxOutbox.message_id.like("alert_%"))).all()
+        alerts = session.scalar(select(func.count()).select_from(AlertRecord))
         steps = Counter((m.enrollment_id, m.step_key) for m in session.scalars(select(Message)))
         treated = dict(session.execute(
             select(Enrollment.segment, func.count(func.distinct(Enrollment.customer_id)))
@@ -70,6 +75,7 @@ def test_a_short_demo_is_consistent_with_its_database(
     assert sorted(outbox) == sorted(m.id for m in sent)  # each sent message delivered once
     assert max(steps.values()) == 1  # one message per (enrollment, step)
     assert holdout_messages == 0
+    assert alerts > 0 and alert_mails == ["team@example.com"] * alerts  # the team heard of each
     assert answers > 0
     assert after_cancel == 0
     rows = {r["segment"]: r for r in result["report"]}
