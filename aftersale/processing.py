@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,7 +50,17 @@ STATUS_RANK = {"placed": 0, "shipped": 1, "delivered": 2, "cancelled": 3, "refun
 
 
 class EventRejected(Exception):
-    """The event is valid JSON but cannot be applied (e.g. it names an unknown order)."""
+    """The event is valid JSON but cannot be applied (e.g. it names someone else's order)."""
+
+
+class OrderNotYetKnown(EventRejected):
+    """A shipment, delivery, cancellation or refund arrived before its order: webhooks are not
+    delivered in order (a retried orders/create can come after fulfillments/create). The event
+    waits and is retried until the order arrives or ``ORDER_WAIT`` has passed."""
+
+
+ORDER_WAIT = timedelta(days=3)
+RETRY_WAITING_AFTER = timedelta(minutes=1)
 
 
 @dataclass
@@ -64,6 +74,7 @@ class ProcessCounts(Counts):
     too_old: int = 0
     resumed: int = 0
     exited: int = 0
+    waiting: int = 0
     answers_changed: int = 0
     referrals: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
@@ -83,6 +94,7 @@ def process_batch(factory: sessionmaker[Session], definitions: Definitions, cloc
                  .order_by(InboxEvent.seq).limit(limit))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
+        _retry_waiting(session, clock.now())
         rows = session.scalars(query).all()
         versions = VersionCache(session)
         applier = _Applier(session, definitions, clock, versions, counts, max_trigger_age)
@@ -94,12 +106,25 @@ def process_batch(factory: sessionmaker[Session], definitions: Definitions, cloc
                     applier.apply(Event.model_validate(row.payload))
                 row.status, row.error = "processed", None
                 counts.processed += 1
+            except OrderNotYetKnown as exc:
+                gave_up = clock.now() - row.received_at > ORDER_WAIT
+                row.status, row.error = ("failed" if gave_up else "waiting"), str(exc)
+                counts.failed += gave_up
+                counts.waiting += not gave_up
             except (EventRejected, ValueError, SQLAlchemyError) as exc:
                 row.status, row.error = "failed", str(exc)[:2000]
                 counts.failed += 1
                 log.warning("event %s failed: %s", row.event_id, exc)
             row.processed_at = clock.now()
     return counts
+
+
+def _retry_waiting(session: Session, now: datetime) -> None:
+    """Put events waiting for their order back in line (their old seq puts them first)."""
+    session.execute(update(InboxEvent)
+                    .where(InboxEvent.status == "waiting",
+                           InboxEvent.processed_at <= now - RETRY_WAITING_AFTER)
+                    .values(status="pending"))
 
 
 @dataclass
@@ -202,8 +227,8 @@ class _Applier:
         assert event.order is not None
         order = self.session.get(Order, event.order.id)
         if order is None:
-            raise EventRejected(f"order {event.order.id} is unknown; its order.placed event "
-                                "must arrive first")
+            raise OrderNotYetKnown(f"order {event.order.id} is unknown; waiting for its "
+                                   "order.placed event")
         status, column = ORDER_STATUS[event.type]
         if getattr(order, column) is None:
             setattr(order, column, event.occurred_at)

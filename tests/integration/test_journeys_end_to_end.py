@@ -138,14 +138,36 @@ def test_replayed_events_and_repeated_runs_never_double_anything(rt: Runtime) ->
 
 def test_one_bad_event_fails_alone_and_the_rest_of_the_batch_goes_on(rt: Runtime) -> None:
     definitions = rt.definitions()
-    feed(rt, follow("shipped", "o-missing", START), placed("o-1", START, "c-ok"))
+    feed(rt, placed("o-1", START, "c-1"))
+    stolen = placed("o-1", START, "c-thief") | {"id": "evt-stolen"}  # someone else's order
+    feed(rt, stolen, placed("o-2", START, "c-ok"))
     run_to(rt, definitions, START)
     with rt.factory() as session:
         rows = {r.event_id: r for r in session.scalars(select(InboxEvent))}
-    assert rows["evt-o-missing-shipped"].status == "failed"
-    assert "order o-missing is unknown" in (rows["evt-o-missing-shipped"].error or "")
-    assert rows["evt-o-1-placed"].status == "processed"
+    assert rows["evt-stolen"].status == "failed"
+    assert "order o-1 belongs to customer c-1, not c-thief" in (rows["evt-stolen"].error or "")
+    assert rows["evt-o-2-placed"].status == "processed"
     assert _enrollments(rt, "c-ok")
+
+
+def test_a_shipment_that_arrives_before_its_order_waits_for_it(rt: Runtime) -> None:
+    """Webhooks come out of order (a retried orders/create after fulfillments/create)."""
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, follow("shipped", "o-1", START, cid), follow("shipped", "o-lost", START, "c-x"))
+    run_to(rt, definitions, START + timedelta(hours=1))
+    feed(rt, placed("o-1", START - timedelta(minutes=5), cid))
+    run_to(rt, definitions, START + days(1))
+    with rt.factory() as session:
+        rows = {r.event_id: r for r in session.scalars(select(InboxEvent))}
+    assert rows["evt-o-1-shipped"].status == "processed"
+    assert [m.template for m in sent(rt, cid)] == ["shipping_update"]
+    assert rows["evt-o-lost-shipped"].status == "waiting"
+    assert "waiting for its order.placed" in (rows["evt-o-lost-shipped"].error or "")
+    run_to(rt, definitions, START + days(4), tick=days(1))  # its order never came
+    with rt.factory() as session:
+        lost = session.scalars(select(InboxEvent).where(InboxEvent.event_id == "evt-o-lost-shipped")).one()
+    assert lost.status == "failed"
 
 
 def test_a_customer_nobody_can_reach_is_skipped_with_the_reason(rt: Runtime) -> None:
