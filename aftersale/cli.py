@@ -226,6 +226,25 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 @app.command()
+def up(
+    host: Annotated[str, typer.Option(help="web app host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="web app port")] = 8000,
+    prefect_port: Annotated[int, typer.Option(
+        help="port of the Prefect server started here (unless PREFECT_API_URL answers)")] = 4200,
+) -> None:
+    """Run it all on this machine until Ctrl-C: a Prefect server, the web app and the flows,
+    which webhooks start within seconds (plus their safety schedules)."""
+    from aftersale.up import UpError, run_up
+
+    settings = _settings()
+    try:
+        run_up(settings, host, port, prefect_port, out=out)
+    except (ConfigError, UpError) as exc:
+        err.print(f"aftersale up: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def emulators(
     sendgrid_port: Annotated[int, typer.Option(help="port for the SendGrid emulator")] = 8025,
     twilio_port: Annotated[int, typer.Option(help="port for the Twilio emulator")] = 8026,

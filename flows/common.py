@@ -7,7 +7,8 @@ the tests with :func:`using_runtime` so they can run the same flows on a simulat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -61,3 +62,33 @@ def publish_counts(key: str, counts: dict[str, Any], description: str) -> None:
              ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"}
             for name, value in counts.items()]
     create_table_artifact(rows, key=key, description=description)
+
+
+# A lingering run asks the database this often whether more work came in...
+POLL_SECONDS = 1.0
+# ...and ends after this long even if work keeps coming, so a run's counts, logs and artifact
+# stay readable; the trigger or the schedule starts the next one.
+MAX_RUN_SECONDS = 600.0
+
+
+def linger(seconds: float, waiting: Callable[[], bool], work: Callable[[], None],
+           started: float) -> int:
+    """Keep doing ``work`` while ``waiting()`` finds some, until ``seconds`` pass without any.
+
+    Why: the deployment triggers fire at most once per window (``within``), and events that
+    arrive while a trigger is quiet start no run. The run that the first event started stays
+    at least that long and picks them up, so a burst of webhooks is one run, not one per
+    webhook, and none of them waits for the safety schedule. Returns the passes done."""
+    passes = 0
+    if seconds <= 0:
+        return passes
+    idle_since = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - idle_since >= seconds or now - started >= MAX_RUN_SECONDS:
+            return passes
+        time.sleep(POLL_SECONDS)
+        if waiting():
+            work()
+            passes += 1
+            idle_since = time.monotonic()

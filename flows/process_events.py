@@ -1,15 +1,22 @@
-"""process-events: drain the inbox in batches (one task per batch of BATCH_SIZE events)."""
+"""process-events: drain the inbox in batches (one task per batch of BATCH_SIZE events).
+
+Started by the ``aftersale.inbox.received`` trigger (reason and count come from the event,
+and the run lingers to absorb the rest of a burst) or by the safety schedule (one pass).
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from aftersale.backlog import inbox_pending
+from aftersale.intake import notify
 from aftersale.processing import ProcessCounts, process_batch
-from flows.common import publish_counts, runtime, work, working_with
+from flows.common import linger, publish_counts, runtime, work, working_with
 
 
 @task(name="process-batch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -20,21 +27,35 @@ def process_batch_task() -> ProcessCounts:
 
 
 @flow(name="process-events")
-def process_events(max_batches: int = 100, reason: str = "schedule") -> dict[str, Any]:
+def process_events(max_batches: int = 100, reason: str = "schedule", count: int | None = None,
+                   linger_seconds: float = 0) -> dict[str, Any]:
+    """``count``: new events the triggering event announced (None on a schedule).
+    ``linger_seconds``: after the inbox runs dry, keep polling it this long for more."""
+    started = time.monotonic()
     logger = get_run_logger()
     rt = runtime()
     definitions = rt.definitions()
     for problem in rt.problems:
         logger.error("invalid definitions refused, running the last valid set: %s", problem)
     total = ProcessCounts()
-    with working_with(rt, definitions):
+
+    def drain() -> None:
+        drained = ProcessCounts()
         for _ in range(max_batches):
             counts = process_batch_task()
-            total.add(counts)
+            drained.add(counts)
             logger.info("batch: %s", counts.summary())
             if counts.events < rt.settings.batch_size:
                 break
-    summary = total.summary()
-    logger.info("process-events (%s): %s", reason, summary)
-    publish_counts("process-events-counts", summary, "Events processed in the last run")
+        total.add(drained)
+        # Enrolled and resumed journeys may have a step due now: wake dispatch-messages
+        # rather than leaving them to its interval.
+        notify.work_due(rt.settings, drained.enrolled + drained.resumed, "process-events")
+
+    with working_with(rt, definitions):
+        drain()
+        passes = 1 + linger(linger_seconds, lambda: inbox_pending(rt.factory), drain, started)
+    summary = {**total.summary(), "passes": passes}
+    logger.info("process-events (%s, %s announced): %s", reason, count, summary)
+    publish_counts("process-events-counts", summary, f"Events processed in the last run ({reason})")
     return summary

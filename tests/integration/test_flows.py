@@ -3,37 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 
-from aftersale.db.models import Message
+from aftersale.db.models import Enrollment, Message
+from aftersale.intake import notify
+from aftersale.pipeline import drain_inbox
 from aftersale.runtime import Runtime
 from aftersale.state import load_clock
 from flows.common import using_runtime
+from flows.compute_metrics import compute_metrics
 from flows.dispatch_messages import dispatch_messages
 from flows.process_events import process_events
 from flows.run_until import run_until
 from tests.conftest import START
-from tests.factories import days, follow, placed
+from tests.factories import answer, days, follow, placed
 from tests.integration.helpers import feed, treated_customer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def _latest_artifact(key: str) -> list[dict[str, object]]:
-    async def read() -> list[dict[str, object]]:
+def _latest_artifact(key: str) -> object:
+    async def read() -> object:
         async with get_client() as client:
             artifact = await client.read_latest_artifacts()
             found = [a for a in artifact if a.key == key]
             assert found, f"no artifact {key}"
-            import json
-
             data = found[0].data
-            return json.loads(data) if isinstance(data, str) else data  # type: ignore[return-value]
+            if isinstance(data, str) and found[0].type == "table":
+                return json.loads(data)
+            return data
     return asyncio.run(read())
+
+
+def _later(delay: float, action: object) -> threading.Thread:
+    """Do ``action`` from another thread after ``delay`` seconds, as a webhook would."""
+    def run() -> None:
+        time.sleep(delay)
+        action()  # type: ignore[operator]
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
 
 def test_process_and_dispatch_flows_work_in_batches_and_report_counts(rt: Runtime) -> None:
@@ -69,3 +85,71 @@ def test_run_until_fast_forwards_months_on_a_simulated_clock(rt: Runtime) -> Non
     # No answers: CSAT times out, then NPS goes out and its wait ends the journey.
     assert templates == ["shipping_update", "product_tutorial", "csat_checkin", "nps_survey"]
     assert summary["dispatch_sent"] == 4
+
+
+def test_process_events_announces_due_work_to_dispatch(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    announced: list[tuple[int, str]] = []
+    monkeypatch.setattr(notify, "work_due", lambda settings, count, source: announced.append((count, source)))
+    feed(rt, placed("o-1", START, "c-1"), follow("shipped", "o-1", START, "c-1"))
+    with using_runtime(rt):
+        summary = process_events(reason="aftersale.inbox.received", count=2)
+    assert summary["enrolled"] >= 1
+    assert announced == [(summary["enrolled"] + summary["resumed"], "process-events")]
+
+
+def test_a_lingering_process_run_takes_events_that_arrive_while_it_waits(rt: Runtime) -> None:
+    feed(rt, placed("o-1", START, "c-1"))
+    # The second webhook comes after the first pass drained the inbox: its trigger would be
+    # inside the window of the first, so only the lingering run can pick it up.
+    late = _later(1.5, lambda: feed(rt, placed("o-2", START, "c-2")))
+    started = time.monotonic()
+    with using_runtime(rt):
+        summary = process_events(reason="test", linger_seconds=3)
+    late.join()
+    assert summary["events"] == 2 and summary["passes"] == 2
+    assert 4.0 <= time.monotonic() - started < 20  # stayed 3 s past its last work, then ended
+
+
+def test_a_lingering_dispatch_run_sends_what_becomes_due_while_it_waits(rt: Runtime) -> None:
+    feed(rt, placed("o-1", START, "c-1"))
+    definitions = rt.definitions()
+    drain_inbox(rt, definitions)
+    with using_runtime(rt):
+        first = dispatch_messages()  # advances the enrollment to its wait for the shipment
+    assert first["sent"] == 0
+
+    def shipped() -> None:
+        feed(rt, follow("shipped", "o-1", START, "c-1"))
+        drain_inbox(rt, definitions)  # what process-events does meanwhile
+
+    late = _later(1.5, shipped)
+    with using_runtime(rt):
+        summary = dispatch_messages(reason="aftersale.work.due", count=1, linger_seconds=3)
+    late.join()
+    assert summary["sent"] == 1 and summary["passes"] == 2
+    rows = _latest_artifact("dispatch-messages-counts")
+    assert {"count": "sent", "value": 1} in rows  # type: ignore[operator]
+
+
+def test_compute_metrics_publishes_per_segment_counts(rt: Runtime) -> None:
+    first, repeat = treated_customer("onboarding", 10, "f"), "r-1"
+    feed(rt, placed("o-1", START, first), follow("shipped", "o-1", START, first),
+         placed("o-0", START - days(30), repeat), placed("o-2", START, repeat),
+         follow("shipped", "o-2", START, repeat),
+         answer("evt-api-nps", "nps", 9, START, repeat))  # an answer with no survey message
+    with using_runtime(rt):
+        process_events()
+        dispatch_messages()
+        rows = compute_metrics()
+    by_segment = {row["segment"]: row for row in rows}
+    assert rows[-1]["segment"] == "all" and set(by_segment) == {"first_time", "repeat", "all"}
+    assert by_segment["first_time"]["customers"] == 1
+    assert by_segment["first_time"]["messages_sent"] == 1  # the tracking link
+    assert by_segment["repeat"]["messages_sent"] == 1
+    assert by_segment["all"]["messages_sent"] == 2 and by_segment["all"]["survey_answers"] == 1
+    with rt.factory() as session:
+        enrollments = session.scalar(select(func.count()).select_from(Enrollment))
+    assert by_segment["all"]["enrollments"] == enrollments
+    assert _latest_artifact("compute-metrics-summary") == rows
+    report = _latest_artifact("compute-metrics-report")
+    assert isinstance(report, str) and "| first_time |" in report
