@@ -21,6 +21,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -102,6 +103,11 @@ def prefect_api(prefect_port: int, env: dict[str, str], children: list[Child],
     return api
 
 
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
 async def release_orphaned_runs(deployments: list[str], why: str) -> int:
     """Mark runs of these deployments that are still pending or running as crashed.
 
@@ -180,6 +186,9 @@ def run_up(settings: Settings, host: str = LOCALHOST, port: int = 8000, prefect_
     open_runtime(settings).engine.dispose()  # migrate here once, not in three processes at once
     env = dict(os.environ)
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(poll_seconds))
+    if _port_taken(host, port):  # else the health check below would ask someone else's app
+        raise UpError(f"port {port} on {host} is in use (another `aftersale up`?); stop it "
+                      "or pass --port")
     with _children() as children:
         api = prefect_api(prefect_port, env, children, startup_timeout)
         env["PREFECT_API_URL"] = api

@@ -202,3 +202,16 @@ def test_ingest_reads_shopify_webhooks_from_a_file(
     assert rejected.returncode == 1 and f"{bad}:2:" in rejected.stderr
     unknown = aftersale("ingest", str(path), "--format", "csv", env=cli_env, cwd=tmp_path)
     assert unknown.returncode == 2 and "use jsonl or shopify" in unknown.stderr
+
+
+def test_up_refuses_a_web_port_that_is_taken(cli_env: dict[str, str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = cli_env | {"AFTERSALE_API_TOKEN": "t", "AFTERSALE_SECRET_KEY": "k"}
+        result = aftersale("up", "--port", str(port), env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
