@@ -1,0 +1,125 @@
+"""What ``aftersale metrics --format json`` prints: a stable, documented schema.
+
+Every rate carries its numerator and denominator; a denominator of 0 gives ``value: null``,
+never 0. Rates are in percent, rounded to one decimal in ``value`` (the counts are exact).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+
+class Rate(_Out):
+    """numerator / denominator in percent; null when the denominator is 0."""
+
+    value: float | None
+    numerator: int
+    denominator: int
+
+    @classmethod
+    def of(cls, numerator: int, denominator: int) -> Rate:
+        value = None if denominator == 0 else round(100.0 * numerator / denominator, 1)
+        return cls(value=value, numerator=numerator, denominator=denominator)
+
+
+class Nps(_Out):
+    """%promoters (9-10) - %detractors (0-6) over each customer's latest NPS answer."""
+
+    value: float | None
+    n: int
+    promoters: int
+    passives: int
+    detractors: int
+
+    @classmethod
+    def of(cls, promoters: int, passives: int, detractors: int) -> Nps:
+        n = promoters + passives + detractors
+        value = None if n == 0 else round(100.0 * (promoters - detractors) / n, 1)
+        return cls(value=value, n=n, promoters=promoters, passives=passives,
+                   detractors=detractors)
+
+
+class Mean(_Out):
+    """A mean (CES on 1-7, days to the second order as a median, messages per customer)."""
+
+    value: float | None
+    n: int
+
+
+Metric = Rate | Nps | Mean
+
+
+class SegmentMetrics(_Out):
+    segment: str  # a segment name, or "all" (every customer in any segment, counted once)
+    customers: int
+    # Keys (DESIGN.md section 4): nps, csat, ces, response_rate_nps, response_rate_csat,
+    # response_rate_ces, repeat_purchase_rate, retention_30d, retention_60d, retention_90d,
+    # churn_90d, referral_rate, median_days_to_second_order, messages_per_customer
+    metrics: dict[str, Metric]
+
+
+class GroupOutcome(_Out):
+    customers: int
+    repeat_purchase_rate: Rate
+    nps: Nps
+
+
+class Lift(_Out):
+    """treated - holdout, in percentage points, with a 95% confidence interval."""
+
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class JourneyLift(_Out):
+    journey: str
+    treated: GroupOutcome
+    holdout: GroupOutcome
+    repeat_purchase_lift: Lift
+    nps_lift: Lift | None  # only where both groups were asked
+    verdict: str  # plain words: "not enough data yet", "no detectable effect", ...
+
+
+class FunnelStep(_Out):
+    journey: str
+    step: str
+    template: str
+    channel: str
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    failed: int
+    unsubscribed: int
+
+
+class Cohort(_Out):
+    month: str  # YYYY-MM of the anchor order
+    customers: int
+    # retained[k-1]: share who ordered again within k months of their anchor order; only the
+    # months that have fully passed by ``to`` are listed (immature ones are left out)
+    retained: list[Rate]
+
+
+class MetricsReport(_Out):
+    schema_version: int = SCHEMA_VERSION
+    as_of: datetime
+    from_: date | None = Field(alias="from")
+    to: date
+    segments: list[SegmentMetrics]
+    journeys: list[JourneyLift]
+    funnel: list[FunnelStep]
+    cohorts: list[Cohort]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
