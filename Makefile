@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check aftersale flows tests
 	$(BIN)/python -m pytest
+
+# DESIGN.md section 6: all metrics over 1,000,000 orders / 250,000 customers, on SQLite and
+# PostgreSQL (skipped when it does not answer); the worlds are cached in bench/.data and the
+# "bench" schema. Prints one table and writes bench/results.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --database both
 
 lint: $(STAMP)
 	$(BIN)/ruff check aftersale flows tests

@@ -121,6 +121,9 @@ class Order(Base):
     tracking_number: Mapped[str | None] = mapped_column(String(100))
     tracking_url: Mapped[str | None] = mapped_column(Text)
 
+    # Metrics walk each customer's orders in time (the next order after the anchor).
+    __table_args__ = (Index("ix_orders_customer_placed", "customer_id", "placed_at"),)
+
 
 class SurveyResponse(Base):
     __tablename__ = "survey_responses"
@@ -139,7 +142,9 @@ class SurveyResponse(Base):
     updated_at: Mapped[datetime | None]
 
     # One answer per survey message: clicking another score changes it, never adds one.
-    __table_args__ = (UniqueConstraint("message_id", name="uq_survey_response_message"),)
+    __table_args__ = (UniqueConstraint("message_id", name="uq_survey_response_message"),
+                      Index("ix_survey_responses_customer_kind", "customer_id", "kind",
+                            "responded_at"))
 
 
 class DefinitionSet(Base):
@@ -193,6 +198,10 @@ class Enrollment(Base):
     __table_args__ = (
         UniqueConstraint("journey", "customer_id", "entry_key", name="uq_enrollment_entry"),
         Index("ix_enrollments_due", "status", "due_at"),
+        # Metrics: each customer's first enrollment in a segment (the anchor order).
+        Index("ix_enrollments_segment_customer", "segment", "customer_id", "enrolled_at", "id"),
+        Index("ix_enrollments_journey_customer", "journey", "customer_id", "enrolled_at", "id"),
+        Index("ix_enrollments_customer_enrolled", "customer_id", "enrolled_at", "id"),
     )
 
 
@@ -235,6 +244,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_key", name="uq_message_step"),
         Index("ix_messages_status_due", "status", "due_at"),
+        Index("ix_messages_customer_sent", "customer_id", "status", "sent_at"),
     )
 
 
@@ -375,3 +385,16 @@ class RateLimitState(Base):
 
     provider: Mapped[str] = mapped_column(String(20), primary_key=True)
     next_at: Mapped[float] = mapped_column(Float)
+
+
+class MetricsSnapshot(Base):
+    """One compute-metrics result, kept for trends (NPS over weeks, lift as data matures)."""
+
+    __tablename__ = "metrics_snapshots"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    as_of: Mapped[datetime] = mapped_column(index=True)
+    period_from: Mapped[datetime | None]
+    period_to: Mapped[datetime]
+    report: Mapped[dict[str, Any]]  # MetricsReport as its JSON schema
+

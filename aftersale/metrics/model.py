@@ -106,8 +106,8 @@ class FunnelStep(_Out):
 class Cohort(_Out):
     month: str  # YYYY-MM of the anchor order
     customers: int
-    # retained[k-1]: share who ordered again within k months of their anchor order; only the
-    # months that have fully passed by ``to`` are listed (immature ones are left out)
+    # retained[k-1]: share who ordered again within k x 30 days of their anchor order; listed
+    # only once every anchor of the month is that old by ``to`` (immature ones are left out)
     retained: list[Rate]
 
 

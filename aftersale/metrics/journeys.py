@@ -1,0 +1,250 @@
+"""Does each journey help? Holdout lift per journey, and the message funnel per step.
+
+Both are single aggregate queries (SQLAlchemy Core, the same SQL on SQLite and PostgreSQL):
+only one row per journey and group, or per step and channel, comes back to Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import FunctionElement
+
+from aftersale.db.models import DeliveryEvent, Enrollment, Message, Order, SurveyResponse
+from aftersale.delivery import DeliveryKind as K
+from aftersale.metrics.anchors import is_purchase, orders_t
+from aftersale.metrics.model import FunnelStep, GroupOutcome, JourneyLift, Nps, Rate
+from aftersale.metrics.stats import as_lift, difference_ci, nps_difference_ci, verdict
+
+
+def in_period(column: Any, start: datetime | None, end: datetime) -> ColumnElement[bool]:
+    """start <= column <= end; no start means "since the beginning"."""
+    return column <= end if start is None else column.between(start, end)
+
+
+# --- holdout lift ------------------------------------------------------------------------------
+
+
+def _first_enrollments(start: datetime | None, end: datetime) -> Any:
+    """Per (journey, customer): the customer's first enrollment in the journey (by time, then
+    id), with its anchor order's time. Whether the customer is treated or holdout is decided by
+    this first enrollment only: a later re-entry must not switch their group.
+
+    The customer is in the period when the anchor order was placed in it; an enrollment that
+    no order started (none of the shipped journeys, but a trigger could be another event) is
+    placed by its enrollment time instead. Enrollments after ``end`` have not happened yet."""
+    e, p = Enrollment.__table__, Enrollment.__table__.alias("earlier")
+    # The first enrollment is the one with no earlier one (by time, then id) in the journey:
+    # a NOT EXISTS probe through ix_enrollments_journey_customer per enrollment, cheaper on
+    # SQLite than ranking every enrollment with row_number() and reading the ranks back.
+    earlier = exists().where(
+        p.c.journey == e.c.journey, p.c.customer_id == e.c.customer_id,
+        p.c.enrolled_at <= end,
+        or_(p.c.enrolled_at < e.c.enrolled_at,
+            and_(p.c.enrolled_at == e.c.enrolled_at, p.c.id < e.c.id)))
+    anchor = aliased(Order, name="anchor")
+    return (select(e.c.journey, e.c.customer_id, e.c.holdout, e.c.enrolled_at,
+                   anchor.placed_at.label("anchor_at"))
+            .outerjoin(anchor, anchor.id == e.c.order_id)
+            .where(e.c.enrolled_at <= end, ~earlier,
+                   in_period(func.coalesce(anchor.placed_at, e.c.enrolled_at), start, end))
+            .subquery("firsts"))
+
+
+def _latest_nps(firsts: Any, end: datetime) -> Any:
+    """The latest NPS score the customer gave after their first enrollment in the journey and
+    by ``end`` (an answer given before it cannot show the journey's effect); NULL if none.
+
+    A correlated look-up per first enrollment (by the customer index on survey_responses)
+    rather than a second pass over the first enrollments, which would sort them again."""
+    return (select(SurveyResponse.score)
+            .where(SurveyResponse.customer_id == firsts.c.customer_id,
+                   SurveyResponse.kind == "nps",
+                   SurveyResponse.responded_at >= firsts.c.enrolled_at,
+                   SurveyResponse.responded_at <= end)
+            .order_by(SurveyResponse.responded_at.desc(), SurveyResponse.id.desc())
+            .limit(1).scalar_subquery())
+
+
+def journey_lifts(session: Session, start: datetime | None, end: datetime) -> list[JourneyLift]:
+    """Per journey with customers in the period: treated vs holdout, and the difference.
+
+    - treated / holdout: customers whose first enrollment in the journey was (not) in the
+      holdout; ``customers`` counts all of them.
+    - repeat purchase: a purchase (not cancelled or refunded by ``end``, as in
+      :func:`aftersale.metrics.anchors.is_purchase`) placed after the anchor order (the first
+      enrollment's order) and by ``end``, over the customers that have an anchor order.
+    - NPS: each customer's latest NPS answer after their first enrollment. ``nps_lift`` is
+      given only when both groups have answers. Holdout customers get no messages, surveys
+      included, so they are usually never asked and ``nps_lift`` is mostly None: an NPS
+      "lift" against the few who answered through another route would be biased anyway.
+    - the verdict is about repeat purchase, needing 30 customers with an anchor in each group.
+    """
+    firsts = _first_enrollments(start, end)
+    # Bought again: a purchase after the anchor and by ``end``. An EXISTS probe per first
+    # enrollment through ix_orders_customer_placed, which stops at the first such purchase;
+    # cheaper on SQLite than grouping every order by customer and joining that back.
+    later = orders_t.alias("later")
+    bought_again = exists().where(later.c.customer_id == firsts.c.customer_id,
+                                  later.c.placed_at > firsts.c.anchor_at,
+                                  later.c.placed_at <= end, is_purchase(later, end))
+    per_customer = (
+        select(firsts.c.journey, firsts.c.holdout, firsts.c.anchor_at,
+               case((bought_again, 1), else_=0).label("repeated"),
+               _latest_nps(firsts, end).label("score"))
+        # OFFSET 0 keeps SQLite from flattening this into the grouping query, where the NPS
+        # look-up would run twice per row (once for the GROUP BY key, once for the output).
+        .offset(0)
+        .subquery("per_customer"))
+    c = per_customer.c
+    # Grouped by the score itself, so the NPS look-up appears once in the query (not in three
+    # CASEs); at most 12 scores x 2 groups per journey come back, folded into counts here.
+    rows = session.execute(
+        select(c.journey, c.holdout, c.score, func.count().label("customers"),
+               func.count(c.anchor_at).label("anchored"),
+               func.coalesce(func.sum(c.repeated), 0).label("repeaters"))
+        .group_by(c.journey, c.holdout, c.score)
+    ).all()
+    groups: dict[str, dict[bool, _Group]] = {}
+    for row in rows:
+        by_group = groups.setdefault(row.journey, {})
+        by_group[bool(row.holdout)] = by_group.get(bool(row.holdout), _EMPTY).add(
+            row.score, row.customers, row.anchored, row.repeaters)
+    return [_lift(journey, by_group.get(False, _EMPTY), by_group.get(True, _EMPTY))
+            for journey, by_group in sorted(groups.items())]
+
+
+@dataclass(frozen=True)
+class _Group:
+    customers: int
+    anchored: int
+    repeaters: int
+    promoters: int
+    passives: int
+    detractors: int
+
+    def add(self, score: int | None, customers: int, anchored: int, repeaters: int) -> _Group:
+        """These counts plus customers whose latest NPS answer was ``score`` (None: none)."""
+        promoters = passives = detractors = 0
+        if score is not None and score >= 9:
+            promoters = customers
+        elif score is not None and score >= 7:
+            passives = customers
+        elif score is not None:
+            detractors = customers
+        return _Group(self.customers + customers, self.anchored + anchored,
+                      self.repeaters + repeaters, self.promoters + promoters,
+                      self.passives + passives, self.detractors + detractors)
+
+    def outcome(self) -> GroupOutcome:
+        return GroupOutcome(customers=self.customers,
+                            repeat_purchase_rate=Rate.of(self.repeaters, self.anchored),
+                            nps=Nps.of(self.promoters, self.passives, self.detractors))
+
+
+_EMPTY = _Group(0, 0, 0, 0, 0, 0)
+
+
+def _lift(journey: str, treated: _Group, holdout: _Group) -> JourneyLift:
+    repeat = as_lift(difference_ci(treated.repeaters, treated.anchored,
+                                   holdout.repeaters, holdout.anchored))
+    t_nps, h_nps = treated.outcome().nps, holdout.outcome().nps
+    nps_lift = None
+    if t_nps.n and h_nps.n:
+        nps_lift = as_lift(nps_difference_ci(t_nps.promoters, t_nps.detractors, t_nps.n,
+                                             h_nps.promoters, h_nps.detractors, h_nps.n))
+    return JourneyLift(journey=journey, treated=treated.outcome(), holdout=holdout.outcome(),
+                       repeat_purchase_lift=repeat, nps_lift=nps_lift,
+                       verdict=verdict(repeat, treated.anchored, holdout.anchored))
+
+
+# --- funnel ------------------------------------------------------------------------------------
+
+# A message counts once in every stage it reached. A stage is reached when an event of that
+# stage *or a later one* was seen: a provider's report can be lost or late, and image blocking
+# or Apple Mail Privacy Protection hides the open of a mail that is then clicked; yet a click or
+# a spam report cannot happen to a message that never arrived. WhatsApp's "read" is "opened".
+_OPENED = (K.OPENED, K.READ, K.CLICKED)
+_DELIVERED = (K.DELIVERED, *_OPENED, K.SPAM_REPORT, K.UNSUBSCRIBED)
+_FAILED = (K.FAILED, K.UNDELIVERED, K.DROPPED)  # the provider gave up (dropped: never tried)
+_UNSUBSCRIBED = (K.UNSUBSCRIBED, K.SPAM_REPORT)  # a spam report unsubscribes, in effect
+_STAGES: dict[str, tuple[K, ...]] = {
+    "delivered": _DELIVERED, "opened": _OPENED, "clicked": (K.CLICKED,),
+    "bounced": (K.BOUNCED,), "failed": _FAILED, "unsubscribed": _UNSUBSCRIBED,
+}
+
+
+class _unindexed(FunctionElement[Any]):
+    """The column, kept from choosing the index for a term: SQLite's planner (with no ANALYZE
+    statistics) would walk ix_messages_status_due for ``status = 'sent'``, nearly every row,
+    by random look-ups. SQLite's unary ``+`` turns that off; elsewhere it is the column."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(_unindexed, "sqlite")
+def _unindexed_sqlite(element: _unindexed, compiler: Any, **kw: Any) -> str:
+    return f"+{compiler.process(element.clauses, **kw)}"
+
+
+@compiles(_unindexed)
+def _unindexed_default(element: _unindexed, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+def _stages_reached(end: datetime) -> Any:
+    """Per message with events by ``end``: message_id and a 0/1 flag per stage reached. One
+    pass over delivery_events in message_id order (its index), grouped, not a look-up per
+    message."""
+    return (select(DeliveryEvent.message_id,
+                   *(func.max(case((DeliveryEvent.kind.in_([k.value for k in kinds]), 1),
+                                   else_=0)).label(name)
+                     for name, kinds in _STAGES.items()))
+            .where(DeliveryEvent.occurred_at <= end)
+            .group_by(DeliveryEvent.message_id)
+            .subquery("reached"))
+
+
+def funnel(session: Session, start: datetime | None, end: datetime) -> list[FunnelStep]:
+    """Per journey, step, template and channel: how many messages reached each stage.
+
+    Messages in the period: sent (status 'sent', ``sent_at`` in the period) or failed to send
+    (status 'failed', last attempt in the period). ``sent`` counts the first kind; the other
+    stages count sent messages only, except ``failed``, which counts both a failed send and a
+    provider's failed/undelivered/dropped report. Only delivery events by ``end`` count.
+    Steps are listed per journey in the order they were first sent, which is the journey's
+    order for every customer who got them.
+
+    One row per step and channel comes back: the messages are joined to their stages reached
+    (aggregated per message first) and counted per step with conditional sums."""
+    reached = _stages_reached(end)
+    status = _unindexed(Message.status)
+    sent = Message.status == "sent"
+    stage_counts = [
+        func.sum(case((sent, reached.c[name]), else_=1) if name == "failed"
+                 else case((sent, reached.c[name]))).label(name)
+        for name in _STAGES]
+    channel = func.coalesce(Message.channel, literal("unknown"))
+    rows = session.execute(
+        select(Message.journey, Message.step_key, Message.template, channel.label("channel"),
+               func.sum(case((sent, 1), else_=0)).label("sent"), *stage_counts,
+               func.min(func.coalesce(Message.sent_at, Message.sending_at)).label("first_at"))
+        .outerjoin(reached, reached.c.message_id == Message.id)
+        .where(or_(and_(status == "sent", in_period(Message.sent_at, start, end)),
+                   and_(status == "failed", in_period(Message.sending_at, start, end))))
+        .group_by(Message.journey, Message.step_key, Message.template, channel)
+    ).all()
+    steps = sorted(rows, key=lambda r: (r.journey, r.first_at, r.step_key, r.channel))
+    return [FunnelStep(journey=r.journey, step=r.step_key, template=r.template,
+                       channel=r.channel, sent=int(r.sent or 0),
+                       **{name: int(getattr(r, name) or 0) for name in _STAGES})
+            for r in steps]

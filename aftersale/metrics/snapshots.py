@@ -1,0 +1,67 @@
+"""Metrics snapshots (for trends) and what the Prefect UI shows of them.
+
+``compute-metrics`` stores each result and publishes two keyed artifacts, so the UI keeps
+their history: a table per segment and a short markdown summary with the holdout verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from aftersale.db.models import MetricsSnapshot
+from aftersale.metrics.model import Mean, MetricsReport, Nps, Rate
+
+SEGMENTS_KEY = "metrics-segments"
+SUMMARY_KEY = "metrics-summary"
+TABLE_METRICS = ("nps", "csat", "ces", "response_rate_nps", "response_rate_csat",
+                 "repeat_purchase_rate", "retention_90d", "churn_90d", "referral_rate",
+                 "median_days_to_second_order", "messages_per_customer")
+
+
+def store_snapshot(session: Session, report: MetricsReport, start: datetime | None,
+                   end: datetime) -> MetricsSnapshot:
+    snapshot = MetricsSnapshot(as_of=report.as_of, period_from=start, period_to=end,
+                               report=json.loads(report.to_json()))
+    session.add(snapshot)
+    session.flush()
+    return snapshot
+
+
+def shown(metric: Rate | Nps | Mean | None) -> str:
+    """A metric as people read it: '42.0% (21/50)', 'NPS 35.0 (n=40)', '–' when unknown."""
+    if metric is None or metric.value is None:
+        return "–"
+    if isinstance(metric, Rate):
+        return f"{metric.value:.1f}% ({metric.numerator}/{metric.denominator})"
+    if isinstance(metric, Nps):
+        return f"{metric.value:+.1f} (n={metric.n})"
+    return f"{metric.value:.2f} (n={metric.n})"
+
+
+def segment_rows(report: MetricsReport) -> list[dict[str, Any]]:
+    return [{"segment": s.segment, "customers": s.customers,
+             **{name: shown(s.metrics.get(name)) for name in TABLE_METRICS}}
+            for s in report.segments]
+
+
+def summary_markdown(report: MetricsReport) -> str:
+    period = f"{report.from_ or 'the beginning'} to {report.to}"
+    lines = [f"# Customer experience, {period}", "",
+             f"As of {report.as_of:%Y-%m-%d %H:%M} UTC.", ""]
+    if not report.segments:
+        return "\n".join([*lines, "No data yet: no customer has entered a journey in this period."])
+    lines += ["| segment | customers | NPS | CSAT | repeat purchase | retention 90 d |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for s in report.segments:
+        m = s.metrics
+        lines.append(f"| {s.segment} | {s.customers} | {shown(m.get('nps'))} | {shown(m.get('csat'))} "
+                     f"| {shown(m.get('repeat_purchase_rate'))} | {shown(m.get('retention_90d'))} |")
+    if report.journeys:
+        lines += ["", "## Does each journey help? (treated vs holdout)", ""]
+        lines += [f"- **{j.journey}**: {j.verdict} (treated {j.treated.customers}, "
+                  f"holdout {j.holdout.customers})" for j in report.journeys]
+    return "\n".join(lines)
