@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from aftersale.clock import SimulatedClock, as_utc
 from aftersale.config import Settings, load_settings
 from aftersale.durations import parse_duration
 from aftersale.errors import ConfigError, DefinitionError
+
+if TYPE_CHECKING:
+    from aftersale.runtime import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Post-purchase journeys, surveys and retention metrics.")
@@ -205,6 +208,90 @@ def _responses(values: list[str]) -> dict[str, int]:
 
 
 @app.command()
+def metrics(
+    segment: Annotated[list[str] | None, typer.Option(
+        help="only this segment (repeatable; 'all' is every customer in any segment)")] = None,
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="first day, e.g. 2026-03-01 (UTC), or an ISO time with offset")] = None,
+    to: Annotated[str | None, typer.Option(
+        help="last day, included whole, e.g. 2026-03-31 (default: now); the report time")] = None,
+    format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+) -> None:
+    """Per-segment NPS, CSAT, CES, response, repeat-purchase, retention and referral rates,
+    and each journey's holdout lift (DESIGN.md section 4)."""
+    from aftersale.metrics import present
+
+    if format not in ("table", "json", "csv"):
+        err.print(f"unknown format '{format}'; use table, json or csv", highlight=False)
+        raise typer.Exit(1)
+    from aftersale.metrics.compute import compute
+
+    rt, start, end, kinds = _metrics_inputs(from_, to, segment or None)
+    with rt.factory() as session, session.begin():
+        report = compute(session, start, end, kinds, segment or None, as_of=rt.now())
+    if format == "json":
+        sys.stdout.write(present.to_json(report) + "\n")
+    elif format == "csv":
+        sys.stdout.write(present.to_csv(report))
+    else:
+        present.print_table(out, report)
+
+
+@app.command()
+def report(
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("report.html"),
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="first day, e.g. 2026-03-01 (UTC), or an ISO time with offset")] = None,
+    to: Annotated[str | None, typer.Option(
+        help="last day, included whole, e.g. 2026-03-31 (default: now); the report time")] = None,
+) -> None:
+    """Write one self-contained HTML report with charts (works offline, loads nothing)."""
+    from aftersale.metrics.compute import compute, nps_by_month
+    from aftersale.metrics.present import period_text
+    from aftersale.metrics.report import write_report
+
+    rt, start, end, kinds = _metrics_inputs(from_, to, None)
+    with rt.factory() as session, session.begin():  # one snapshot for every chart
+        metrics_report = compute(session, start, end, kinds, as_of=rt.now())
+        trend = nps_by_month(session, start, end)
+    try:
+        write_report(out_path, metrics_report, trend)
+    except OSError as exc:
+        err.print(f"cannot write {out_path}: {exc.strerror}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"wrote {out_path}: metrics {period_text(metrics_report)}", highlight=False)
+
+
+def _metrics_inputs(from_text: str | None, to_text: str | None, segments: list[str] | None
+                    ) -> tuple[Runtime, datetime | None, datetime, dict[str, str]]:
+    """(runtime, start, end, survey kinds by template) for a metrics command; a bad period or an
+    unknown segment exits 1 with one line saying what to fix."""
+    from aftersale.metrics.compute import PeriodError, known_segments, parse_period
+    from aftersale.metrics.present import ALL_SEGMENT
+    from aftersale.runtime import open_runtime
+    from aftersale.surveys.sms_answers import survey_kinds
+
+    settings = _settings()
+    try:  # before the database is opened: a typo is answered at once
+        start, end = parse_period(from_text, to_text, datetime.now(UTC))
+    except PeriodError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
+    rt = open_runtime(settings)
+    definitions = rt.definitions()
+    if segments:
+        with rt.factory() as session:
+            # a segment that is defined but has nobody yet is a fair question (0 customers)
+            known = sorted({ALL_SEGMENT, *definitions.segments.names(), *known_segments(session)})
+        unknown = [s for s in segments if s not in known]
+        if unknown:
+            err.print(f"unknown segment {', '.join(repr(s) for s in unknown)}; known segments: "
+                      f"{', '.join(known)}", highlight=False)
+            raise typer.Exit(1)
+    return rt, start, end, survey_kinds(definitions.content)
+
+
+@app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the web app (POST /events, GET /healthz)."""
     import uvicorn
@@ -283,12 +370,15 @@ def demo(
     days: Annotated[int, typer.Option(min=7, help="days of orders")] = 120,
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
     database: Annotated[Path, typer.Option(help="SQLite file the demo writes")] = Path("aftersale.db"),
+    report: Annotated[Path, typer.Option(help="HTML report the demo writes")] = Path("report.html"),
 ) -> None:
-    """The main job on embedded defaults: a synthetic shop through the real engine."""
+    """The main job on embedded defaults: a synthetic shop through the real engine, ending with
+    the per-segment metrics and an HTML report."""
     from aftersale.demo.runner import run_demo
 
     settings = _settings()
-    run_demo(settings, out, customers=customers, days=days, seed=seed, database=database)
+    run_demo(settings, out, customers=customers, days=days, seed=seed, database=database,
+             report_path=report)
 
 
 def main() -> None:
