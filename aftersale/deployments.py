@@ -128,7 +128,7 @@ SPECS: tuple[DeploymentSpec, ...] = (
     ),
     DeploymentSpec(
         name="compute-metrics", module="flows.compute_metrics", function="compute_metrics",
-        description="Per-segment counts as Prefect artifacts (the metrics issue extends it).",
+        description="Section-4 metrics per segment and holdout lift: snapshot and artifacts.",
         schedules=[{"cron": METRICS_CRON, "timezone": METRICS_TIMEZONE}],
     ),
 )

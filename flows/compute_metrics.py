@@ -1,32 +1,52 @@
-"""compute-metrics: daily per-segment counts as Prefect artifacts.
-
-A placeholder the metrics issue fills in with the section-4 metrics; until then it publishes
-what SQL aggregates say per segment (customers, messages sent, survey answers, alerts), which
-is cheap at any size and already useful on the dashboard.
+"""compute-metrics: the section-4 metrics per segment, the holdout lift per journey, stored as
+a snapshot (for trends) and published as Prefect artifacts under stable keys, so the UI keeps
+their history: ``metrics-segments`` (a table per segment) and ``metrics-summary`` (markdown
+with the holdout verdicts).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from aftersale.segment_counts import markdown, segment_counts
-from flows.common import runtime
+from aftersale.metrics.compute import compute
+from aftersale.metrics.snapshots import (
+    SEGMENTS_KEY,
+    SUMMARY_KEY,
+    segment_rows,
+    store_snapshot,
+    summary_markdown,
+)
+from aftersale.surveys.sms_answers import survey_kinds
+from flows.common import runtime, work, working_with
+
+
+@task(name="compute-all-metrics", cache_policy=NO_CACHE)
+def compute_task(start: datetime | None) -> dict[str, Any]:
+    rt, definitions = work()
+    end = rt.now()
+    with rt.factory() as session, session.begin():
+        report = compute(session, start, end, survey_kinds(definitions.content), as_of=end)
+        store_snapshot(session, report, start, end)
+    create_table_artifact(segment_rows(report), key=SEGMENTS_KEY,
+                          description=f"Metrics per segment as of {end:%Y-%m-%d %H:%M} UTC")
+    create_markdown_artifact(summary_markdown(report), key=SUMMARY_KEY,
+                             description="NPS, CSAT, retention and each journey's holdout verdict")
+    return {"segments": len(report.segments), "journeys": len(report.journeys),
+            "customers": next((s.customers for s in report.segments if s.segment == "all"), 0)}
 
 
 @flow(name="compute-metrics")
-def compute_metrics() -> list[dict[str, Any]]:
+def compute_metrics(start: str | None = None) -> dict[str, Any]:
+    """``start``: ISO date or time the period begins (default: all history)."""
     logger = get_run_logger()
     rt = runtime()
-    counts = segment_counts(rt.factory)
-    rows = [row.row() for row in counts]
-    as_of = rt.now().isoformat(timespec="seconds")
-    create_table_artifact(rows, key="compute-metrics-summary",
-                          description=f"Per-segment counts as of {as_of}")
-    create_markdown_artifact(
-        f"# Per-segment counts\n\nAs of {as_of}.\n\n{markdown(counts)}\n",
-        key="compute-metrics-report", description="Per-segment counts, readable")
-    logger.info("compute-metrics: %s segments, %s", len(rows) - 1, rows[-1])
-    return rows
+    definitions = rt.definitions()
+    with working_with(rt, definitions):
+        summary = compute_task(datetime.fromisoformat(start) if start else None)
+    logger.info("compute-metrics: %s", summary)
+    return summary

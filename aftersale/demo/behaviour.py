@@ -25,17 +25,18 @@ SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1,
 # Extra chance of a purchase within 3-30 days that one opened message of this kind prompts,
 # for an average persona (scaled by reorder propensity and satisfaction). Matched on a
 # substring of the template name, so "winback_30d" and "winback" behave alike.
+# Sized so the demo's holdout comparison shows an effect a 10% holdout can detect.
 PURCHASE_LIFT: tuple[tuple[str, float], ...] = (
-    ("winback", 0.15),
-    ("personal_checkin", 0.09),
-    ("tutorial", 0.08),
+    ("winback", 0.22),
+    ("personal_checkin", 0.14),
+    ("tutorial", 0.16),
     ("referral", 0.06),
     ("followup", 0.05),
     # surveys before the generic "checkin", so "csat_checkin" counts as a survey
     ("nps", 0.02),
     ("csat", 0.02),
     ("ces", 0.02),
-    ("checkin", 0.06),
+    ("checkin", 0.09),
     ("shipping", 0.005),
     ("delivered", 0.005),
 )

@@ -24,8 +24,15 @@ from sqlalchemy.orm import Session
 
 from aftersale.clock import SimulatedClock, as_utc
 from aftersale.config import Settings
-from aftersale.db.models import AlertRecord, Enrollment, Message, Order, SurveyResponse
-from aftersale.delivery import Inbound, apply_inbound
+from aftersale.db.models import (
+    AlertRecord,
+    Enrollment,
+    Message,
+    MetricsSnapshot,
+    Order,
+    SurveyResponse,
+)
+from aftersale.delivery import Delivery, DeliveryKind, Inbound, apply_deliveries, apply_inbound
 from aftersale.demo.behaviour import react
 from aftersale.demo.shop import (
     SyntheticShop,
@@ -40,6 +47,10 @@ from aftersale.errors import EventError
 from aftersale.events import parse_event
 from aftersale.intake.inbox import store_events
 from aftersale.journeys.definitions import Definitions
+from aftersale.metrics.compute import nps_by_month
+from aftersale.metrics.model import MetricsReport
+from aftersale.metrics.present import print_table
+from aftersale.metrics.report import write_report
 from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.processing import ProcessCounts
 from aftersale.runtime import Runtime, open_runtime
@@ -72,7 +83,7 @@ class Click:
     comment: str | None
 
 
-Item = dict[str, Any] | Reply | Click
+Item = dict[str, Any] | Reply | Click | Delivery
 
 
 @dataclass(order=True)
@@ -133,6 +144,8 @@ class Simulator:
         kind = definitions.content.survey_kind(message.template)
         reaction = react(persona, message.template, message.channel, kind, self.rng)
         self.reactions += 1
+        self.report_delivery(message, sent_at, reaction.reply_delay, reaction.opened,
+                             reaction.clicked)
         if kind is not None and reaction.survey_score is not None:
             # Answered the way a real customer would: a score link in an e-mail, a text reply
             # ("9 great service") on SMS and WhatsApp.
@@ -149,6 +162,22 @@ class Simulator:
             body = "STOP" if message.channel != "email" else "unsubscribe"
             self.schedule(sent_at + reaction.reply_delay,
                           Reply(persona.customer_id, message.channel, body, f"stop-{message.id}"))
+
+    def report_delivery(self, message: Message, sent_at: datetime, delay: timedelta,
+                        opened: bool, clicked: bool) -> None:
+        """What the provider's webhook would report: delivered, then opened (read, on
+        WhatsApp) and clicked, as the customer did. SMS reports no opens."""
+        kinds = [(DeliveryKind.DELIVERED, sent_at + timedelta(minutes=1))]
+        if opened and message.channel != "sms":
+            kinds.append((DeliveryKind.READ if message.channel == "whatsapp" else DeliveryKind.OPENED,
+                          sent_at + delay))
+        if clicked:
+            kinds.append((DeliveryKind.CLICKED, sent_at + delay + timedelta(minutes=1)))
+        for kind, when in kinds:
+            self.schedule(when, Delivery(
+                provider="demo", provider_event_id=f"{message.id}-{kind.value}", kind=kind,
+                message_id=message.id, provider_message_id=None, recipient=message.recipient,
+                occurred_at=when, channel=message.channel))
 
     def buy(self, customer_id: str, when: datetime) -> None:
         persona = self.shop.personas[customer_id]
@@ -181,6 +210,8 @@ def feed(rt: Runtime, sim: Simulator, items: list[Item]) -> int:
         for item in items:
             if isinstance(item, Reply):
                 _reply(session, sim, item, rt.now())
+            elif isinstance(item, Delivery):
+                apply_deliveries(session, [item], rt.now())
             elif isinstance(item, Click):
                 survey = survey_message(session, item.message_id, item.kind)
                 if survey is not None:
@@ -234,7 +265,7 @@ def simulate(rt: Runtime, sim: Simulator, definitions: Definitions, until: datet
 
 
 def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: int,
-             database: Path) -> dict[str, Any]:
+             database: Path, report_path: Path = Path("report.html")) -> dict[str, Any]:
     started = time.monotonic()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
@@ -253,18 +284,34 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     # journeys, but it is what makes returning customers "at risk" or "repeat".
     feed(rt, sim, sim.due(shop.start - timedelta(days=3650), shop.start))
     from flows.common import using_runtime
+    from flows.compute_metrics import compute_metrics
     from flows.demo_shop import demo_shop, simulating
 
     with using_runtime(rt), simulating(sim, out):
         summary = demo_shop(sim_end=(shop.end + TAIL).isoformat())
+        compute_metrics()  # the snapshot and artifacts operators see after a daily run
     report = summarize(rt)
     print_summary(out, report)
+    metrics = latest_metrics(rt)
+    print_table(out, metrics)
+    with rt.factory() as session:
+        trend = nps_by_month(session, None, rt.now())
+    write_report(report_path, metrics, trend)
     wall = time.monotonic() - started
     out.print(f"finished in {wall:.1f} s; database left at {database} "
-              f"({summary['events']:,} events processed, {summary['sent']:,} messages sent)")
+              f"({summary['events']:,} events processed, {summary['sent']:,} messages sent); "
+              f"report written to {report_path}")
     if sim.rejected:
         out.print(f"[yellow]{len(sim.rejected)} simulated events were rejected by intake[/]")
-    return {"summary": summary, "report": report, "wall_seconds": wall}
+    return {"summary": summary, "report": report, "metrics": metrics, "wall_seconds": wall}
+
+
+def latest_metrics(rt: Runtime) -> MetricsReport:
+    """What the compute-metrics run stored: every number printed comes from the database."""
+    with rt.factory() as session:
+        snapshot = session.scalars(select(MetricsSnapshot).order_by(MetricsSnapshot.id.desc())
+                                   .limit(1)).one()
+        return MetricsReport.model_validate(snapshot.report)
 
 
 def summarize(rt: Runtime) -> list[dict[str, Any]]:

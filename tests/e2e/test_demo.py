@@ -34,9 +34,13 @@ def test_a_short_demo_is_consistent_with_its_database(
                         _env_file=None)  # type: ignore[call-arg]
     out = Console(record=True, width=140)
     database = tmp_path / "demo.db"
-    result = run_demo(settings, out, customers=150, days=30, seed=3, database=database)
+    result = run_demo(settings, out, customers=150, days=30, seed=3, database=database,
+                      report_path=tmp_path / "report.html")
     printed = out.export_text()
     assert "Per-segment summary" in printed and "week  1/" in printed
+    metrics = result["metrics"]  # read back from the snapshot compute-metrics stored
+    assert "Holdout lift" in printed and (tmp_path / "report.html").stat().st_size > 10_000
+    everyone = next(s for s in metrics.segments if s.segment == "all")
 
     engine = create_engine(f"sqlite:///{database}")
     with Session(engine) as session:
@@ -58,6 +62,7 @@ def test_a_short_demo_is_consistent_with_its_database(
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Enrollment.holdout.is_(True)))
         answers = session.scalar(select(func.count()).select_from(SurveyResponse))
+        customers_enrolled = session.execute(select(Enrollment.customer_id).distinct()).all()
         customers = {c.id: c for c in session.scalars(select(Customer))}
         opted_out = {(s.customer_id, s.channel): s.created_at
                      for s in session.scalars(select(Suppression))}
@@ -82,6 +87,10 @@ def test_a_short_demo_is_consistent_with_its_database(
     assert {s: r["enrolled"] for s, r in rows.items()} == treated
     assert sum(r["email"] + r["sms"] + r["whatsapp"] for r in rows.values()) == len(sent)
     assert sum(r["answered"] for r in rows.values()) <= answers
+    assert everyone.customers == len({c for c, in customers_enrolled})
+    assert everyone.metrics["messages_per_customer"].value == round(len(sent) / everyone.customers, 2)
+    funnel_sent = sum(step.sent for step in metrics.funnel)
+    assert funnel_sent == len(sent) and sum(step.delivered for step in metrics.funnel) == len(sent)
     for message in sent:  # marketing went only where the customer agreed (at the time)
         customer = customers[message.customer_id]
         if message.template != "shipping_update" and not getattr(

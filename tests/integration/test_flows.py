@@ -12,8 +12,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 
-from aftersale.db.models import Enrollment, Message
+from aftersale.db.models import Message, MetricsSnapshot
 from aftersale.intake import notify
+from aftersale.metrics.snapshots import SEGMENTS_KEY, SUMMARY_KEY
 from aftersale.pipeline import drain_inbox
 from aftersale.runtime import Runtime
 from aftersale.state import load_clock
@@ -131,25 +132,24 @@ def test_a_lingering_dispatch_run_sends_what_becomes_due_while_it_waits(rt: Runt
     assert {"count": "sent", "value": 1} in rows  # type: ignore[operator]
 
 
-def test_compute_metrics_publishes_per_segment_counts(rt: Runtime) -> None:
+def test_compute_metrics_stores_a_snapshot_and_publishes_artifacts(rt: Runtime) -> None:
     first, repeat = treated_customer("onboarding", 10, "f"), "r-1"
     feed(rt, placed("o-1", START, first), follow("shipped", "o-1", START, first),
          placed("o-0", START - days(30), repeat), placed("o-2", START, repeat),
          follow("shipped", "o-2", START, repeat),
-         answer("evt-api-nps", "nps", 9, START, repeat))  # an answer with no survey message
+         answer("evt-api-nps", "nps", 9, START, repeat))
     with using_runtime(rt):
         process_events()
         dispatch_messages()
-        rows = compute_metrics()
-    by_segment = {row["segment"]: row for row in rows}
-    assert rows[-1]["segment"] == "all" and set(by_segment) == {"first_time", "repeat", "all"}
-    assert by_segment["first_time"]["customers"] == 1
-    assert by_segment["first_time"]["messages_sent"] == 1  # the tracking link
-    assert by_segment["repeat"]["messages_sent"] == 1
-    assert by_segment["all"]["messages_sent"] == 2 and by_segment["all"]["survey_answers"] == 1
+        summary = compute_metrics()
     with rt.factory() as session:
-        enrollments = session.scalar(select(func.count()).select_from(Enrollment))
-    assert by_segment["all"]["enrollments"] == enrollments
-    assert _latest_artifact("compute-metrics-summary") == rows
-    report = _latest_artifact("compute-metrics-report")
-    assert isinstance(report, str) and "| first_time |" in report
+        [snapshot] = session.scalars(select(MetricsSnapshot)).all()
+    segments = {s["segment"]: s for s in snapshot.report["segments"]}
+    assert set(segments) == {"first_time", "repeat", "all"}
+    assert summary == {"segments": 3, "journeys": len(snapshot.report["journeys"]), "customers": 2}
+    assert segments["all"]["customers"] == 2
+    assert segments["all"]["metrics"]["messages_per_customer"]["value"] == 1.0  # the tracking links
+    rows = _latest_artifact(SEGMENTS_KEY)
+    assert isinstance(rows, list) and [r["segment"] for r in rows] == ["first_time", "repeat", "all"]
+    markdown = _latest_artifact(SUMMARY_KEY)
+    assert isinstance(markdown, str) and "| first_time | 1 |" in markdown
