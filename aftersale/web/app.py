@@ -22,6 +22,7 @@ from aftersale.events import parse_event
 from aftersale.intake.inbox import store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime, open_runtime
+from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import feedback_router
 from aftersale.web.shopify import shopify_router
 from aftersale.web.surveys import surveys_router
@@ -46,8 +47,8 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
         if not _authorized(request):
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await read_limited(request, MAX_BODY)
+        if body is None:
             raise HTTPException(413, "body too large; send at most 5 MB per request")
         try:
             data: Any = json.loads(body)

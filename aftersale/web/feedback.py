@@ -44,6 +44,7 @@ from aftersale.links import BadToken, Signer
 from aftersale.runtime import Runtime
 from aftersale.suppression import CHANNELS, UNSUBSCRIBE, set_consent, suppress
 from aftersale.surveys.sms_answers import CachedSurveyKinds, SurveyReplies, load_reply_texts
+from aftersale.web.bodies import read_limited
 from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import sendgrid as sendgrid_webhook
 from aftersale.webhooks import twilio as twilio_webhook
@@ -69,8 +70,8 @@ def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
 
     @router.post("/webhooks/sendgrid/events")
     async def sendgrid_events(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await read_limited(request, MAX_BODY)
+        if body is None:
             return JSONResponse({"error": "body too large"}, status_code=413)
         now = runtime.now()
         try:
@@ -168,8 +169,8 @@ def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
 
 async def _twilio_form(settings: Settings, request: Request,
                        ) -> tuple[twilio_webhook.FormParams, Response | None]:
-    body = await request.body()
-    if len(body) > MAX_BODY:
+    body = await read_limited(request, MAX_BODY)
+    if body is None:
         return twilio_webhook.FormParams([]), Response("body too large", status_code=413)
     form = twilio_webhook.parse_form(body)
     try:

@@ -24,16 +24,13 @@ from aftersale.intake import shopify
 from aftersale.intake.inbox import StoreResult, store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime
+from aftersale.web.bodies import read_limited
 
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/shopify"
 MAX_BODY = 10 * 1024 * 1024  # an order with hundreds of line items is still far below this
 SOURCE = "shopify"
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def shopify_router(settings: Settings, runtime: Runtime) -> APIRouter:
@@ -47,9 +44,8 @@ def shopify_router(settings: Settings, runtime: Runtime) -> APIRouter:
             log.error("Shopify webhook received but AFTERSALE_SHOPIFY_WEBHOOK_SECRET is not set")
             return _error("AFTERSALE_SHOPIFY_WEBHOOK_SECRET is not set: Shopify webhooks cannot "
                           "be verified", 503)
-        try:
-            body = await _read_body(request, MAX_BODY)
-        except _TooLarge:
+        body = await read_limited(request, MAX_BODY)
+        if body is None:
             return _error(f"body too large; at most {MAX_BODY // (1024 * 1024)} MB", 413)
         headers = request.headers
         if not shopify.verify_hmac(secret.get_secret_value().encode(), body,
@@ -99,20 +95,6 @@ def shopify_router(settings: Settings, runtime: Runtime) -> APIRouter:
 def _store(runtime: Runtime, events: list[Event], now: datetime) -> StoreResult:
     with runtime.factory() as session, session.begin():
         return store_events(session, events, SOURCE, now)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused as soon as it passes ``limit`` (not after buffering all of it)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error(message: str, status: int) -> JSONResponse:
