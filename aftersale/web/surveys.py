@@ -48,6 +48,7 @@ from aftersale.surveys.answers import (
     store_answer,
     survey_message,
 )
+from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import LANGUAGES, PAGE_HEADERS, accepted_language, shop_texts
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,25 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
     signer = (Signer(settings.secret_key.get_secret_value().encode())
               if settings.secret_key is not None else None)
 
+    async def record(request: Request, claims: _Claims, score: int | None, comment: str | None,
+                     store: bool, what: str,
+                     ) -> tuple[SurveyMessage, str | None, SurveyResponse | None] | HTMLResponse:
+        """Check the token against its message and keep the answer (see ``_answer``); or the
+        page to answer instead: an error, or "this survey has closed"."""
+        now = runtime.now()
+        try:
+            found = await run_in_threadpool(_answer, settings, runtime, claims, score, comment,
+                                            store, now)
+        except Exception:  # rolled back
+            log.exception("recording a survey %s failed", what)
+            return _error_page(settings, request, 500)
+        if isinstance(found, int):
+            return _error_page(settings, request, found)
+        survey, locale, _ = found
+        if survey.expired(now, settings.survey_days):
+            return _page(settings, locale, "closed", survey.kind, status_code=410)
+        return found
+
     @router.get("/s/{token}")
     async def survey_link(token: str, request: Request) -> HTMLResponse:
         claims = _claims(signer, token)
@@ -73,18 +93,10 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
             return _error_page(settings, request, claims)
         raw = request.query_params.get("score")
         score = _score(raw, claims.kind)
-        now = runtime.now()
-        try:
-            found = await run_in_threadpool(_answer, settings, runtime, claims, score, None,
-                                            score is not None, now)
-        except Exception:  # rolled back
-            log.exception("recording a survey answer failed")
-            return _error_page(settings, request, 500)
-        if isinstance(found, int):
-            return _error_page(settings, request, found)
+        found = await record(request, claims, score, None, score is not None, "answer")
+        if isinstance(found, HTMLResponse):
+            return found
         survey, locale, current = found
-        if survey.expired(now, settings.survey_days):
-            return _page(settings, locale, "closed", survey.kind, status_code=410)
         if raw is None:  # just looking: the question, the current answer marked if there is one
             return _page(settings, locale, "ask", survey.kind, chosen=current.score if current else None)
         if score is None:
@@ -97,7 +109,7 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
         claims = _claims(signer, token)
         if isinstance(claims, int):
             return _error_page(settings, request, claims)
-        body = await _read_form(request)
+        body = await read_limited(request, MAX_FORM)  # a comment box is not an upload
         if body is None:
             return _error_page(settings, request, 413)
         form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True,
@@ -105,18 +117,10 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
         # The form sends the score it was shown with; the URL still carries the clicked one.
         score = _score(form.get("score") or request.query_params.get("score"), claims.kind)
         comment = clean_comment(form.get("comment"))
-        now = runtime.now()
-        try:
-            found = await run_in_threadpool(_answer, settings, runtime, claims, score, comment,
-                                            comment is not None, now)
-        except Exception:  # rolled back
-            log.exception("recording a survey comment failed")
-            return _error_page(settings, request, 500)
-        if isinstance(found, int):
-            return _error_page(settings, request, found)
+        found = await record(request, claims, score, comment, comment is not None, "comment")
+        if isinstance(found, HTMLResponse):
+            return found
         survey, locale, current = found
-        if survey.expired(now, settings.survey_days):
-            return _page(settings, locale, "closed", survey.kind, status_code=410)
         if score is None:
             score = current.score if current else None
         if score is None:  # no score in the form and none recorded yet: ask for one first
@@ -144,17 +148,6 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
                                          "Referrer-Policy": "no-referrer"})
 
     return router
-
-
-async def _read_form(request: Request) -> bytes | None:
-    """The body, or None past MAX_FORM (read no further: a comment box is not an upload)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # --- tokens and answers ---------------------------------------------------------------------
