@@ -5,11 +5,9 @@ that needed the network would show up here as a recorded request or a missing ch
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from aftersale.metrics.compute import compute, nps_by_month
 from aftersale.metrics.model import Nps
@@ -20,21 +18,9 @@ from aftersale.surveys.sms_answers import survey_kinds
 from tests.conftest import START
 from tests.unit.test_metrics_present import sample_report
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CHART_KEYS = ("satisfaction", "nps-trend", "cohorts", "funnel", "lift")
 TREND = [MonthNps("2026-03", Nps.of(5, 3, 4)), MonthNps("2026-04", Nps.of(0, 0, 0)),
          MonthNps("2026-05", Nps.of(12, 2, 1))]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "make test installs Debian's chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
 
 
 def open_offline(browser: Browser, path: Path) -> tuple[Page, list[str], list[str]]:
