@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -85,3 +88,10 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def aftersale(*args: str, env: dict[str, str], cwd: Path, stdin: str | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: its own process, with only the environment given."""
+    return subprocess.run([sys.executable, "-m", "aftersale.cli", *args], env=env, cwd=cwd,
+                          input=stdin, capture_output=True, text=True, timeout=300)

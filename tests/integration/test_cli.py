@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,21 +12,7 @@ from sqlalchemy import create_engine, func, inspect, select
 from aftersale.db.models import InboxEvent
 from tests.conftest import START
 from tests.factories import follow, placed
-
-
-def aftersale(*args: str, env: dict[str, str], cwd: Path, stdin: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aftersale.cli", *args], env=env, cwd=cwd,
-                          input=stdin, capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture
-def cli_env(database_url: str, definitions_dirs: tuple[Path, Path]) -> dict[str, str]:
-    journeys, content = definitions_dirs
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALE_")}
-    env |= {"AFTERSALE_DATABASE_URL": database_url, "AFTERSALE_JOURNEYS_DIR": str(journeys),
-            "AFTERSALE_CONTENT_DIR": str(content)}
-    return env
+from tests.integration.helpers import aftersale
 
 
 def _count(database_url: str) -> int:

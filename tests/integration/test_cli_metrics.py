@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +16,7 @@ from aftersale.pipeline import drain_inbox
 from aftersale.runtime import Runtime
 from tests.conftest import START
 from tests.factories import answer, days, placed
-from tests.integration.helpers import feed
-
-
-def aftersale(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aftersale.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture
-def cli_env(database_url: str, definitions_dirs: tuple[Path, Path]) -> dict[str, str]:
-    journeys, content = definitions_dirs
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALE_")}
-    env |= {"AFTERSALE_DATABASE_URL": database_url, "AFTERSALE_JOURNEYS_DIR": str(journeys),
-            "AFTERSALE_CONTENT_DIR": str(content)}
-    return env
+from tests.integration.helpers import aftersale, feed
 
 
 def with_answers(rt: Runtime) -> None:
