@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, text
 
@@ -183,17 +183,15 @@ def order_counts(rng: random.Random, customers: int, orders: int) -> list[int]:
     return counts
 
 
-class _Sink:
+class _Sink(Protocol):
     """Where batches go: one open transaction on the target database."""
 
-    def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
-        raise NotImplementedError
+    def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None: ...
 
-    def finish(self) -> None:
-        raise NotImplementedError
+    def finish(self) -> None: ...
 
 
-class _SqliteSink(_Sink):
+class _SqliteSink:
     def __init__(self, dbapi: Any) -> None:
         self.dbapi = dbapi
         cursor = dbapi.cursor()
@@ -216,7 +214,7 @@ class _SqliteSink(_Sink):
         self.cursor.execute("PRAGMA journal_mode=WAL")  # what the application runs with
 
 
-class _PostgresSink(_Sink):
+class _PostgresSink:
     def __init__(self, dbapi: Any) -> None:
         self.dbapi = dbapi
         self.cursor = dbapi.cursor()
