@@ -124,7 +124,7 @@ SERIAL_TABLES = ("journey_versions", "enrollments", "survey_responses", "deliver
 Row = tuple[Any, ...]
 WORLD_MARKER = "bench_world"  # runtime_state key: which world this database holds
 WORLD_STATS = "bench_world_stats"  # runtime_state key: its row counts and build time
-WORLD_VERSION = 2  # bump when the shape changes, so cached databases are rebuilt
+WORLD_VERSION = 3  # bump when the shape changes, so cached databases are rebuilt
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ def compute_task(start: datetime | None) -> dict[str, Any]:
     rt, definitions = work()
     end = rt.now()
     with rt.factory() as session, session.begin():
-        report = compute(session, start, end, survey_kinds(definitions.content), as_of=end)
+        report = compute(session, start, end, survey_kinds(definitions.content), as_of=end,
+                         parallel=True)
         store_snapshot(session, report, start, end)
     create_table_artifact(segment_rows(report), key=SEGMENTS_KEY,
                           description=f"Metrics per segment as of {end:%Y-%m-%d %H:%M} UTC")

@@ -1,8 +1,9 @@
 """Per-segment metrics (DESIGN.md section 4), as SQL aggregates grouped by segment.
 
-The anchors are found once and kept in a temporary table (one row per segment and customer in
-the period, with the time of their next purchase and a flag on the row that anchors the
-customer in ``all``), dropped again before returning. A few aggregate queries then read it,
+The anchors are read from the report's temporary anchor table
+(:func:`aftersale.metrics.anchors.anchor_table`: one row per segment and customer in the
+period, with the time of their next purchase and a flag on the row that anchors the customer
+in ``all``). A few aggregate queries then read it,
 each joined the cheap way round (from the few survey answers and referrals to the anchors, one
 pass over the messages) and grouped by segment, with a second sum over the ``all`` rows, so
 what comes back to Python is bounded by segments x distinct day counts, never by customers.
@@ -26,43 +27,33 @@ Decisions beyond the contract:
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     ColumnElement,
-    Index,
-    Integer,
-    MetaData,
     Select,
-    String,
-    Table,
     and_,
     case,
     func,
     literal,
     select,
-    text,
     true,
 )
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from aftersale.db.models import Enrollment, Message, Referral, SurveyResponse
 from aftersale.metrics.anchors import (
     ALL,
     DAY_SECONDS,
+    Anchors,
+    anchor_t,
     is_purchase,
     orders_t,
-    seconds_between,
-    segment_anchors,
+    using_anchors,
 )
 from aftersale.metrics.model import Mean, Metric, Nps, Rate, SegmentMetrics
 
@@ -83,34 +74,18 @@ SUMS = (
     *(f"mature_{d}" for d in RETENTION_DAYS), *(f"retained_{d}" for d in RETENTION_DAYS),
 )
 
-# The anchors of one report, per connection (TEMPORARY): one row per (segment, customer) in
-# the period, with the gap to their next purchase; ``overall`` is 1 on the row whose anchor is
-# the customer's anchor in ``all`` (the earliest of their segment anchors), so ``all`` is
-# those rows.
-_temp = MetaData()
-anchor_t = Table(
-    "metrics_segment_anchor", _temp,
-    Column("segment", String(64), nullable=False),
-    Column("customer_id", String(128), nullable=False),
-    Column("placed_at", orders_t.c.placed_at.type, nullable=False),
-    # whole seconds from the anchor order to the next purchase (NULL: none by the report time)
-    Column("gap", BigInteger),
-    Column("overall", Integer, nullable=False),
-    prefixes=["TEMPORARY"],
-)
-_anchor_index = Index("ix_metrics_segment_anchor", anchor_t.c.customer_id, anchor_t.c.segment)
-
-
 def segment_metrics(session: Session, start: datetime | None, end: datetime,
                     survey_kinds: Mapping[str, str],
-                    segments: Sequence[str] | None = None) -> list[SegmentMetrics]:
+                    segments: Sequence[str] | None = None,
+                    anchors: Anchors | None = None) -> list[SegmentMetrics]:
     """One entry per segment with customers in the period (by name), then ``all``.
 
     ``survey_kinds`` maps a template to the survey it asks (nps, csat, ces); other templates
     are ordinary messages. ``segments`` limits the segment rows; ``all`` always covers every
-    customer in any segment.
+    customer in any segment. ``anchors``: the report's anchor table, already filled on this
+    session for the same period; without it one is filled and dropped here.
     """
-    with _anchor_table(session, start, end):
+    with using_anchors(session, start, end, anchors):
         per_segment, overall = _collect(session, end, survey_kinds)
     wanted = None if segments is None else set(segments)
     rows = [_to_metrics(name, totals) for name, totals in sorted(per_segment.items())
@@ -147,7 +122,9 @@ def _collect(session: Session, end: datetime,
                 target.days[days] = target.days.get(days, 0) + int(row["customers"])
     # The other sums come per segment twice: over the segment's rows, and over those of its
     # rows that anchor ``all`` (prefixed "all_"), which add up to the sums for ``all``.
-    for query in (_referrals(end), _answers(end), _latest_nps(end), _messages(end, survey_kinds)):
+    dialect = session.get_bind().dialect.name
+    for query in (_referrals(end), _answers(end), _latest_nps(end),
+                  _messages(end, survey_kinds, dialect)):
         for row in session.execute(query).mappings():
             target = per_segment[row["segment"]]
             for name, value in row.items():
@@ -196,43 +173,6 @@ def _median(histogram: Mapping[int, int]) -> Mean:
         while len(found) < 2 and middle[len(found)] < seen:
             found.append(value)
     return Mean(value=(found[0] + found[1]) / 2, n=n)
-
-
-# -- the anchor table
-
-
-@contextlib.contextmanager
-def _anchor_table(session: Session, start: datetime | None, end: datetime) -> Iterator[None]:
-    """Fill the temporary anchor table on the session's connection; drop it afterwards.
-
-    Every segment is kept (``all`` needs them all even when the report lists only some).
-    After a failure the drop is only attempted: PostgreSQL refuses statements in a failed
-    transaction, and there the caller's rollback removes the table; any leftover (pysqlite
-    runs DDL outside the transaction) is dropped before the next report fills it.
-    """
-    session.execute(text(f"DROP TABLE IF EXISTS {anchor_t.name}"))
-    session.execute(CreateTable(anchor_t))  # the index after the rows: faster than row by row
-    sa = segment_anchors(start, end).subquery("segment_anchor")
-    later = orders_t.alias("later")
-    next_at = (select(func.min(later.c.placed_at))
-               .where(later.c.customer_id == sa.c.customer_id, later.c.placed_at > sa.c.placed_at,
-                      later.c.placed_at <= end, is_purchase(later, end))
-               .scalar_subquery())
-    rank = func.row_number().over(partition_by=sa.c.customer_id,
-                                  order_by=(sa.c.enrolled_at, sa.c.enrollment_id))
-    session.execute(anchor_t.insert().from_select(
-        ["segment", "customer_id", "placed_at", "gap", "overall"],
-        select(sa.c.segment, sa.c.customer_id, sa.c.placed_at,
-               seconds_between(sa.c.placed_at, next_at),
-               case((rank == 1, 1), else_=0))))
-    session.execute(CreateIndex(_anchor_index))
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(SQLAlchemyError):
-            session.execute(text(f"DROP TABLE IF EXISTS {anchor_t.name}"))
-        raise
-    session.execute(text(f"DROP TABLE {anchor_t.name}"))
 
 
 # -- the SQL
@@ -341,36 +281,77 @@ def _latest_nps(end: datetime) -> Select[Any]:
             .where(ranked.c.recency == 1).group_by(ranked.c.segment))
 
 
-def _messages(end: datetime, survey_kinds: Mapping[str, str]) -> Select[Any]:
+def _messages(end: datetime, survey_kinds: Mapping[str, str], dialect: str) -> Select[Any]:
     """Messages sent by ``end``, by the segment of their enrollment: all of them, and per
-    survey kind those sent and those answered by ``end``.
-
-    One pass over the messages of the customers in the report: a message counts for its
+    survey kind those sent and those answered by ``end``. A message counts for its
     enrollment's segment when the customer is in that segment's rows, and for ``all`` when the
     customer is in the report at all.
-    """
+
+    The same sums, planned for each database. SQLite walks each reported customer's messages
+    through ix_messages_customer_sent, one row at a time; grouping them per customer first
+    took it four times as long. PostgreSQL instead counts per customer and segment first, in
+    parallel workers (they cannot read the temporary anchor table), and joins the anchors to
+    those counts: 3.2 s instead of 5.9 s for 1.7M messages."""
+    if dialect == "postgresql":
+        return _messages_per_customer(end, survey_kinds)
     a, m, e, s = anchor_t, messages_t, enrollments_t, responses_t
     # (customer, segment) is unique in the anchors: a join, not EXISTS, which SQLite would
     # evaluate again for every sum that reads it.
     member = a.alias("member")
     in_segment = case((member.c.customer_id.is_not(None), 1), else_=0).label("in_segment")
-    surveys = sorted(t for t, k in survey_kinds.items() if k in SURVEY_KINDS)
     sent = (select(e.c.segment, m.c.template, in_segment, s.c.id.is_not(None).label("answered"))
             .select_from(m)
             .join(e, e.c.id == m.c.enrollment_id)
             .join(member, and_(member.c.customer_id == e.c.customer_id,
                                member.c.segment == e.c.segment), isouter=True)
-            # only survey messages can be answered: no answer is looked up for the others
-            .join(s, and_(m.c.template.in_(surveys), s.c.message_id == m.c.id,
-                          s.c.responded_at <= end), isouter=True)
+            .join(s, _answered_by(end, survey_kinds), isouter=True)
             .where(m.c.status == "sent", m.c.sent_at <= end,
                    m.c.customer_id.in_(select(a.c.customer_id)))
             .subquery("sent"))
     sums: dict[str, Any] = {"messages": true()}
-    for kind in SURVEY_KINDS:
-        is_kind = sent.c.template.in_(sorted(t for t, k in survey_kinds.items() if k == kind))
+    for kind, is_kind in _kind_tests(sent.c.template, survey_kinds):
         sums[f"{kind}_sent"] = is_kind
         sums[f"{kind}_answered"] = and_(is_kind, sent.c.answered)
     return (select(*_per_segment(sums, sent.c.segment, in_segment=sent.c.in_segment == 1,
                                  in_all=true()))
             .group_by(sent.c.segment))
+
+
+def _messages_per_customer(end: datetime, survey_kinds: Mapping[str, str]) -> Select[Any]:
+    """:func:`_messages` for PostgreSQL: counts per (customer, segment), then the anchors."""
+    a, m, e, s = anchor_t, messages_t, enrollments_t, responses_t
+    answered = s.c.id.is_not(None)
+    counts: list[ColumnElement[Any]] = [func.count().label("messages")]
+    for kind, is_kind in _kind_tests(m.c.template, survey_kinds):
+        counts += [_count_if(is_kind).label(f"{kind}_sent"),
+                   _count_if(and_(is_kind, answered)).label(f"{kind}_answered")]
+    per_customer = (select(m.c.customer_id, e.c.segment, *counts)
+                    .select_from(m)
+                    .join(e, e.c.id == m.c.enrollment_id)
+                    .join(s, _answered_by(end, survey_kinds), isouter=True)
+                    .where(m.c.status == "sent", m.c.sent_at <= end)
+                    .group_by(m.c.customer_id, e.c.segment)
+                    .subquery("per_customer"))
+    pc, member = per_customer, a.alias("member")
+    sums = {c.name: (true(), pc.c[c.name]) for c in counts}
+    return (select(*_per_segment(sums, pc.c.segment, in_segment=member.c.customer_id.is_not(None),
+                                 in_all=true()))
+            .select_from(pc.join(member, and_(member.c.customer_id == pc.c.customer_id,
+                                              member.c.segment == pc.c.segment), isouter=True))
+            .where(pc.c.customer_id.in_(select(a.c.customer_id)))
+            .group_by(pc.c.segment))
+
+
+def _answered_by(end: datetime, survey_kinds: Mapping[str, str]) -> ColumnElement[bool]:
+    """Join condition of a message to its answer by ``end``: only survey messages can be
+    answered, so no answer is looked up for the others."""
+    m, s = messages_t, responses_t
+    surveys = sorted(t for t, k in survey_kinds.items() if k in SURVEY_KINDS)
+    return and_(m.c.template.in_(surveys), s.c.message_id == m.c.id, s.c.responded_at <= end)
+
+
+def _kind_tests(template: ColumnElement[Any], survey_kinds: Mapping[str, str]
+                ) -> list[tuple[str, ColumnElement[bool]]]:
+    """(kind, "the template asks this survey") for nps, csat and ces."""
+    return [(kind, template.in_(sorted(t for t, k in survey_kinds.items() if k == kind)))
+            for kind in SURVEY_KINDS]

@@ -20,6 +20,7 @@ from aftersale.db.models import (
     SurveyResponse,
 )
 from aftersale.metrics.cohorts import cohorts
+from aftersale.metrics.compute import compute
 from aftersale.metrics.journeys import funnel, journey_lifts
 from aftersale.metrics.model import FunnelStep, Lift, Nps, Rate
 from aftersale.runtime import Runtime
@@ -322,3 +323,26 @@ def test_cohorts_follow_the_period_of_the_anchor_order(rt: Runtime) -> None:
         assert as_of_april[0].retained == [Rate.of(1, 4)]
         assert as_of_april[1].retained == [Rate.of(1, 2)]
         assert as_of_april[2].retained == []
+
+
+# --- the whole report --------------------------------------------------------------------------
+
+
+def test_a_report_computed_on_two_connections_equals_one_computed_on_one(rt: Runtime) -> None:
+    with rt.factory() as session, session.begin():
+        shop = Shop(session)
+        _lift_data(shop)
+        _cohort_data(shop)
+        enrollment = shop.bought("onboarding", "f01", at(2, 1))
+        shop.message(enrollment, "welcome", "welcome", "email", at(2, 1, 13),
+                     ("delivered", at(2, 1, 14)), ("clicked", at(2, 2)))
+    kinds = {"nps_survey": "nps"}
+    with rt.factory() as session:
+        alone = compute(session, START, COHORT_END, kinds, as_of=COHORT_END)
+    with rt.factory() as session:
+        parallel = compute(session, START, COHORT_END, kinds, as_of=COHORT_END, parallel=True)
+
+    assert parallel == alone
+    assert {"onboarding", "winback"} <= {j.journey for j in parallel.journeys}
+    assert parallel.funnel[0].clicked == 1
+    assert parallel.cohorts and parallel.segments[-1].segment == "all"
