@@ -88,13 +88,13 @@ def ingest(
                                                help="store the valid lines of a bad file")] = False,
 ) -> None:
     """Import events into the inbox; an invalid line rejects the whole file unless --skip-invalid."""
-    from aftersale.intake import jsonl, shopify
+    from aftersale.intake import shopify
+    from aftersale.intake.importer import import_jsonl
     from aftersale.intake.inbox import store_events
     from aftersale.intake.notify import inbox_received
     from aftersale.runtime import open_runtime
 
-    readers = {"jsonl": jsonl.parse_file, "shopify": shopify.parse_file}
-    if format not in readers:
+    if format not in ("jsonl", "shopify"):
         err.print(f"unknown format '{format}'; use jsonl or shopify")
         raise typer.Exit(2)
     settings = _settings()
@@ -104,20 +104,29 @@ def ingest(
     except OSError as exc:
         err.print(f"cannot read {shown}: {exc.strerror}")
         raise typer.Exit(2) from None
+    rt = open_runtime(settings)
     with handle:
-        parsed = readers[format](handle)
-    for error in parsed.errors:
+        if format == "jsonl":  # streamed: a file of millions of lines in flat memory
+            result = import_jsonl(rt.factory, handle, source="file", received_at=rt.now(),
+                                  skip_invalid=skip_invalid)
+            errors, stored = result.errors, result.stored
+            already = result.already_stored + result.duplicates_in_file
+        else:
+            parsed = shopify.parse_file(handle)
+            errors, stored, already = parsed.errors, 0, parsed.duplicates_in_file
+            if not errors or skip_invalid:
+                with rt.factory() as session, session.begin():
+                    kept = store_events(session, parsed.events, "file", rt.now())
+                stored, already = kept.stored, already + kept.duplicates
+    for error in errors:
         err.print(f"{shown}:{error.line}: {error.reason}", highlight=False, soft_wrap=True)
-    if parsed.errors and not skip_invalid:
-        err.print(f"rejected: {len(parsed.errors)} invalid line(s); nothing stored "
+    if errors and not skip_invalid:
+        err.print(f"rejected: {len(errors)} invalid line(s); nothing stored "
                   "(fix them, or pass --skip-invalid to store the valid ones)")
         raise typer.Exit(1)
-    rt = open_runtime(settings)
-    with rt.factory() as session, session.begin():
-        result = store_events(session, parsed.events, "file", rt.now())
-    inbox_received(settings, result.stored, "file")  # Prefect drains its event queue at exit
-    out.print(f"stored {result.stored} new event(s); {result.duplicates + parsed.duplicates_in_file} "
-              f"already stored; {len(parsed.errors)} invalid line(s) skipped")
+    inbox_received(settings, stored, "file")  # Prefect drains its event queue at exit
+    out.print(f"stored {stored} new event(s); {already} already stored; "
+              f"{len(errors)} invalid line(s) skipped")
 
 
 @app.command()
@@ -228,7 +237,8 @@ def metrics(
 
     rt, start, end, kinds = _metrics_inputs(from_, to, segment or None)
     with rt.factory() as session, session.begin():
-        report = compute(session, start, end, kinds, segment or None, as_of=rt.now())
+        report = compute(session, start, end, kinds, segment or None, as_of=rt.now(),
+                         parallel=True)
     if format == "json":
         sys.stdout.write(present.to_json(report) + "\n")
     elif format == "csv":
@@ -251,8 +261,8 @@ def report(
     from aftersale.metrics.report import write_report
 
     rt, start, end, kinds = _metrics_inputs(from_, to, None)
-    with rt.factory() as session, session.begin():  # one snapshot for every chart
-        metrics_report = compute(session, start, end, kinds, as_of=rt.now())
+    with rt.factory() as session, session.begin():
+        metrics_report = compute(session, start, end, kinds, as_of=rt.now(), parallel=True)
         trend = nps_by_month(session, start, end)
     try:
         write_report(out_path, metrics_report, trend)
@@ -379,6 +389,54 @@ def demo(
     settings = _settings()
     run_demo(settings, out, customers=customers, days=days, seed=seed, database=database,
              report_path=report)
+
+
+@app.command()
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="the customer's id, as the shop sends it")],
+) -> None:
+    """Erase a customer's personal data (contact details, names, comments, message bodies, raw
+    payloads) and keep the anonymous counts, so metrics stay right. Active opt-outs keep their
+    address so they go on holding; running it again is harmless."""
+    from rich.table import Table
+
+    from aftersale.forget import UnknownCustomer, erase_sandbox_files, forget_customer
+    from aftersale.runtime import open_runtime
+
+    settings = _settings()
+    rt = open_runtime(settings)
+    try:
+        with rt.factory() as session, session.begin():  # all or nothing
+            summary = forget_customer(session, customer_id, rt.now())
+    except UnknownCustomer as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
+    erased = dict(summary.erased)
+    if settings.sandbox_dir is not None:  # files after the commit: a rollback keeps them
+        erased["sandbox files"] = erase_sandbox_files(settings.sandbox_dir, summary.message_ids)
+    erased = {kind: n for kind, n in erased.items() if n}
+    since = summary.forgotten_at.isoformat(timespec="seconds")
+    if summary.already_forgotten and not erased and not summary.changed:
+        out.print(f"customer {customer_id} was already forgotten on {since}; nothing left to "
+                  "erase", highlight=False)
+        return
+    out.print(f"customer {customer_id} was already forgotten on {since}; erased what came in since"
+              if summary.already_forgotten else
+              f"forgot customer {customer_id}: personal data erased, anonymous counts kept",
+              highlight=False)
+    table = Table(title="Erased", title_justify="left")
+    table.add_column("kind")
+    table.add_column("rows", justify="right")
+    for kind, n in erased.items():
+        table.add_row(kind, f"{n:,}")
+    if erased:
+        out.print(table)
+    for count, what in ((summary.enrollments_ended, "active enrollment(s) ended"),
+                        (summary.messages_cancelled, "queued message(s) will not be sent"),
+                        (summary.suppressions_kept, "opt-out(s) kept (address only) so they "
+                                                    "go on holding")):
+        if count:
+            out.print(f"{count:,} {what}", highlight=False)
 
 
 def main() -> None:

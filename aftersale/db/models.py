@@ -96,6 +96,8 @@ class Customer(Base):
     referral_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Set by ``aftersale forget`` (aftersale.forget): personal data erased, counts kept.
+    forgotten_at: Mapped[datetime | None]
 
     __table_args__ = (UniqueConstraint("referral_code", name="uq_customer_referral_code"),)
 
@@ -245,6 +247,9 @@ class Message(Base):
         UniqueConstraint("enrollment_id", "step_key", name="uq_message_step"),
         Index("ix_messages_status_due", "status", "due_at"),
         Index("ix_messages_customer_sent", "customer_id", "status", "sent_at"),
+        # The funnel's sends, grouped in index order without reading the wide rows (bodies).
+        Index("ix_messages_funnel", "journey", "step_key", "template", "channel", "status",
+              "sent_at", "sending_at"),
     )
 
 
@@ -330,7 +335,7 @@ class DeliveryEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(20))
     provider_event_id: Mapped[str] = mapped_column(String(200))
-    message_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(40))
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str | None] = mapped_column(String(320))
@@ -340,7 +345,11 @@ class DeliveryEvent(Base):
     received_at: Mapped[datetime]
     raw: Mapped[dict[str, Any]]
 
-    __table_args__ = (UniqueConstraint("provider", "provider_event_id", name="uq_delivery_event"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id", name="uq_delivery_event"),
+        # Look-ups by message, and the funnel's stages read from the index alone.
+        Index("ix_delivery_events_message_stage", "message_id", "occurred_at", "kind"),
+    )
 
 
 class Suppression(Base):
