@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from aftersale.errors import EventError
 from aftersale.events import Event, parse_event
+from aftersale.intake.jsontext import JSONTextError, loads
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, Event | LineError]]
         if not text:
             continue
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield number, LineError(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            data = loads(text)
+        except JSONTextError as exc:
+            yield number, LineError(number, f"not valid JSON ({exc})")
             continue
         try:
             yield number, parse_event(data)
