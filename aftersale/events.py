@@ -29,12 +29,19 @@ class EventType(StrEnum):
     SURVEY_RESPONDED = "survey.responded"
 
 
+_EVENT_TYPES = frozenset(t.value for t in EventType)  # built once: checked per event
+
+
 ORDER_EVENTS = frozenset(t for t in EventType if t.startswith("order."))
 SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+
+# Orders keep money as NUMERIC(14, 2): an amount must stay below 10^12 to be stored.
+MAX_AMOUNT = Decimal(10) ** 12
 
 
 def _money(value: Any) -> Decimal:
@@ -47,6 +54,8 @@ def _money(value: Any) -> Decimal:
         raise ValueError(f"'{value}' is not a decimal amount") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"'{value}' is not a non-negative amount")
+    if amount >= MAX_AMOUNT:
+        raise ValueError(f"'{value}' is too large an amount (at most 999999999999.99)")
     return amount
 
 
@@ -145,6 +154,8 @@ class OrderIn(_Open):
         # Shopify sends [{"code": ..., "amount": ...}]; the normalized form keeps just the codes.
         if value is None:
             return []
+        if not isinstance(value, list):  # iterating False or 7 raised TypeError: a 500
+            raise ValueError("must be a list of codes")
         return [c.get("code", "") if isinstance(c, dict) else str(c) for c in value]
 
     @field_validator("currency")
@@ -199,7 +210,7 @@ class Event(_Open):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: Any) -> Any:
-        if not isinstance(value, str) or value not in set(EventType):
+        if not isinstance(value, str) or value not in _EVENT_TYPES:
             known = ", ".join(t.value for t in EventType)
             raise ValueError(f"unknown event type '{value}'; known types: {known}")
         return value
@@ -209,7 +220,10 @@ class Event(_Open):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("occurred_at needs a UTC offset, e.g. 2026-03-01T10:00:00+03:00")
-        return as_utc(value)
+        try:
+            return as_utc(value)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+            raise ValueError("out of range once converted to UTC") from None
 
     @model_validator(mode="after")
     def _required_parts(self) -> Event:
@@ -217,7 +231,10 @@ class Event(_Open):
         if missing:
             raise ValueError(f"a {self.type.value} event needs {' and '.join(missing)}")
         if self.type == EventType.ORDER_PLACED and self.order and self.order.total is None:
-            self.order.total = sum((i.price * i.quantity for i in self.order.items), Decimal("0"))
+            total = sum((i.price * i.quantity for i in self.order.items), Decimal("0"))
+            if total >= MAX_AMOUNT:
+                raise ValueError(f"the items add up to {total:.2E}: too large an order total")
+            self.order.total = total
         return self
 
     @property

@@ -43,7 +43,16 @@ def load_located(path: Path, display: str | None = None) -> tuple[Located | None
     return parse_located(text, shown)
 
 
+# A journey file is a page or two: these limits are far beyond any real one, and keep a hostile
+# or broken file (aliases that refer to themselves, or multiply) from taking the loader down.
+MAX_DEPTH = 50
+MAX_VALUES = 100_000
+_FAILED = object()
+
+
 def parse_located(text: str, display: str) -> tuple[Located | None, list[Problem]]:
+    """``(Located, problems)``, or ``(None, [the problem])`` when the text is not YAML we can
+    read; never raises for any text."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -52,32 +61,90 @@ def parse_located(text: str, display: str) -> tuple[Located | None, list[Problem
         reason = exc.problem or exc.context or "invalid YAML"
         return None, [Problem(display, line, f"YAML syntax error: {reason}",
                               "check indentation and quoting around this line")]
+    except yaml.reader.ReaderError as exc:  # a control character: a position, not a mark
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        char = exc.character
+        code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+        return None, [Problem(display, line, f"YAML syntax error: character U+{code:04X} "
+                                             "is not allowed in YAML",
+                              "remove it, or write it as an escape in a double-quoted string")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(display, 1, f"YAML syntax error: {exc}")]
+    except RecursionError:
+        return None, [Problem(display, 1, "YAML nested too deeply to read",
+                              f"a journey needs far fewer than {MAX_DEPTH} levels")]
     located = Located(display, None)
     problems: list[Problem] = []
     if node is None:
         located.data = None
         return located, problems
-    located.data = _convert(node, (), located, problems)
+    located.data = _Converter(located, problems).convert(node, (), ())
     return located, problems
 
 
-def _convert(node: yaml.Node, loc: Loc, out: Located, problems: list[Problem]) -> Any:
-    out.lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.SafeLoader(" ").construct_object(key_node)  # scalars only in practice
-            if isinstance(key, (list, dict)):
-                problems.append(Problem(out.path, key_node.start_mark.line + 1,
-                                        "a key must be a plain word"))
-                continue
-            if key in result:
-                problems.append(Problem(out.path, key_node.start_mark.line + 1,
-                                        f"duplicate key '{key}'", "keep only one of them"))
-            child = (*loc, key)
-            out.lines[child] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, child, out, problems)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*loc, i), out, problems) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(" ").construct_object(node)
+class _Converter:
+    """Nodes to plain data, every key's line remembered; a problem (not an exception) for a
+    value that cannot be read, an unhashable key, an alias inside itself, or too much data."""
+
+    def __init__(self, out: Located, problems: list[Problem]):
+        self.out, self.problems = out, problems
+        self.values = 0
+        self.stopped = False  # one "too large" problem is enough
+
+    def problem(self, node: yaml.Node, message: str, hint: str = "") -> None:
+        self.problems.append(Problem(self.out.path, node.start_mark.line + 1, message, hint))
+
+    def convert(self, node: yaml.Node, loc: Loc, inside: tuple[int, ...]) -> Any:
+        self.out.lines.setdefault(loc, node.start_mark.line + 1)
+        self.values += 1
+        if self.values > MAX_VALUES or len(inside) > MAX_DEPTH:
+            if not self.stopped:
+                self.stopped = True
+                # at the top-level field it happened in: an aliased node's own line is elsewhere
+                line = self.out.lines.get(loc[:1], node.start_mark.line + 1)
+                self.problems.append(Problem(
+                    self.out.path, line, f"too large or nested too deeply (more than "
+                                         f"{MAX_VALUES} values or {MAX_DEPTH} levels)",
+                                   "aliases (*name) repeat what they point to: check them"))
+            return None
+        if id(node) in inside:
+            self.problem(node, "an alias (*name) refers to a value that contains it")
+            return None
+        inside = (*inside, id(node))
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else _FAILED
+                if key is _FAILED or not _hashable(key):
+                    if key is not _FAILED or not isinstance(key_node, yaml.ScalarNode):
+                        self.problem(key_node, "a key must be a plain word")
+                    continue
+                if key in result:
+                    self.problem(key_node, f"duplicate key '{key}'", "keep only one of them")
+                child = (*loc, key)
+                self.out.lines[child] = key_node.start_mark.line + 1
+                result[key] = self.convert(value_node, child, inside)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*loc, i), inside) for i, item in enumerate(node.value)]
+        value = self.scalar(node)
+        return None if value is _FAILED else value
+
+    def scalar(self, node: yaml.Node) -> Any:
+        """The scalar's value, or ``_FAILED`` with the problem recorded."""
+        try:
+            return yaml.SafeLoader(" ").construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            # "!!int abc", "!!timestamp 2026-13-45", a "<<" merge key, an unknown "!tag"
+            reason = getattr(exc, "problem", None) or str(exc)
+            self.problem(node, f"cannot read this value: {reason}",
+                         "write it as plain text, without a !tag or <<")
+            return _FAILED
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

@@ -81,6 +81,8 @@ _SCALES = {"nps": list(range(11)), "csat": list(range(1, 6)), "ces": list(range(
 _YAML_HINT = 'check the indentation; put text containing ": " or starting with "{" in quotes'
 _RENDER_HINT = "compare the names with the render context documented in aftersale/content"
 
+MAX_VALUES = 100_000  # far beyond any content file; stops aliases that multiply
+
 #: ``path inside the YAML document -> (line of the key, first line of the value's text)``.
 Lines = dict[tuple[str | int, ...], tuple[int, int]]
 
@@ -111,22 +113,39 @@ def read_yaml(path: Path) -> tuple[Any, Lines, list[Problem]]:
     problems: list[Problem] = []
     try:
         node = loader.get_single_node()
-        data = _build(loader, node, (), lines, problems, where) if node is not None else None
+        budget = [MAX_VALUES]
+        data = (_build(loader, node, (), lines, problems, where, budget)
+                if node is not None else None)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         return None, {}, [Problem(where, line, f"YAML syntax error: {exc.problem}", _YAML_HINT)]
     except yaml.YAMLError as exc:
         return None, {}, [Problem(where, 1, f"YAML error: {exc}", _YAML_HINT)]
+    except (RecursionError, _TooLarge):
+        # an alias inside itself, or aliases that multiply ("billion laughs")
+        return None, {}, [Problem(where, 1, f"too large or nested too deeply (more than "
+                                            f"{MAX_VALUES} values)",
+                                  "aliases (*name) repeat what they point to: check them")]
+    except (ValueError, TypeError, OverflowError) as exc:  # "!!int abc", "<<" merge keys
+        return None, {}, [Problem(where, 1, f"cannot read a value: {exc}",
+                                  "write values as plain text, without a !tag or <<")]
     finally:
         loader.dispose()
     return data, lines, problems
 
 
+class _TooLarge(Exception):
+    """More values than any content file has: aliases that multiply."""
+
+
 def _build(
     loader: yaml.SafeLoader, node: yaml.Node, at: tuple[str | int, ...], lines: Lines,
-    problems: list[Problem], where: str,
+    problems: list[Problem], where: str, budget: list[int],
 ) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -136,13 +155,13 @@ def _build(
                 problems.append(Problem(where, line, f"'{key}' is written twice",
                                         "YAML keeps only the last one: remove or rename one"))
             lines[(*at, key)] = (line, _text_line(value_node))
-            out[key] = _build(loader, value_node, (*at, key), lines, problems, where)
+            out[key] = _build(loader, value_node, (*at, key), lines, problems, where, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, child in enumerate(node.value):
             lines[(*at, index)] = (child.start_mark.line + 1, _text_line(child))
-            items.append(_build(loader, child, (*at, index), lines, problems, where))
+            items.append(_build(loader, child, (*at, index), lines, problems, where, budget))
         return items
     return loader.construct_object(node, deep=True)
 

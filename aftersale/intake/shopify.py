@@ -27,6 +27,7 @@ from email_validator import EmailNotValidError, validate_email
 from aftersale.errors import AftersaleError, EventError
 from aftersale.events import Event, normalize_phone, parse_event
 from aftersale.intake.jsonl import LineError, ParsedFile
+from aftersale.intake.jsontext import JSONTextError, loads
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,10 @@ def referral_code(p: Mapping[str, Any]) -> str | None:
     else a note attribute of that name (a cart attribute set by the shop's theme)."""
     landing = p.get("landing_site")
     if isinstance(landing, str) and landing:
-        query = parse_qs(urlsplit(landing).query)
+        try:
+            query = parse_qs(urlsplit(landing).query)
+        except ValueError:  # "http://[::1/?ref=x": urlsplit refuses a broken IPv6 host
+            query = {}
         for name in REFERRAL_PARAMS:
             code = next((v.strip() for v in query.get(name, []) if v.strip()), None)
             if code:
@@ -511,9 +515,9 @@ class _BadLine(Exception):
 
 def _parse_line(text: str, received_at: datetime) -> list[Event]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        data = loads(text)
+    except JSONTextError as exc:
+        raise _BadLine(f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise _BadLine('a line must be a JSON object: {"topic": ..., "id": ..., "payload": {...}}')
     topic, payload, line_id = data.get("topic"), data.get("payload"), data.get("id")

@@ -257,7 +257,7 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
     segments = data.get("segments", [])
     if isinstance(segments, str):
         segments = [segments]
-    if not isinstance(segments, list):
+    if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
         c.problem(("segments",), "segments must be a list of segment names")
         segments = []
     holdout = 0.0
@@ -296,8 +296,19 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
 
 def version_of(data: dict[str, Any]) -> str:
     """A short content hash: the same definition always gets the same version."""
-    canonical = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False)
+    canonical = json.dumps(_text_keys(data), sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _text_keys(value: Any) -> Any:
+    """Keys as JSON writes them (``1:`` is "1"), so keys of mixed types can be sorted; a
+    definition whose keys are all text (every real one) hashes as before."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else json.dumps(k, default=str): _text_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text_keys(v) for v in value]
+    return value
 
 
 def journey_from_source(source: dict[str, Any], path: str = "<stored>") -> Journey:

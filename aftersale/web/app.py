@@ -9,7 +9,6 @@ harmless); with ``?skip_invalid=true`` the valid events are stored and the bad o
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -19,6 +18,7 @@ from sqlalchemy import text
 from aftersale.config import Settings
 from aftersale.errors import EventError
 from aftersale.events import parse_event
+from aftersale.intake import jsontext
 from aftersale.intake.inbox import store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime, open_runtime
@@ -43,17 +43,22 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
         return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
     @app.post("/events", status_code=202)
-    async def post_events(request: Request, skip_invalid: bool = False) -> JSONResponse:
+    async def post_events(request: Request, skip_invalid: str | None = None) -> JSONResponse:
+        # skip_invalid is a boolean, read here rather than by FastAPI: its validation would
+        # answer 422 before the guard, telling a caller without a token about the endpoint.
         if not _authorized(request):
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
+        skip = _flag(skip_invalid)
+        if skip is None:
+            return JSONResponse({"error": "skip_invalid must be true or false"}, status_code=422)
         body = await read_limited(request, MAX_BODY)
         if body is None:
             raise HTTPException(413, "body too large; send at most 5 MB per request")
         try:
-            data: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
+            data: Any = jsontext.loads(body)
+        except jsontext.JSONTextError as exc:
+            return JSONResponse({"error": f"body is not JSON we can store: {exc}"}, status_code=400)
         items = data if isinstance(data, list) else [data]
         events, errors = [], []
         for index, item in enumerate(items):
@@ -62,7 +67,7 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
             except EventError as exc:
                 errors.append({"index": index, "id": item.get("id") if isinstance(item, dict)
                                else None, "error": str(exc)})
-        if errors and not skip_invalid:
+        if errors and not skip:
             return JSONResponse({"error": "invalid events; nothing stored", "events": errors},
                                 status_code=422)
         with runtime.factory() as session, session.begin():
@@ -88,3 +93,12 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
     app.include_router(shopify_router(settings, runtime))
     app.include_router(surveys_router(settings, runtime))
     return app
+
+
+def _flag(value: str | None) -> bool | None:
+    """A query flag as FastAPI reads a bool (true/false, 1/0, yes/no, on/off); None if neither."""
+    if value is None:
+        return False
+    return {"true": True, "1": True, "yes": True, "on": True, "t": True, "y": True,
+            "false": False, "0": False, "no": False, "off": False, "f": False,
+            "n": False}.get(value.strip().lower())

@@ -13,7 +13,6 @@ an unexpected error a 500 so the provider retries, with the transaction rolled b
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from aftersale.delivery import (
     apply_deliveries,
     apply_inbound,
 )
+from aftersale.intake import jsontext
 from aftersale.intake.notify import inbox_received
 from aftersale.links import BadToken, Signer
 from aftersale.runtime import Runtime
@@ -82,8 +82,9 @@ def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
             log.warning("SendGrid webhook rejected (%s): %s", exc.status, exc.reason)
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         try:
-            deliveries = sendgrid_webhook.parse(json.loads(body), now)
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            # SendGrid cannot change what it sends: NULs are dropped, lone surrogates replaced.
+            deliveries = sendgrid_webhook.parse(jsontext.loads(body, clean=True), now)
+        except ValueError as exc:  # JSONTextError is a ValueError
             return JSONResponse({"error": f"not a SendGrid event batch: {exc}"}, status_code=400)
         try:
             counts = await run_in_threadpool(_apply, runtime, deliveries, now)
@@ -299,7 +300,8 @@ def _claims(signer: Signer | None, token: str) -> _Claims | int:
         return 400
     message_id, customer_id, channel = payload.get("m"), payload.get("c"), payload.get("ch")
     if (not isinstance(customer_id, str) or not customer_id or channel not in CHANNELS
-            or not (message_id is None or isinstance(message_id, str))):
+            or not (message_id is None or isinstance(message_id, str))
+            or "\x00" in customer_id + (message_id or "")):  # PostgreSQL refuses NUL
         return 400
     return _Claims(message_id, customer_id, str(channel))
 

@@ -9,7 +9,6 @@ failure a 500, with the transaction rolled back, so the retry stores it. A bad s
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
 from aftersale.events import Event
-from aftersale.intake import shopify
+from aftersale.intake import jsontext, shopify
 from aftersale.intake.inbox import StoreResult, store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime
@@ -58,8 +57,9 @@ def shopify_router(settings: Settings, runtime: Runtime) -> APIRouter:
         if not topic:
             return _error(f"the {shopify.TOPIC_HEADER} header is missing", 400)
         try:
-            payload: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # Shopify cannot change what it sends: NULs are dropped, lone surrogates replaced.
+            payload: Any = jsontext.loads(body, clean=True)
+        except jsontext.JSONTextError as exc:
             return _error(f"body is not JSON: {exc}", 400)
         if not isinstance(payload, dict):
             return _error("body must be a JSON object", 400)

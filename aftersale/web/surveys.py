@@ -172,7 +172,8 @@ def _claims(signer: Signer | None, token: str) -> _Claims | int:
     message_id, customer_id, kind = payload.get("m"), payload.get("c"), payload.get("k")
     # An unsubscribe token is signed with the same key: it has "ch", not "k", and ends here.
     if (not isinstance(message_id, str) or not message_id or not isinstance(customer_id, str)
-            or not customer_id or kind not in SURVEY_SCALES):
+            or not customer_id or not isinstance(kind, str) or kind not in SURVEY_SCALES
+            or "\x00" in message_id + customer_id):  # PostgreSQL refuses NUL even to look up
         return 403
     return _Claims(message_id, customer_id, str(kind))
 

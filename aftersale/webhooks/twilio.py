@@ -147,7 +147,7 @@ def parse_inbound(form: Mapping[str, Any]) -> Inbound:
         channel=channel,  # type: ignore[arg-type]
         from_address=normalize_address(channel, sender)[:64],
         to_address=(_field(form, "To") or "")[:64] or None,
-        body=str(form.get("Body") or ""),
+        body=_text(form.get("Body")),
         raw=raw_form(form),
         opt_out_type=_field(form, "OptOutType"),
     )
@@ -158,8 +158,8 @@ def raw_form(form: Mapping[str, Any]) -> dict[str, Any]:
     getlist = getattr(form, "getlist", None)
     raw: dict[str, Any] = {}
     for key in form:
-        values = [str(v) for v in getlist(key)] if getlist else [str(form[key])]
-        raw[key] = values[0] if len(values) == 1 else values
+        values = [_text(v) for v in getlist(key)] if getlist else [_text(form[key])]
+        raw[_text(key)] = values[0] if len(values) == 1 else values
     return raw
 
 
@@ -168,6 +168,10 @@ def _channel(address: str | None) -> str:
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:
-    value = form.get(name)
-    text = str(value).strip() if value is not None else ""
-    return text or None
+    return _text(form.get(name)).strip() or None
+
+
+def _text(value: Any) -> str:
+    """A parameter as text without NUL characters: a form may carry ``%00``, which PostgreSQL
+    cannot store in a text column (and no SMS contains). Checked after the signature."""
+    return str(value).replace("\x00", "") if value is not None else ""

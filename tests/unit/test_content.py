@@ -11,7 +11,7 @@ import pytest
 from babel.numbers import format_currency
 from jinja2.sandbox import SecurityError
 
-from aftersale.content import ContentLibrary, Guide, UnknownTemplate, sample_context
+from aftersale.content import ContentLibrary, Guide, UnknownTemplate, read_yaml, sample_context
 from aftersale.content.render import Compiler
 from aftersale.errors import DefinitionError, Problem
 
@@ -400,3 +400,23 @@ def test_catalogue_problems_have_lines(tmp_path: Path) -> None:
     assert only(problems, "matches nothing").line == 6
     assert only(problems, "unknown key 'colour'").line == 9
     assert all(p.path.endswith("catalog.yaml") for p in problems)
+
+
+_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a: &x [*x]\n", "too large or nested too deeply"),  # an alias inside itself
+    (_LAUGHS, "too large or nested too deeply"),  # 10^7 values from a few lines
+    ("a: !!int abc\n", "cannot read a value"),
+    ("sms: " + "[" * 2000 + "]" * 2000 + "\n", "too large or nested too deeply"),
+])
+def test_hostile_yaml_in_content_is_a_problem_not_a_crash(tmp_path: Path, text: str,
+                                                           message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    data, _, problems = read_yaml(path)
+    assert data is None
+    assert [p.path for p in problems] == [str(path)]
+    assert message in problems[0].message
