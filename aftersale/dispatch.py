@@ -71,8 +71,19 @@ def new_message_id() -> str:
 
 
 def claim(query: Any, session: Session) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
+    """``query`` made safe to claim its rows with, for the first read of a transaction.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take disjoint rows.
+    SQLite has no row locks, and pysqlite begins a transaction only at the first write, so
+    two claimers could read the same pending rows and both send them: take the database's
+    write lock first (``BEGIN IMMEDIATE``), which makes claimers on SQLite take turns."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         return query.with_for_update(skip_locked=True)
+    if dialect == "sqlite":
+        connection = session.connection()
+        if not getattr(connection.connection.dbapi_connection, "in_transaction", True):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
     return query
 
 

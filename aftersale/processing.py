@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
@@ -112,11 +112,20 @@ def process_batch(factory: sessionmaker[Session], definitions: Definitions, cloc
                 counts.failed += gave_up
                 counts.waiting += not gave_up
             except (EventRejected, ValueError, SQLAlchemyError) as exc:
+                if _database_trouble(exc):
+                    raise  # not this event's fault: the batch rolls back and runs again
                 row.status, row.error = "failed", str(exc)[:2000]
                 counts.failed += 1
                 log.warning("event %s failed: %s", row.event_id, exc)
             row.processed_at = clock.now()
     return counts
+
+
+def _database_trouble(exc: Exception) -> bool:
+    """The database went away or is busy (a lost connection, a lock timeout), rather than
+    this event being wrong: failing the event would blame it, and lose it."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def _retry_waiting(session: Session, now: datetime) -> None:

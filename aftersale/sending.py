@@ -12,7 +12,9 @@ marketing message to the first allowed minute; nothing is dropped for them.
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
@@ -40,8 +43,12 @@ from aftersale.suppression import normalize_address, suppress
 
 RETRY_BASE = timedelta(minutes=1)
 MAX_ATTEMPTS = 8
+# Seconds between tries to record the providers' answers while the database is unreachable.
+RECORD_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 WHATSAPP_WINDOW = timedelta(hours=24)
 AMBIGUOUS = "no_answer"  # the channels' code for "sent, but the answer never came"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -273,8 +280,32 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
 def _record(factory: sessionmaker[Session], results: list[SendResult],
             channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
             counts: DispatchCounts) -> None:
+    """Record the provider's answers, retried while the database is away for a moment.
+
+    The answers exist only in this process: given up, the rows would stay ``sending`` and be
+    flagged ``unknown`` for review after the claim expires, although we know what happened.
+    Recording sets each row to its result, so repeating it after a commit whose answer was
+    lost changes nothing."""
     if not results:
         return
+    for delay in (*RECORD_RETRY_DELAYS, None):
+        attempt = DispatchCounts()
+        try:
+            _record_once(factory, results, channel_of, provider_of, clock, attempt)
+        except DBAPIError as exc:
+            if delay is None or not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+                raise
+            log.warning("recording %d provider answers failed (%s); again in %.2g s",
+                        len(results), str(exc).splitlines()[0], delay)
+            time.sleep(delay)
+            continue
+        counts.add(attempt)
+        return
+
+
+def _record_once(factory: sessionmaker[Session], results: list[SendResult],
+                 channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
+                 counts: DispatchCounts) -> None:
     now = clock.now()
     with factory() as session, session.begin():
         rows = by_id(session, Message, {r.message_id for r in results})

@@ -7,8 +7,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # Prefect reads these at import: a private home, no telemetry, no logs shipped to a server.
 _PREFECT_HOME = Path(os.environ.get("AFTERSALE_TEST_PREFECT_HOME", "/tmp/aftersale-test-prefect"))
@@ -17,7 +19,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 for _name in [n for n in os.environ if n.startswith("AFTERSALE_")]:
-    if _name not in ("AFTERSALE_TEST_POSTGRES_URL", "AFTERSALE_TEST_PREFECT_HOME"):
+    if _name not in ("AFTERSALE_TEST_POSTGRES_URL", "AFTERSALE_TEST_PREFECT_HOME",
+                     "AFTERSALE_FUZZ_EXAMPLES"):  # make fuzz: how many examples
         del os.environ[_name]  # the developer's own settings must not leak into tests
 
 import pytest  # noqa: E402
@@ -47,6 +50,10 @@ def _postgres_answers() -> str | None:
 
 PG_PROBLEM = _postgres_answers()
 BACKENDS = ["sqlite"] if PG_PROBLEM else ["sqlite", "postgresql"]
+# Tests of PostgreSQL-only behaviour follow the same rule as the database_url fixture, which
+# leaves PostgreSQL out when it does not answer (the header and last line say so).
+needs_postgres = pytest.mark.skipif(PG_PROBLEM is not None,
+                                    reason=f"PostgreSQL does not answer: {PG_PROBLEM}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -66,12 +73,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'aftersale.db'}"
         return
+    with postgres_schema() as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(base_url: str = PG_URL) -> Iterator[str]:
+    """A private schema on the shared PostgreSQL server, dropped afterwards; the URL reaches
+    it through ``base_url`` (which may be a proxy in front of the server)."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        yield f"{base_url}?options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -89,11 +104,17 @@ def definitions_dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def settings(database_url: str, definitions_dirs: tuple[Path, Path]) -> Settings:
+    return make_settings(database_url, definitions_dirs, batch_size=50)
+
+
+def make_settings(database_url: str, definitions_dirs: tuple[Path, Path],
+                  **extra: Any) -> Settings:
+    """Settings for a test: its database, its copies of journeys and content, fixed secrets."""
     journeys, content = definitions_dirs
     return Settings(database_url=database_url, journeys_dir=journeys, content_dir=content,
                     secret_key="test-secret-key", api_token="test-token",
-                    public_url="https://shop.example.com", batch_size=50,
-                    _env_file=None)  # type: ignore[call-arg]
+                    public_url="https://shop.example.com", _env_file=None,  # type: ignore[call-arg]
+                    **extra)
 
 
 @pytest.fixture

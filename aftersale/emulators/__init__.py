@@ -8,6 +8,11 @@ are used first, one per request, whatever the request is::
         sendgrid.enqueue(Reply(429, headers={"Retry-After": "2"}))
         ...  # send with base URL sendgrid.base_url
         assert sendgrid.requests[0].json["subject"] == "Hello"
+
+A test can also hold answers back: after ``hold()``, each request is handled as usual (an
+accepted message is recorded) but its answer waits until ``release()`` or ``stop()``, so a
+test can stop a sender while the provider has accepted a message that the sender has not
+heard of. ``wait_for(...)`` waits on a condition of the emulator's state.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import contextlib
 import json
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -64,7 +71,12 @@ class Emulator:
         self.requests: list[Recorded] = []
         self._script: list[Reply] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
+        self._open = threading.Event()  # answers go out while set
+        self._open.set()
+        self._hold_after = 0
+        self.held = 0  # answers held back so far
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -78,6 +90,27 @@ class Emulator:
         """Answer the next requests with these replies, in order, before normal behaviour."""
         with self._lock:
             self._script.extend(replies)
+
+    def hold(self, after: int = 0) -> None:
+        """Hold back the answers to requests after the next ``after`` (they are still handled)."""
+        with self._lock:
+            self._hold_after = len(self.requests) + after
+            self._open.clear()
+
+    def release(self) -> None:
+        """Send the held answers (to whoever still listens) and answer at once again."""
+        self._open.set()
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait until ``condition()`` (called under the emulator's lock) holds; fail after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{type(self).__name__}: condition not met in {timeout} s")
+                self._changed.wait(min(left, 0.5))
 
     @property
     def base_url(self) -> str:
@@ -118,11 +151,23 @@ class Emulator:
         self.stop()
 
     # -- called by the handler ---------------------------------------------------------------
-    def _answer(self, request: Recorded) -> Reply:
+    def _answer(self, request: Recorded) -> tuple[Reply, bool]:
+        """The reply, and whether to hold it back."""
         with self._lock:
             self.requests.append(request)
+            held = not self._open.is_set() and len(self.requests) > self._hold_after
             scripted = self._script.pop(0) if self._script else None
-        return scripted or self.respond(request)
+            reply = scripted or self.respond(request)
+            self.held += held
+            self._changed.notify_all()
+        return reply, held
+
+    def _wait_open(self) -> bool:
+        """Wait until answers may go out; False if the emulator stops first."""
+        while not self._open.wait(0.05):
+            if self._stopping.is_set():
+                return False
+        return not self._stopping.is_set()
 
 
 def closed_port() -> int:
@@ -135,6 +180,9 @@ def closed_port() -> int:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 resets connections when many senders connect at
+    # once (several dispatcher processes, each sending concurrently).
+    request_queue_size = 256
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -165,6 +213,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body waited ~40 ms
+    # for the client's delayed ACK, on every reply that has one.
+    disable_nagle_algorithm = True
     timeout = 10  # an idle kept-alive connection ends its thread after this
     emulator: Emulator
 
@@ -177,7 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         request = Recorded(self.command, parts.path, parse_qs(parts.query),
                            {k.lower(): v for k, v in self.headers.items()}, body)
-        reply = self.emulator._answer(request)
+        reply, held = self.emulator._answer(request)
+        if held and not self.emulator._wait_open():
+            return
         if reply.delay and self.emulator._stopping.wait(reply.delay):
             return
         if isinstance(reply.body, bytes):

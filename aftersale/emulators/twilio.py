@@ -5,7 +5,7 @@ answers ``201`` with a Message resource in Twilio's JSON shape. Errors come as
 ``{"code", "message", "more_info", "status"}``, like Twilio's. As with Twilio's test
 credentials, some To numbers always fail: ``+15005550001`` 21211 (invalid), ``+15005550004``
 21610 (replied STOP), ``+15005550009`` 21614 (not a mobile number). Accepted messages are kept
-in ``messages``.
+in ``messages``, and the ``StatusCallback`` each asked for in ``callbacks`` (same order).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class TwilioEmulator(Emulator):
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: list[dict[str, Any]] = []
+        self.callbacks: list[str | None] = []
 
     def respond(self, request: Recorded) -> Reply:
         if not self._authorized(request):
@@ -81,6 +82,7 @@ class TwilioEmulator(Emulator):
             return error(400, code, message)
         message = self._resource(to, sender, service, body or "", form)
         self.messages.append(message)
+        self.callbacks.append(one("StatusCallback"))
         return Reply(201, message)
 
     def _resource(self, to: str, sender: str | None, service: str | None, body: str,

@@ -61,8 +61,8 @@ def test_a_customer_answers_from_the_email_changes_their_mind_and_leaves_a_comme
     message = survey_email(rt, "nps", locale="tr")
     page, console_errors = open_email(browser, rt, base_url, message.id)
 
-    page.get_by_role("link", name="9", exact=True).click()  # in the e-mail
-    page.wait_for_load_state()
+    with page.expect_navigation():  # the action does not wait for the page it opens
+        page.get_by_role("link", name="9", exact=True).click()  # in the e-mail
     assert page.url.startswith(f"{base_url}/s/") and page.url.endswith("?score=9")
     assert page.locator("html").get_attribute("lang") == "tr"
     assert page.locator("h1").inner_text() == "Teşekkürler!"
@@ -72,8 +72,8 @@ def test_a_customer_answers_from_the_email_changes_their_mind_and_leaves_a_comme
     page.screenshot(path=str(tmp_path / "thanks.png"), full_page=True)
     assert (tmp_path / "thanks.png").stat().st_size > 1000
 
-    page.get_by_role("link", name="10", exact=True).click()  # changed their mind
-    page.wait_for_load_state()
+    with page.expect_navigation():  # the action does not wait for the page it opens
+        page.get_by_role("link", name="10", exact=True).click()  # changed their mind
     assert page.get_by_role("status").inner_text() == "Yanıtınızı kaydettik: 10."
 
     box = page.get_by_label("Bize biraz daha anlatmak ister misiniz? (isteğe bağlı)")
@@ -85,7 +85,7 @@ def test_a_customer_answers_from_the_email_changes_their_mind_and_leaves_a_comme
     focused = page.evaluate("[document.activeElement.tagName, "
                             "getComputedStyle(document.activeElement).outlineWidth]")
     assert focused == ["BUTTON", "3px"]
-    with page.expect_navigation():  # a key press, unlike click(), does not wait for it
+    with page.expect_navigation():  # the action does not wait for the page it opens
         page.keyboard.press("Enter")
     assert page.locator("h1").inner_text() == "Teşekkürler, yorumunuzu aldık"
     assert page.locator("blockquote").inner_text() == comment  # shown as text, not markup
@@ -116,8 +116,8 @@ def test_the_question_page_fits_a_phone_and_a_bad_score_asks_again(
         assert session.scalars(select(InboxEvent).where(
             InboxEvent.type == "survey.responded")).all() == []
 
-    scores.get_by_role("link", name="3", exact=True).tap()
-    page.wait_for_load_state()
+    with page.expect_navigation():  # the action does not wait for the page it opens
+        scores.get_by_role("link", name="3", exact=True).tap()
     assert page.locator("h1").inner_text() == "Dziękujemy!"
     # the 400 itself is logged as a failed load; nothing was refused by the page's CSP
     assert [e for e in console_errors if "400" not in e] == []

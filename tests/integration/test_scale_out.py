@@ -1,0 +1,131 @@
+"""Scale-out (DESIGN.md section 7): several dispatcher processes on one database share the due
+messages and never send one twice. On PostgreSQL each claim is ``SELECT ... FOR UPDATE SKIP
+LOCKED``; on SQLite writers are serialized."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from aftersale.clock import SimulatedClock
+from aftersale.config import Settings
+from aftersale.db.models import Message
+from aftersale.emulators.sendgrid import SendGridEmulator
+from aftersale.runtime import Runtime, open_runtime
+from tests.conftest import START, make_settings, needs_postgres, postgres_schema
+from tests.integration.faults_helpers import (
+    KEY,
+    SPAWN,
+    accepted_ids,
+    seed_due_messages,
+    start_dispatcher,
+    statuses,
+    with_providers,
+)
+
+NOW = START + timedelta(hours=1)
+
+
+def run_dispatchers(settings: Settings, count: int) -> tuple[list[dict[str, Any]], float]:
+    """``count`` dispatcher processes, started together once each is ready; what each sent,
+    and the seconds from the start signal to the last one's end."""
+    results = SPAWN.Queue()
+    go = SPAWN.Event()
+    ready = [SPAWN.Event() for _ in range(count)]
+    processes = [start_dispatcher(settings, NOW, name=f"d{n}", ready=ready[n], go=go,
+                                  results=results) for n in range(count)]
+    try:
+        for event in ready:
+            assert event.wait(60), "a dispatcher did not start"
+        started = time.monotonic()
+        go.set()
+        reports = []
+        for _ in processes:
+            try:
+                reports.append(results.get(timeout=120))
+            except queue.Empty:
+                raise AssertionError(f"dispatchers ended without reporting: "
+                                     f"{[p.exitcode for p in processes]}") from None
+        elapsed = time.monotonic() - started
+        for process in processes:
+            process.join(30)
+            assert process.exitcode == 0
+        return reports, elapsed
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+
+
+def reasons(rt: Runtime) -> dict[tuple[str, str | None], int]:
+    with rt.factory() as session:
+        return {(status, reason): n for status, reason, n in session.execute(
+            select(Message.status, Message.status_reason, func.count())
+            .group_by(Message.status, Message.status_reason))}
+
+
+@pytest.fixture
+def base(definitions_dirs: tuple[Path, Path], tmp_path: Path) -> Settings:
+    """Test settings on a fresh SQLite file (the PostgreSQL test swaps the URL)."""
+    return make_settings(f"sqlite:///{tmp_path / 'aftersale.db'}", definitions_dirs)
+
+
+@pytest.fixture
+def postgres_runtime(base: Settings) -> Iterator[tuple[Runtime, SendGridEmulator]]:
+    with postgres_schema() as url, SendGridEmulator(api_key=KEY) as sendgrid:
+        configured = with_providers(
+            base, sendgrid, database_url=url, batch_size=250, send_concurrency=8,
+            sendgrid_rate_per_second=1_000_000.0, provider_timeout_seconds=30.0)
+        rt = open_runtime(configured, SimulatedClock(NOW))
+        yield rt, sendgrid
+        rt.engine.dispose()
+
+
+@needs_postgres
+def test_four_dispatcher_processes_share_ten_thousand_messages_on_postgresql_and_send_each_once(
+        postgres_runtime: tuple[Runtime, SendGridEmulator], capsys: pytest.CaptureFixture[str]) -> None:
+    rt, sendgrid = postgres_runtime
+    ids = seed_due_messages(rt, 10_000, START)
+    reports, elapsed = run_dispatchers(rt.settings, 4)
+    assert Counter(statuses(rt).values()) == {"sent": 10_000}, reasons(rt)
+
+    # The provider accepted every message exactly once ...
+    accepted = accepted_ids(sendgrid)
+    assert set(accepted) == set(ids)
+    assert max(accepted.values()) == 1
+    assert len(sendgrid.requests) == 10_000
+    # ... every row says so ...
+    assert set(statuses(rt).values()) == {"sent"} and len(statuses(rt)) == 10_000
+    # ... no message is in two dispatchers' results, and every dispatcher did a share.
+    sent_by = [set(r["sent"]) for r in reports]
+    assert sum(len(s) for s in sent_by) == 10_000 and set().union(*sent_by) == set(ids)
+    assert all(r["counted_sent"] == len(r["sent"]) for r in reports)
+    assert all(len(s) >= 250 for s in sent_by), [len(s) for s in sent_by]
+    with capsys.disabled():
+        print(f"\nscale-out: 10,000 messages by 4 processes in {elapsed:.1f} s "
+              f"({10_000 / elapsed:,.0f} msg/s); shares {sorted(len(s) for s in sent_by)}")
+
+
+def test_two_dispatcher_processes_on_sqlite_never_send_a_message_twice(base: Settings) -> None:
+    with SendGridEmulator(api_key=KEY) as sendgrid:
+        configured = with_providers(base, sendgrid, batch_size=50, send_concurrency=4,
+                                    sendgrid_rate_per_second=1_000_000.0,
+                                    provider_timeout_seconds=30.0)
+        rt = open_runtime(configured, SimulatedClock(NOW))
+        ids = seed_due_messages(rt, 600, START)
+        reports, _ = run_dispatchers(configured, 2)
+        accepted = accepted_ids(sendgrid)
+        assert set(accepted) == set(ids) and max(accepted.values()) == 1
+        assert set(statuses(rt).values()) == {"sent"}
+        sent_by = [set(r["sent"]) for r in reports]
+        assert not sent_by[0] & sent_by[1]
+        assert sum(len(s) for s in sent_by) == 600
+        rt.engine.dispose()
