@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install lint clean bench
+.PHONY: demo test install lint clean bench fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(STAMP) $(CHROMIUM)
 # "bench" schema. Prints one table and writes bench/results.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --database both
+
+# Issue 7: the hostile-input property tests and the HTTP fuzzer with many more examples than
+# `make test` runs (random, not derandomized), on SQLite and PostgreSQL when it answers.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	AFTERSALE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/unit/test_hostile_parsers.py tests/integration/test_fuzz_api.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check aftersale flows tests

@@ -1,8 +1,14 @@
-"""``make bench``: every section-4 metric over a synthetic year of a shop, timed.
+"""``make bench``: throughput (intake, processing, dispatch, end to end) and every section-4
+metric over a synthetic year of a shop, timed, in one table.
 
-    python -m bench.run [--customers 250000] [--orders 1000000] [--seed 7]
+    python -m bench.run [--only intake,processing,dispatch,e2e,metrics]
+                        [--events 1000000] [--processing-events 20000]
+                        [--messages 5000] [--e2e-events 200]
+                        [--customers 250000] [--orders 1000000] [--seed 7]
                         [--database sqlite|postgresql|both] [--repeats 3] [--rebuild]
                         [--out bench/results.md]
+
+The throughput sections are described in bench/throughput.py. The metrics section:
 
 DESIGN.md section 6: all metrics for 1,000,000 orders / 250,000 customers in at most 10 s,
 each figure printed beside a baseline from the same run. The baseline here is the physical
@@ -37,11 +43,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from aftersale.db.session import make_engine
+from aftersale.metrics.anchors import anchor_table
 from aftersale.metrics.cohorts import cohorts
-from aftersale.metrics.compute import compute
+from aftersale.metrics.compute import compute, tune_for_reports
 from aftersale.metrics.journeys import funnel, journey_lifts
 from aftersale.metrics.model import MetricsReport
 from aftersale.metrics.segments import segment_metrics
+from bench import throughput
 from bench.world import REPORT_END, SURVEY_KINDS, WorldStats, build_world, stored_world, world_key
 
 HERE = Path(__file__).resolve().parent
@@ -101,12 +109,14 @@ def _floor(session: Session) -> None:
 
 def measure(url: str, repeats: int = 3, database: str | None = None) -> Measurement:
     """Time compute() for every metric against the floor, interleaved so both see the same
-    caches; then each metric family once, to show where the time goes."""
+    caches, as ``aftersale metrics`` runs it (two connections); then each metric family once,
+    alone, to show where the time goes."""
     engine = make_engine(url)
     try:
         with Session(engine) as session:
             def metrics() -> MetricsReport:
-                return compute(session, None, REPORT_END, SURVEY_KINDS, as_of=REPORT_END)
+                return compute(session, None, REPORT_END, SURVEY_KINDS, as_of=REPORT_END,
+                               parallel=True)
 
             floors: list[float] = []
             runs: list[float] = []
@@ -118,13 +128,16 @@ def measure(url: str, repeats: int = 3, database: str | None = None) -> Measurem
                 session.rollback()  # end the read transaction: no snapshot held between runs
             assert report is not None
             end = REPORT_END
-            parts = {
-                "segment_metrics": _timed(lambda: segment_metrics(session, None, end,
-                                                                  SURVEY_KINDS))[0],
-                "journey_lifts": _timed(lambda: journey_lifts(session, None, end))[0],
-                "funnel": _timed(lambda: funnel(session, None, end))[0],
-                "cohorts": _timed(lambda: cohorts(session, None, end))[0],
-            }
+            tune_for_reports(session)
+            began = time.perf_counter()
+            with anchor_table(session, None, end) as anchors:  # built on entry
+                parts = {"anchor table": time.perf_counter() - began}
+                parts["segment_metrics"] = _timed(lambda: segment_metrics(
+                    session, None, end, SURVEY_KINDS, None, anchors))[0]
+                parts["cohorts"] = _timed(lambda: cohorts(session, None, end, anchors))[0]
+            parts["journey_lifts"] = _timed(lambda: journey_lifts(session, None, end))[0]
+            parts["funnel"] = _timed(lambda: funnel(session, None, end))[0]
+            session.rollback()
     finally:
         engine.dispose()
     return Measurement(database=database or engine.dialect.name, report=report,
@@ -225,15 +238,16 @@ def rows(outcomes: Sequence[Outcome], target: float, scaled: bool = False
         if m is None:
             continue
         floor = m.baseline.best
-        table.append((f"{name}: all metrics, best of runs", f"{m.metrics.best:.2f} s", goal,
+        table.append((f"{name}: all metrics (2 connections), best", f"{m.metrics.best:.2f} s", goal,
                       f"{floor:.2f} s floor (best)", _verdict(m.metrics.best, target, floor)))
-        table.append((f"{name}: all metrics, first run", f"{m.metrics.first:.2f} s", goal,
+        table.append((f"{name}: all metrics (2 connections), first", f"{m.metrics.first:.2f} s",
+                      goal,
                       f"{m.baseline.first:.2f} s floor (first)",
                       _verdict(m.metrics.first, target, m.baseline.first)))
         whole = sum(m.parts.values()) or 1.0
         for part, seconds in m.parts.items():
-            table.append((f"  └ {part}", f"{seconds:.2f} s", "—", "—",
-                          f"{100 * seconds / whole:.0f}% of the parts"))
+            table.append((f"  └ {part} (alone, in turn)", f"{seconds:.2f} s", "—", "—",
+                          f"{100 * seconds / whole:.0f}% of {whole:.1f} s in turn"))
         # The measuring process never builds; its peak covers the databases measured so far.
         table.append((f"{name}: peak RSS measuring (so far)", f"{m.peak_rss_mb:,.0f} MiB",
                       "—", "—", "—"))
@@ -243,8 +257,9 @@ def rows(outcomes: Sequence[Outcome], target: float, scaled: bool = False
 HEADERS = ("benchmark", "figure", "target", "baseline", "verdict")
 
 
-def print_table(table: Sequence[tuple[str, ...]], title: str, console: Console) -> None:
-    out = Table(title=title, caption=f"baseline: {BASELINE_LABEL}")
+def print_table(table: Sequence[tuple[str, ...]], title: str, console: Console,
+                caption: str = f"metrics baseline: {BASELINE_LABEL}") -> None:
+    out = Table(title=title, caption=caption)
     for header in HEADERS:
         out.add_column(header)
     for row in table:
@@ -271,7 +286,7 @@ def postgres_version() -> str | None:
 
 
 def markdown(table: Sequence[tuple[str, ...]], args: argparse.Namespace,
-             outcomes: Sequence[Outcome]) -> str:
+             outcomes: Sequence[Outcome], notes: Sequence[str] = ()) -> str:
     info = machine()
     pg = postgres_version()
     lines = [
@@ -279,12 +294,17 @@ def markdown(table: Sequence[tuple[str, ...]], args: argparse.Namespace,
         "",
         f"Written by `python -m bench.run` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.",
         "",
-        f"- Machine: {info['cores']} cores, {info['RAM']} RAM, {info['platform']}",
+        f"- Machine: {info['cores']} cores, {info['RAM']} RAM, {info['platform']}; 1-minute "
+        f"load average {os.getloadavg()[0]:.1f} when written (this run's own work included)",
         f"- Python {info['Python']}, SQLite {info['SQLite']}, "
         f"PostgreSQL {pg or 'not available'}",
-        f"- World: {args.customers:,} customers, {args.orders:,} orders, seed {args.seed}; "
-        f"metrics as of {REPORT_END:%Y-%m-%d}, best of {args.repeats} runs",
+        f"- Sections: {', '.join(args.sections)}",
     ]
+    lines += [f"- {note}" for note in notes]
+    if "metrics" in args.sections:
+        lines.append(f"- World: {args.customers:,} customers, {args.orders:,} orders, seed "
+                     f"{args.seed}; metrics as of {REPORT_END:%Y-%m-%d}, best of "
+                     f"{args.repeats} runs")
     for o in outcomes:
         if o.world is not None:
             w = o.world
@@ -293,14 +313,26 @@ def markdown(table: Sequence[tuple[str, ...]], args: argparse.Namespace,
                          f"{w.delivery_events:,} delivery events, {w.referrals:,} referrals; "
                          "customers per segment: "
                          + ", ".join(f"{k} {v:,}" for k, v in sorted(w.segment_customers.items())))
-    lines += ["", f"Baseline: {BASELINE_LABEL}, on the same database in the same run.", "",
-              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    if "metrics" in args.sections:
+        lines += ["", f"Metrics baseline: {BASELINE_LABEL}, on the same database in the same run."]
+    lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = (*throughput.SECTIONS, "metrics")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
+    parser.add_argument("--events", type=int, default=throughput.Sizes.intake,
+                        help="events in the intake file")
+    parser.add_argument("--processing-events", type=int, default=throughput.Sizes.processing)
+    parser.add_argument("--messages", type=int, default=throughput.Sizes.dispatch,
+                        help="messages queued for the dispatch benchmark")
+    parser.add_argument("--e2e-events", type=int, default=throughput.Sizes.e2e)
     parser.add_argument("--customers", type=int, default=250_000)
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
@@ -308,30 +340,98 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached world")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; use {','.join(SECTIONS)}")
+    return args
+
+
+def postgres_problem() -> str | None:
+    """None when PostgreSQL answers, else why it is skipped."""
+    engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return (f"PostgreSQL at {PG_URL} did not answer "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+    finally:
+        engine.dispose()
+
+
+def run_throughput(args: argparse.Namespace, databases: Sequence[str], console: Console
+                   ) -> tuple[list[throughput.Result], dict[str, str]]:
+    sections = [s for s in throughput.SECTIONS if s in args.sections]
+    sizes = throughput.Sizes(intake=args.events, processing=args.processing_events,
+                             dispatch=args.messages, e2e=args.e2e_events)
+    results: list[throughput.Result] = []
+    skipped: dict[str, str] = {}
+
+    def log(message: str) -> None:
+        console.print(f"  {message}", highlight=False)
+
+    available = []
+    for database in databases:
+        problem = postgres_problem() if database == "postgresql" else None
+        if problem:
+            skipped[database] = problem
+        else:
+            available.append(database)
+    plain = [s for s in sections if s != "e2e"]
+    for database in available:
+        if plain:
+            console.print(f"[bold]{database}[/]: throughput ({', '.join(plain)})")
+            results += throughput.run_sections(database, plain, sizes, PG_URL, log)
+    if "e2e" in sections and available:
+        console.print("[bold]end to end[/]: starting a local Prefect server")
+        with throughput.prefect_server():
+            for database in available:
+                console.print(f"[bold]{database}[/]: end to end")
+                results += throughput.run_sections(database, ["e2e"], sizes, PG_URL, log)
+    return results, skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before Prefect is imported (the end-to-end section): no telemetry, no logs shipped.
+    for name, value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                        ("PREFECT_LOGGING_TO_API_ENABLED", "false"),
+                        ("PREFECT_LOGGING_LEVEL", "WARNING")):
+        os.environ.setdefault(name, value)
     # Piped (make, CI) rich would wrap the table at 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = Console(width=None if sys.stdout.isatty() else 180)
     # The 10 s target is for the full size; smaller worlds are scaled linearly.
     target = TARGET_SECONDS * args.orders / 1_000_000
     databases = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     outcomes: list[Outcome] = []
-    for database in databases:
-        console.print(f"[bold]{database}[/]: preparing {args.customers:,} customers / "
-                      f"{args.orders:,} orders")
-        world: Any = sqlite_world if database == "sqlite" else postgres_world
-        url, outcome = world(args.customers, args.orders, args.seed, args.rebuild)
-        if outcome.skipped is None:
-            console.print(f"[bold]{database}[/]: measuring ({args.repeats} runs)")
-            outcome.measurement = measure(url, args.repeats, database)
-        outcomes.append(outcome)
-    table = rows(outcomes, target, scaled=args.orders != 1_000_000)
-    print_table(table, f"aftersale metrics: {args.customers:,} customers, {args.orders:,} orders",
-                console)
-    args.out.write_text(markdown(table, args, outcomes), encoding="utf-8")
+    if "metrics" in args.sections:
+        for database in databases:
+            console.print(f"[bold]{database}[/]: preparing {args.customers:,} customers / "
+                          f"{args.orders:,} orders")
+            world: Any = sqlite_world if database == "sqlite" else postgres_world
+            url, outcome = world(args.customers, args.orders, args.seed, args.rebuild)
+            if outcome.skipped is None:
+                console.print(f"[bold]{database}[/]: measuring ({args.repeats} runs)")
+                outcome.measurement = measure(url, args.repeats, database)
+            outcomes.append(outcome)
+    # After the metrics: their "peak RSS measuring" row is then the metrics' alone.
+    results, skipped = run_throughput(args, databases, console)
+    table = throughput.rows(results, skipped)
+    table += rows(outcomes, target, scaled=args.orders != 1_000_000)
+    notes = throughput.notes(results)
+    title = "aftersale benchmarks"
+    if "metrics" in args.sections:
+        title += f" (metrics: {args.customers:,} customers, {args.orders:,} orders)"
+    print_table(table, title, console,
+                caption=" · ".join(["baselines: measured in the same run",
+                                    *([f"metrics: {BASELINE_LABEL}"]
+                                      if "metrics" in args.sections else [])]))
+    for note in notes:
+        console.print(f"  {note}", highlight=False)
+    args.out.write_text(markdown(table, args, outcomes, notes), encoding="utf-8")
     console.print(f"written to {args.out}")
     return 0
 
