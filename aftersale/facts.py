@@ -6,7 +6,7 @@ means the same in a segment rule, a ``when`` and a preview.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -104,10 +104,19 @@ class LazyFacts(Mapping[str, Any]):
         return len(self._known)
 
 
+def purchases_among(orders: Iterable[Order]) -> list[Order]:
+    """:func:`purchase_history` of orders already loaded."""
+    return sorted((o for o in orders if o.status in PURCHASE_STATUSES),
+                  key=lambda o: (o.placed_at, o.id))
+
+
 def history_facts(session: Session, customer: Customer, order: Order | None,
-                  segments: SegmentSet, now: datetime) -> tuple[dict[str, Any], bool]:
-    """``customer.*`` history fields as of ``order``, and whether it is their first order."""
-    history = purchase_history(session, customer.id)
+                  segments: SegmentSet, now: datetime, history: list[Order] | None = None
+                  ) -> tuple[dict[str, Any], bool]:
+    """``customer.*`` history fields as of ``order``, and whether it is their first order.
+    ``history``: their :func:`purchase_history`, when the caller has it already."""
+    if history is None:
+        history = purchase_history(session, customer.id)
     facts = [OrderFact(o.placed_at, Decimal(o.total), o.currency, bool(o.discount_codes))
              for o in history]
     index = next((i for i, o in enumerate(history) if order and o.id == order.id), len(history) - 1)
@@ -117,9 +126,10 @@ def history_facts(session: Session, customer: Customer, order: Order | None,
 
 
 def segment_context(session: Session, customer: Customer, order: Order | None,
-                    segments: SegmentSet, now: datetime) -> dict[str, Any]:
-    history, is_first = history_facts(session, customer, order, segments, now)
-    context: dict[str, Any] = {"customer": customer_context(customer) | history}
+                    segments: SegmentSet, now: datetime, history: list[Order] | None = None
+                    ) -> dict[str, Any]:
+    facts, is_first = history_facts(session, customer, order, segments, now, history)
+    context: dict[str, Any] = {"customer": customer_context(customer) | facts}
     if order is not None:
         context["order"] = order_context(order, segments, is_first=is_first)
     return context

@@ -2,17 +2,25 @@
 
 Per event: upsert the customer, the order and its shipment, record survey answers, enroll the
 customer into the journeys the event triggers (segment and holdout decided here), wake up
-enrollments waiting for it, and end enrollments it exits. Each event runs in its own savepoint:
-one bad event is marked failed with its reason and the rest of the batch goes on.
+enrollments waiting for it, and end enrollments it exits.
+
+A batch loads what its events touch (customers, their orders and enrollments, survey messages,
+referral codes) in a few queries, applies the events in memory and writes once at the end: a
+query per event would bound processing at a few hundred events a second. An event that cannot
+apply (an order that is not ours, a shipment before its order) is found by checks that run
+before it changes anything, so it is marked and the batch goes on. Anything unexpected rolls the
+batch back and runs it again the careful way, each event in its own savepoint, so one bad event
+is marked failed with its reason and the rest still apply.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -30,7 +38,7 @@ from aftersale.db.models import (
     SurveyResponse,
 )
 from aftersale.events import Event, EventType
-from aftersale.facts import segment_context
+from aftersale.facts import purchases_among, segment_context
 from aftersale.journeys.definitions import Definitions, VersionCache, ensure_version
 from aftersale.journeys.engine import Status, in_holdout
 from aftersale.journeys.model import Journey, Reentry
@@ -77,6 +85,7 @@ class ProcessCounts(Counts):
     waiting: int = 0
     answers_changed: int = 0
     referrals: int = 0
+    replayed_batches: int = 0  # rolled back and applied again event by event
     by_type: Counter[str] = field(default_factory=Counter)
     by_segment: Counter[str] = field(default_factory=Counter)
 
@@ -88,6 +97,22 @@ def process_batch(factory: sessionmaker[Session], definitions: Definitions, cloc
 
     An event older than ``max_trigger_age`` updates the history but starts no journey: an
     import of last year's orders must not send last year's tracking links."""
+    try:
+        return _process(factory, definitions, clock, limit, max_trigger_age, careful=False)
+    except _TakeCare as trouble:
+        log.warning("batch rolled back (%s); applying it again event by event",
+                    trouble.__cause__)
+        counts = _process(factory, definitions, clock, limit, max_trigger_age, careful=True)
+        counts.replayed_batches += 1
+        return counts
+
+
+class _TakeCare(Exception):
+    """Something no check foresaw went wrong in a batch applied all at once."""
+
+
+def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Clock,
+             limit: int, max_trigger_age: timedelta | None, careful: bool) -> ProcessCounts:
     counts = ProcessCounts()
     with factory() as session, session.begin():
         query = (select(InboxEvent).where(InboxEvent.status == "pending")
@@ -96,29 +121,80 @@ def process_batch(factory: sessionmaker[Session], definitions: Definitions, cloc
             query = query.with_for_update(skip_locked=True)
         _retry_waiting(session, clock.now())
         rows = session.scalars(query).all()
-        versions = VersionCache(session)
-        applier = _Applier(session, definitions, clock, versions, counts, max_trigger_age)
+        events: list[tuple[InboxEvent, Event]] = []
         for row in rows:
             counts.events += 1
             counts.by_type[row.type] += 1
-            try:
-                with session.begin_nested():
-                    applier.apply(Event.model_validate(row.payload))
-                row.status, row.error = "processed", None
-                counts.processed += 1
-            except OrderNotYetKnown as exc:
-                gave_up = clock.now() - row.received_at > ORDER_WAIT
-                row.status, row.error = ("failed" if gave_up else "waiting"), str(exc)
-                counts.failed += gave_up
-                counts.waiting += not gave_up
-            except (EventRejected, ValueError, SQLAlchemyError) as exc:
-                if _database_trouble(exc):
-                    raise  # not this event's fault: the batch rolls back and runs again
-                row.status, row.error = "failed", str(exc)[:2000]
-                counts.failed += 1
-                log.warning("event %s failed: %s", row.event_id, exc)
             row.processed_at = clock.now()
+            try:
+                events.append((row, Event.model_validate(row.payload)))
+            except ValueError as exc:
+                _failed(row, exc, counts)
+        applier = _Applier(session, definitions, clock, VersionCache(session), counts,
+                           max_trigger_age)
+        if careful:
+            for row, event in events:
+                _apply_alone(applier, row, event)
+        else:
+            _apply_together(applier, events)
     return counts
+
+
+def _apply_together(applier: _Applier, events: list[tuple[InboxEvent, Event]]) -> None:
+    applier.known = _Known.load(applier.session, [event for _, event in events])
+    for row, event in events:
+        try:
+            applier.apply(event)
+        except EventRejected as exc:  # raised by the checks, before the event changed anything
+            _rejected(row, exc, applier)
+            continue
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and _database_trouble(exc):
+                raise
+            raise _TakeCare from exc
+        _processed(row, applier.counts)
+    try:
+        applier.write()
+    except SQLAlchemyError as exc:
+        if _database_trouble(exc):
+            raise
+        raise _TakeCare from exc
+
+
+def _apply_alone(applier: _Applier, row: InboxEvent, event: Event) -> None:
+    try:
+        with applier.session.begin_nested():
+            applier.known, applier.added = _Known.load(applier.session, [event]), {}
+            applier.apply(event)
+            applier.write()
+    except EventRejected as exc:
+        _rejected(row, exc, applier)
+    except (ValueError, SQLAlchemyError) as exc:
+        if _database_trouble(exc):
+            raise  # not this event's fault: the batch rolls back and runs again
+        _failed(row, exc, applier.counts)
+    else:
+        _processed(row, applier.counts)
+
+
+def _processed(row: InboxEvent, counts: ProcessCounts) -> None:
+    row.status, row.error = "processed", None
+    counts.processed += 1
+
+
+def _rejected(row: InboxEvent, exc: EventRejected, applier: _Applier) -> None:
+    if isinstance(exc, OrderNotYetKnown) and (
+            applier.clock.now() - row.received_at <= ORDER_WAIT):
+        row.status, row.error = "waiting", str(exc)
+        applier.counts.waiting += 1
+    else:
+        _failed(row, exc, applier.counts)
+
+
+def _failed(row: InboxEvent, exc: Exception, counts: ProcessCounts) -> None:
+    row.status, row.error = "failed", str(exc)[:2000]
+    counts.failed += 1
+    log.warning("event %s failed: %s", row.event_id, exc)
 
 
 def _database_trouble(exc: Exception) -> bool:
@@ -136,6 +212,62 @@ def _retry_waiting(session: Session, now: datetime) -> None:
                     .values(status="pending"))
 
 
+T = TypeVar("T")
+IN_CHUNK = 1000  # ids per IN (...): well under SQLite's 32,766 bound variables
+
+
+def _where_in(session: Session, entity: type[T], column: Any, values: set[Any]) -> list[T]:
+    found: list[T] = []
+    ordered = sorted(values)
+    for start in range(0, len(ordered), IN_CHUNK):
+        found.extend(session.scalars(
+            select(entity).where(column.in_(ordered[start:start + IN_CHUNK]))))
+    return found
+
+
+@dataclass
+class _Known:
+    """The rows a batch's events touch, loaded up front and kept current as they apply (what
+    an event adds, the next one sees)."""
+
+    customers: dict[str, Customer]
+    orders: dict[str, Order]
+    orders_of: defaultdict[str, list[Order]]  # every order of these customers
+    enrollments_of: defaultdict[str, list[Enrollment]]  # every enrollment of these customers
+    referrers: dict[str, str]  # referral code -> customer id
+    messages: dict[int, Message]  # survey messages answered
+    answers: dict[int, SurveyResponse]  # by message id
+
+    @classmethod
+    def load(cls, session: Session, events: list[Event]) -> _Known:
+        orders = {o.id: o for o in _where_in(session, Order, Order.id,
+                                             {e.order.id for e in events if e.order})}
+        customer_ids = {e.customer.id for e in events if e.customer}
+        customer_ids |= {o.customer_id for o in orders.values()}
+        orders_of: defaultdict[str, list[Order]] = defaultdict(list)
+        for order in _where_in(session, Order, Order.customer_id, customer_ids):
+            orders_of[order.customer_id].append(orders.setdefault(order.id, order))
+        enrollments_of: defaultdict[str, list[Enrollment]] = defaultdict(list)
+        for enrollment in _where_in(session, Enrollment, Enrollment.customer_id, customer_ids):
+            enrollments_of[enrollment.customer_id].append(enrollment)
+        codes = {e.order.referral_code.strip().upper() for e in events
+                 if e.order and e.order.referral_code}
+        message_ids = {e.survey.message_id for e in events
+                       if e.survey and e.survey.message_id is not None}
+        return cls(
+            customers={c.id: c for c in _where_in(session, Customer, Customer.id, customer_ids)},
+            orders=orders, orders_of=orders_of, enrollments_of=enrollments_of,
+            referrers={c.referral_code: c.id for c in _where_in(
+                session, Customer, Customer.referral_code, codes) if c.referral_code},
+            messages={m.id: m for m in _where_in(session, Message, Message.id, message_ids)},
+            answers={a.message_id: a for a in _where_in(
+                session, SurveyResponse, SurveyResponse.message_id, message_ids)
+                if a.message_id is not None})
+
+
+INSERT_ORDER = (Customer, Order, Referral, SurveyResponse, Enrollment)
+
+
 @dataclass
 class _Applier:
     session: Session
@@ -144,9 +276,25 @@ class _Applier:
     versions: VersionCache
     counts: ProcessCounts
     max_trigger_age: timedelta | None
+    known: _Known = field(init=False)
+    added: dict[type, list[Any]] = field(default_factory=dict)  # new rows, by model
     version_ids: dict[str, int] = field(default_factory=dict)
 
+    def add(self, row: Any) -> None:
+        self.added.setdefault(type(row), []).append(row)
+
+    def write(self) -> None:
+        """Insert the new rows parents first: the models declare no ``relationship()``, so
+        the unit of work does not order one flush's inserts by their foreign keys."""
+        for model in INSERT_ORDER:
+            if rows := self.added.pop(model, None):
+                self.session.add_all(rows)
+                self.session.flush()
+        assert not self.added, f"no insert order for {list(self.added)}"
+        self.session.flush()  # the updates, when nothing was new
+
     def apply(self, event: Event) -> None:
+        self.check(event)
         customer = self.upsert_customer(event) if event.customer else None
         order: Order | None = None
         if event.type == EventType.ORDER_PLACED:
@@ -158,25 +306,55 @@ class _Applier:
             assert customer is not None
             self.record_response(event, customer)
         if customer is None and order is not None:
-            customer = self.session.get(Customer, order.customer_id)
+            customer = self.known.customers.get(order.customer_id)
         if customer is None:
             return
-        self.session.flush()
         self.exit_or_resume(event, customer, order)
         self.enroll(event, customer, order)
-        self.session.flush()
+
+    def check(self, event: Event) -> None:
+        """Raise what makes this event inapplicable, before it has changed anything."""
+        known = self.known
+        if event.type == EventType.ORDER_PLACED:
+            assert event.order is not None and event.customer is not None
+            order = known.orders.get(event.order.id)
+            if order is not None and order.customer_id != event.customer.id:
+                raise EventRejected(f"order {order.id} belongs to customer {order.customer_id}, "
+                                    f"not {event.customer.id}")
+        elif event.type in ORDER_STATUS:
+            assert event.order is not None
+            if event.order.id not in known.orders:
+                raise OrderNotYetKnown(f"order {event.order.id} is unknown; waiting for its "
+                                       "order.placed event")
+        elif event.type == EventType.SURVEY_RESPONDED and event.survey.message_id is not None:
+            survey, customer_id = event.survey, event.customer.id  # type: ignore[union-attr]
+            message = known.messages.get(survey.message_id)
+            if message is None or message.customer_id != customer_id:
+                raise EventRejected(f"survey message {survey.message_id} was not sent to "
+                                    f"customer {customer_id}")
+            existing = known.answers.get(survey.message_id)
+            if existing is not None and existing.kind != survey.kind and self._newer(
+                    event, existing):
+                raise EventRejected(f"message {survey.message_id} asked {existing.kind}, "
+                                    f"not {survey.kind}")
+
+    @staticmethod
+    def _newer(event: Event, answer: SurveyResponse) -> bool:
+        return event.occurred_at >= (answer.updated_at or answer.responded_at)
 
     # -- state ---------------------------------------------------------------------------
     def upsert_customer(self, event: Event) -> Customer:
         data = event.customer
         assert data is not None
         now = self.clock.now()
-        customer = self.session.get(Customer, data.id)
+        customer = self.known.customers.get(data.id)
         if customer is None:
             customer = Customer(id=data.id, created_at=now, updated_at=now, consent_email=False,
                                 consent_sms=False, consent_whatsapp=False,
                                 referral_code=referral_code(data.id))
-            self.session.add(customer)
+            self.add(customer)
+            self.known.customers[data.id] = customer
+            self.known.referrers[customer.referral_code] = data.id
         # Only fields the event carries change: a shipment event without an e-mail address
         # must not erase the one we have.
         changes = {name: getattr(data, name) for name in
@@ -191,17 +369,13 @@ class _Applier:
                 changed = True
         if changed:  # most events repeat what we know: no write for them
             customer.updated_at = now
-            self.session.flush()
         return customer
 
     def place_order(self, event: Event, customer: Customer) -> Order:
         data = event.order
         assert data is not None
-        order = self.session.get(Order, data.id)
+        order = self.known.orders.get(data.id)
         if order is not None:
-            if order.customer_id != customer.id:
-                raise EventRejected(f"order {data.id} belongs to customer {order.customer_id}, "
-                                    f"not {customer.id}")
             return order  # replayed under another event id: the order is already known
         order = Order(
             id=data.id, customer_id=customer.id, number=data.number, placed_at=event.occurred_at,
@@ -210,34 +384,31 @@ class _Applier:
             discount_codes=list(data.discount_codes), referral_code=data.referral_code,
             status="placed",
         )
-        self.session.add(order)
-        self.session.flush()
+        self.add(order)
+        self.known.orders[order.id] = order
         if data.referral_code:
             self.record_referral(order, customer, data.referral_code)
+        self.known.orders_of[customer.id].append(order)
         return order
 
     def record_referral(self, order: Order, customer: Customer, code: str) -> None:
         """An order carrying another customer's code is their referral. Only the referred
         customer's first order makes it a referral of a new customer (what the referral rate
         counts); a code on a later order is kept, flagged, for the record."""
-        referrer_id = self.session.scalar(
-            select(Customer.id).where(Customer.referral_code == code.strip().upper()))
+        code = code.strip().upper()
+        referrer_id = self.known.referrers.get(code)
         if referrer_id is None or referrer_id == customer.id:
             return  # unknown code, or a customer using their own: not a referral
-        earlier = self.session.scalar(
-            select(Order.id).where(Order.customer_id == customer.id, Order.id != order.id,
-                                   Order.placed_at <= order.placed_at).limit(1))
-        self.session.add(Referral(code=code.strip().upper(), referrer_id=referrer_id,
-                                  customer_id=customer.id, order_id=order.id,
-                                  first_order=earlier is None, created_at=self.clock.now()))
+        earlier = any(o.placed_at <= order.placed_at for o in self.known.orders_of[customer.id]
+                      if o.id != order.id)
+        self.add(Referral(code=code, referrer_id=referrer_id, customer_id=customer.id,
+                                  order_id=order.id, first_order=not earlier,
+                                  created_at=self.clock.now()))
         self.counts.referrals += 1
 
     def update_order(self, event: Event) -> Order:
         assert event.order is not None
-        order = self.session.get(Order, event.order.id)
-        if order is None:
-            raise OrderNotYetKnown(f"order {event.order.id} is unknown; waiting for its "
-                                   "order.placed event")
+        order = self.known.orders[event.order.id]  # check() made sure it is known
         status, column = ORDER_STATUS[event.type]
         if getattr(order, column) is None:
             setattr(order, column, event.occurred_at)
@@ -254,37 +425,25 @@ class _Applier:
         another reply) replaces the score; a comment sent later is added to it."""
         survey = event.survey
         assert survey is not None
-        order_id = survey.order_id
-        existing = None
-        if survey.message_id is not None:
-            message = self.session.get(Message, survey.message_id)
-            if message is None or message.customer_id != customer.id:
-                raise EventRejected(f"survey message {survey.message_id} was not sent to "
-                                    f"customer {customer.id}")
-            existing = self.session.scalars(select(SurveyResponse).where(
-                SurveyResponse.message_id == survey.message_id)).first()
+        existing = (self.known.answers.get(survey.message_id)
+                    if survey.message_id is not None else None)
         if existing is None:
-            self.session.add(SurveyResponse(
-                event_id=event.id, customer_id=customer.id, order_id=order_id,
+            answer = SurveyResponse(
+                event_id=event.id, customer_id=customer.id, order_id=survey.order_id,
                 message_id=survey.message_id, kind=survey.kind, score=survey.score,
                 comment=survey.comment, source=survey.source, responded_at=event.occurred_at,
-                updated_at=event.occurred_at))
-        elif event.occurred_at >= (existing.updated_at or existing.responded_at):
-            if existing.kind != survey.kind:
-                raise EventRejected(f"message {survey.message_id} asked {existing.kind}, "
-                                    f"not {survey.kind}")
+                updated_at=event.occurred_at)
+            self.add(answer)
+            if survey.message_id is not None:
+                self.known.answers[survey.message_id] = answer
+        elif self._newer(event, existing):
             existing.score = survey.score
             existing.comment = survey.comment or existing.comment
             existing.source = survey.source or existing.source
             existing.updated_at = event.occurred_at
             self.counts.answers_changed += 1
-        self.session.flush()
 
     # -- journeys ------------------------------------------------------------------------
-    def _active(self, customer: Customer) -> list[Enrollment]:
-        return list(self.session.scalars(select(Enrollment).where(
-            Enrollment.customer_id == customer.id, Enrollment.status == Status.ACTIVE.value)))
-
     def _concerns(self, enrollment: Enrollment, event: Event, order: Order | None) -> bool:
         """Order events concern only the enrollments of that order."""
         if event.type.value.startswith("order."):
@@ -295,8 +454,9 @@ class _Applier:
         """End the enrollments this event exits; wake those waiting for it (dispatch looks at
         them on its next run)."""
         now = self.clock.now()
-        for enrollment in self._active(customer):
-            if not self._concerns(enrollment, event, order):
+        for enrollment in self.known.enrollments_of[customer.id]:
+            if (enrollment.status != Status.ACTIVE.value
+                    or not self._concerns(enrollment, event, order)):
                 continue
             journey = self.versions.get(enrollment.journey_version_id)
             if event.type.value in journey.exit_on:
@@ -317,11 +477,11 @@ class _Applier:
         if self.max_trigger_age is not None and now - event.occurred_at > self.max_trigger_age:
             self.counts.too_old += len(journeys)
             return
-        context = segment_context(self.session, customer, order, self.definitions.segments, now)
+        context = segment_context(self.session, customer, order, self.definitions.segments, now,
+                                  purchases_among(self.known.orders_of[customer.id]))
         segment = self.definitions.segments.assign(context)
-        entered = set(self.session.execute(
-            select(Enrollment.journey, Enrollment.entry_key)
-            .where(Enrollment.customer_id == customer.id)).tuples())
+        enrollments = self.known.enrollments_of[customer.id]
+        entered = {(e.journey, e.entry_key) for e in enrollments}
         for journey in journeys:
             if segment is None or (journey.segments and segment not in journey.segments):
                 self.counts.not_eligible += 1
@@ -332,7 +492,7 @@ class _Applier:
             holdout = in_holdout(journey.name, customer.id, journey.holdout_percent)
             if journey.name not in self.version_ids:
                 self.version_ids[journey.name] = ensure_version(self.session, journey, self.clock)
-            self.session.add(Enrollment(
+            enrollment = Enrollment(
                 journey=journey.name,
                 journey_version_id=self.version_ids[journey.name],
                 customer_id=customer.id, order_id=order.id if order else None,
@@ -341,7 +501,10 @@ class _Applier:
                 status=Status.COMPLETED.value if holdout else Status.ACTIVE.value,
                 end_reason="holdout" if holdout else None,
                 ended_at=now if holdout else None,
-                pc=0, due_at=None if holdout else now, enrolled_at=now))
+                pc=0, due_at=None if holdout else now, enrolled_at=now)
+            self.add(enrollment)
+            enrollments.append(enrollment)
+            entered.add((journey.name, entry_key))
             self.counts.by_segment[segment] += 1
             if holdout:
                 self.counts.holdout += 1
@@ -353,5 +516,3 @@ class _Applier:
         if journey.reentry == Reentry.ONCE_PER_CUSTOMER or order is None:
             return "customer"
         return f"order:{order.id}"
-
-
