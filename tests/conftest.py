@@ -20,6 +20,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 for _name in [n for n in os.environ if n.startswith("AFTERSALE_")]:
     if _name not in ("AFTERSALE_TEST_POSTGRES_URL", "AFTERSALE_TEST_PREFECT_HOME",
+                     "AFTERSALE_TEST_REQUIRE_POSTGRES",
                      "AFTERSALE_FUZZ_EXAMPLES"):  # make fuzz: how many examples
         del os.environ[_name]  # the developer's own settings must not leak into tests
 
@@ -49,6 +50,9 @@ def _postgres_answers() -> str | None:
 
 
 PG_PROBLEM = _postgres_answers()
+if PG_PROBLEM and os.environ.get("AFTERSALE_TEST_REQUIRE_POSTGRES"):  # set by .ci/run
+    pytest.exit(f"PostgreSQL at {PG_URL} does not answer ({PG_PROBLEM}), and "
+                "AFTERSALE_TEST_REQUIRE_POSTGRES forbids running the tests without it", 3)
 BACKENDS = ["sqlite"] if PG_PROBLEM else ["sqlite", "postgresql"]
 # Tests of PostgreSQL-only behaviour follow the same rule as the database_url fixture, which
 # leaves PostgreSQL out when it does not answer (the header and last line say so).
