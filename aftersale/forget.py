@@ -28,7 +28,10 @@ under a new customer id); keeping the address only for that is a legitimate inte
 Active enrollments end (``exited``, "customer forgotten") and queued messages are marked not
 sent, so nothing more goes out. It all happens in the caller's transaction. Forgetting again is
 harmless: ``forgotten_at`` keeps the first time, and a second run erases only what came in
-since (a late webhook), otherwise nothing.
+since (a late provider report), otherwise nothing. Processing applies a shop event that
+happened before ``forgotten_at`` (a webhook retried after the erasure) with its payload
+scrubbed by :func:`scrub_payload` and without its consent, so it brings nothing back; a new
+order after the erasure is a new relationship and is taken as it comes.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from aftersale.db.models import (
 )
 from aftersale.events import Event, EventType
 from aftersale.facts import purchases_among, segment_context
+from aftersale.forget import scrub_payload
 from aftersale.journeys.definitions import Definitions, VersionCache, ensure_version
 from aftersale.journeys.engine import Status, in_holdout
 from aftersale.journeys.model import Journey, Reentry
@@ -144,7 +145,7 @@ def _apply_together(applier: _Applier, events: list[tuple[InboxEvent, Event]]) -
     applier.known = _Known.load(applier.session, [event for _, event in events])
     for row, event in events:
         try:
-            applier.apply(event)
+            applier.apply(applier.without_forgotten_data(row, event))
         except EventRejected as exc:  # raised by the checks, before the event changed anything
             _rejected(row, exc, applier)
             continue
@@ -165,7 +166,7 @@ def _apply_alone(applier: _Applier, row: InboxEvent, event: Event) -> None:
     try:
         with applier.session.begin_nested():
             applier.known, applier.added = _Known.load(applier.session, [event]), {}
-            applier.apply(event)
+            applier.apply(applier.without_forgotten_data(row, event))
             applier.write()
     except EventRejected as exc:
         _rejected(row, exc, applier)
@@ -292,6 +293,22 @@ class _Applier:
                 self.session.flush()
         assert not self.added, f"no insert order for {list(self.added)}"
         self.session.flush()  # the updates, when nothing was new
+
+    def without_forgotten_data(self, row: InboxEvent, event: Event) -> Event:
+        """A late event from before its customer was forgotten (a webhook retried for days)
+        must not bring their personal data back: it is applied, and kept, without it."""
+        customer_id = (event.customer.id if event.customer else
+                       getattr(self.known.orders.get(event.order.id if event.order else ""),
+                               "customer_id", None))
+        customer = self.known.customers.get(customer_id or "")
+        if (customer is None or customer.forgotten_at is None
+                or event.occurred_at > customer.forgotten_at):
+            return event
+        scrubbed = scrub_payload(row.payload)
+        if isinstance(scrubbed.get("customer"), dict):  # forgetting withdrew consent too
+            scrubbed["customer"].pop("consent", None)
+        row.payload = scrubbed
+        return Event.model_validate(scrubbed)
 
     def apply(self, event: Event) -> None:
         self.check(event)

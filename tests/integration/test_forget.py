@@ -23,6 +23,7 @@ from aftersale.db.models import (
     Enrollment,
     InboxEvent,
     Message,
+    Order,
     SandboxOutbox,
     Suppression,
 )
@@ -312,3 +313,36 @@ def test_the_cli_forgets_a_customer_and_their_sandbox_files(rt: Runtime, setting
     assert f"customer {cid} was already forgotten on" in again.stdout
     assert "nothing left to erase" in again.stdout
 
+
+
+def test_a_late_event_from_before_the_erasure_brings_no_personal_data_back(rt: Runtime) -> None:
+    cid = "c-late"
+    feed(rt, placed("o-l", START, cid, email=EMAIL, phone=PHONE, first_name=FIRST),
+         follow("shipped", "o-l", START + days(1), cid))
+    run_to(rt, rt.definitions(), START + days(2), tick=days(0.5))
+    _forget(rt, cid)
+    assert _hits(rt, (EMAIL, PHONE, FIRST)) == set()
+
+    # The shop retries a webhook of before the erasure, with the contact details it had then.
+    late = follow("delivered", "o-l", START + days(1.5), cid)
+    late["customer"] |= {"email": EMAIL, "phone": PHONE, "first_name": FIRST,
+                         "consent": {"email": True, "sms": True}}
+    feed(rt, late)
+    assert _hits(rt, (EMAIL,)) == {("inbox_events.payload", EMAIL)}  # stored before it is read
+    drain_inbox(rt, rt.definitions())
+
+    assert _hits(rt, (EMAIL, PHONE, FIRST)) == set()
+    with rt.factory() as session:
+        row = session.scalars(select(InboxEvent).where(InboxEvent.event_id == late["id"])).one()
+        customer = session.get(Customer, cid)
+        order = session.get(Order, "o-l")
+    assert row.status == "processed" and row.payload["customer"] == {"id": cid}
+    assert customer is not None and not (customer.consent_email or customer.consent_sms)
+    assert order is not None and order.status == "delivered"  # the event itself still counts
+
+    # An order placed after the erasure is a new relationship: its details are taken.
+    feed(rt, placed("o-new", rt.now() + days(1), cid, email=KEEPER_EMAIL))
+    drain_inbox(rt, rt.definitions())
+    with rt.factory() as session:
+        customer = session.get(Customer, cid)
+    assert customer is not None and customer.email == KEEPER_EMAIL
