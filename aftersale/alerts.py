@@ -43,8 +43,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage
 from aftersale.counts import Counts
+from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Order
-from aftersale.dispatch import by_id, claim
+from aftersale.dispatch import claim
 from aftersale.facts import customer_context, order_context
 
 if TYPE_CHECKING:

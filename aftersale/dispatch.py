@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
 from aftersale.counts import Counts
+from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
 from aftersale.facts import (
     enrollment_facts,
@@ -155,12 +156,6 @@ def _advance_one(session: Session, enrollment: Enrollment, journey: Journey,
             counts.exited += 1
         else:
             counts.completed += 1
-
-
-def by_id(session: Session, model: Any, ids: set[Any]) -> dict[Any, Any]:
-    if not ids:
-        return {}
-    return {row.id: row for row in session.scalars(select(model).where(model.id.in_(ids)))}
 
 
 def recover_stale(factory: sessionmaker[Session], clock: Clock,

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
 from aftersale.counts import Counts
+from aftersale.db.lookup import by_id, where_in
 from aftersale.db.models import (
     Customer,
     Enrollment,
@@ -213,19 +214,6 @@ def _retry_waiting(session: Session, now: datetime) -> None:
                     .values(status="pending"))
 
 
-T = TypeVar("T")
-IN_CHUNK = 1000  # ids per IN (...): well under SQLite's 32,766 bound variables
-
-
-def _where_in(session: Session, entity: type[T], column: Any, values: set[Any]) -> list[T]:
-    found: list[T] = []
-    ordered = sorted(values)
-    for start in range(0, len(ordered), IN_CHUNK):
-        found.extend(session.scalars(
-            select(entity).where(column.in_(ordered[start:start + IN_CHUNK]))))
-    return found
-
-
 @dataclass
 class _Known:
     """The rows a batch's events touch, loaded up front and kept current as they apply (what
@@ -236,32 +224,31 @@ class _Known:
     orders_of: defaultdict[str, list[Order]]  # every order of these customers
     enrollments_of: defaultdict[str, list[Enrollment]]  # every enrollment of these customers
     referrers: dict[str, str]  # referral code -> customer id
-    messages: dict[int, Message]  # survey messages answered
-    answers: dict[int, SurveyResponse]  # by message id
+    messages: dict[str, Message]  # survey messages answered
+    answers: dict[str, SurveyResponse]  # by message id
 
     @classmethod
     def load(cls, session: Session, events: list[Event]) -> _Known:
-        orders = {o.id: o for o in _where_in(session, Order, Order.id,
-                                             {e.order.id for e in events if e.order})}
+        orders = by_id(session, Order, {e.order.id for e in events if e.order})
         customer_ids = {e.customer.id for e in events if e.customer}
         customer_ids |= {o.customer_id for o in orders.values()}
         orders_of: defaultdict[str, list[Order]] = defaultdict(list)
-        for order in _where_in(session, Order, Order.customer_id, customer_ids):
+        for order in where_in(session, Order, Order.customer_id, customer_ids):
             orders_of[order.customer_id].append(orders.setdefault(order.id, order))
         enrollments_of: defaultdict[str, list[Enrollment]] = defaultdict(list)
-        for enrollment in _where_in(session, Enrollment, Enrollment.customer_id, customer_ids):
+        for enrollment in where_in(session, Enrollment, Enrollment.customer_id, customer_ids):
             enrollments_of[enrollment.customer_id].append(enrollment)
         codes = {e.order.referral_code.strip().upper() for e in events
                  if e.order and e.order.referral_code}
         message_ids = {e.survey.message_id for e in events
                        if e.survey and e.survey.message_id is not None}
         return cls(
-            customers={c.id: c for c in _where_in(session, Customer, Customer.id, customer_ids)},
+            customers=by_id(session, Customer, customer_ids),
             orders=orders, orders_of=orders_of, enrollments_of=enrollments_of,
-            referrers={c.referral_code: c.id for c in _where_in(
+            referrers={c.referral_code: c.id for c in where_in(
                 session, Customer, Customer.referral_code, codes) if c.referral_code},
-            messages={m.id: m for m in _where_in(session, Message, Message.id, message_ids)},
-            answers={a.message_id: a for a in _where_in(
+            messages=by_id(session, Message, message_ids),
+            answers={a.message_id: a for a in where_in(
                 session, SurveyResponse, SurveyResponse.message_id, message_ids)
                 if a.message_id is not None})
 

@@ -29,9 +29,10 @@ from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.channels.sms_encoding import sms_segments
 from aftersale.clock import Clock
+from aftersale.db.lookup import by_id
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
 from aftersale.delivery import twilio_error_suppression
-from aftersale.dispatch import DispatchCounts, by_id, claim
+from aftersale.dispatch import DispatchCounts, claim
 from aftersale.events import SURVEY_SCALES
 from aftersale.facts import customer_context, order_context
 from aftersale.journeys.definitions import Definitions, VersionCache
