@@ -72,10 +72,13 @@ def customer_context(customer: Customer) -> dict[str, Any]:
 
 def purchase_history(session: Session, customer_id: str) -> list[Order]:
     """Orders that count as purchases, oldest first (cancelled and refunded ones do not)."""
-    return list(session.scalars(
-        select(Order).where(Order.customer_id == customer_id,
-                            Order.status.in_(PURCHASE_STATUSES))
-        .order_by(Order.placed_at, Order.id)))
+    return purchases_among(session.scalars(select(Order).where(Order.customer_id == customer_id)))
+
+
+def purchases_among(orders: Iterable[Order]) -> list[Order]:
+    """The purchases among orders already loaded, oldest first (ties by id)."""
+    return sorted((o for o in orders if o.status in PURCHASE_STATUSES),
+                  key=lambda o: (o.placed_at, o.id))
 
 
 class LazyFacts(Mapping[str, Any]):
@@ -102,12 +105,6 @@ class LazyFacts(Mapping[str, Any]):
     def __len__(self) -> int:
         self._ensure()
         return len(self._known)
-
-
-def purchases_among(orders: Iterable[Order]) -> list[Order]:
-    """:func:`purchase_history` of orders already loaded."""
-    return sorted((o for o in orders if o.status in PURCHASE_STATUSES),
-                  key=lambda o: (o.placed_at, o.id))
 
 
 def history_facts(session: Session, customer: Customer, order: Order | None,
