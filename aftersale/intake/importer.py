@@ -15,13 +15,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.intake.inbox import event_row, insert_ignoring_duplicates
-from aftersale.intake.jsonl import LineError, parse_lines
+from aftersale.intake.jsonl import LineError, distinct_lines
 
 CHUNK = 5000
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,8 +36,8 @@ class ImportResult:
     rejected: bool = False  # invalid lines and not skip_invalid: nothing was stored
 
 
-def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(lines)
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
@@ -45,27 +47,20 @@ def import_jsonl(factory: sessionmaker[Session], lines: Iterable[str], *, source
                  chunk: int = CHUNK) -> ImportResult:
     """Validate and store every event of ``lines``; see the module's docstring."""
     result = ImportResult()
-    seen: set[str] = set()
     with factory() as session:
         session.begin()
-        first_line = 1
-        for texts in _chunks(lines, chunk):
+        for items in _chunks(distinct_lines(lines), chunk):
             rows: list[dict[str, object]] = []
-            for number, item in parse_lines(texts):
-                number += first_line - 1
+            for item in items:
                 if isinstance(item, LineError):
-                    result.errors.append(LineError(number, item.reason))
+                    result.errors.append(item)
                     continue
                 result.received += 1
-                if item.id in seen:
+                if item is None:
                     result.duplicates_in_file += 1
-                    continue
-                seen.add(item.id)
-                if result.errors and not skip_invalid:
-                    continue  # the file is rejected: validate the rest, store nothing
-                rows.append(event_row(item, source, received_at))
-            first_line += len(texts)
-            if not (result.errors and not skip_invalid):
+                elif not result.errors or skip_invalid:  # else rejected: validate, store nothing
+                    rows.append(event_row(item, source, received_at))
+            if not result.errors or skip_invalid:
                 result.stored += insert_ignoring_duplicates(session, rows)
         if result.errors and not skip_invalid:
             session.rollback()

@@ -43,16 +43,27 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, Event | LineError]]
             yield number, LineError(number, str(exc))
 
 
-def parse_file(lines: Iterable[str]) -> ParsedFile:
-    """All events and all errors of a file; a repeated id inside the file is kept once."""
-    parsed = ParsedFile([], [])
+def distinct_lines(lines: Iterable[str]) -> Iterator[Event | LineError | None]:
+    """Every line's event or error, in order; ``None`` for an id seen earlier in the file (a
+    repeated id is kept once: the first copy)."""
     seen: set[str] = set()
     for _, item in parse_lines(lines):
-        if isinstance(item, LineError):
-            parsed.errors.append(item)
-        elif item.id in seen:
-            parsed.duplicates_in_file += 1
-        else:
+        if isinstance(item, Event):
+            if item.id in seen:
+                yield None
+                continue
             seen.add(item.id)
+        yield item
+
+
+def parse_file(lines: Iterable[str]) -> ParsedFile:
+    """All events and all errors of a file, read at once (see :func:`distinct_lines`)."""
+    parsed = ParsedFile([], [])
+    for item in distinct_lines(lines):
+        if item is None:
+            parsed.duplicates_in_file += 1
+        elif isinstance(item, LineError):
+            parsed.errors.append(item)
+        else:
             parsed.events.append(item)
     return parsed
