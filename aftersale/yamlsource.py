@@ -47,6 +47,7 @@ def load_located(path: Path, display: str | None = None) -> tuple[Located | None
 # or broken file (aliases that refer to themselves, or multiply) from taking the loader down.
 MAX_DEPTH = 50
 MAX_VALUES = 100_000
+ALIAS_HINT = "aliases (*name) repeat what they point to: check them"
 _FAILED = object()
 
 
@@ -105,7 +106,7 @@ class _Converter:
                 self.problems.append(Problem(
                     self.out.path, line, f"too large or nested too deeply (more than "
                                          f"{MAX_VALUES} values or {MAX_DEPTH} levels)",
-                                   "aliases (*name) repeat what they point to: check them"))
+                    ALIAS_HINT))
             return None
         if id(node) in inside:
             self.problem(node, "an alias (*name) refers to a value that contains it")

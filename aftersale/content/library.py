@@ -69,6 +69,7 @@ from aftersale.content.render import (
     pick_locale,
 )
 from aftersale.errors import AftersaleError, DefinitionError, Problem
+from aftersale.yamlsource import ALIAS_HINT, MAX_VALUES
 
 CHANNELS = ("email", "sms", "whatsapp")
 _EMAIL_PARTS = ("subject", "text", "html")
@@ -80,8 +81,6 @@ _SHOP_KEYS = frozenset({"name", "url", "support_email", "help_text", "unsubscrib
 _SCALES = {"nps": list(range(11)), "csat": list(range(1, 6)), "ces": list(range(1, 8))}
 _YAML_HINT = 'check the indentation; put text containing ": " or starting with "{" in quotes'
 _RENDER_HINT = "compare the names with the render context documented in aftersale/content"
-
-MAX_VALUES = 100_000  # far beyond any content file; stops aliases that multiply
 
 #: ``path inside the YAML document -> (line of the key, first line of the value's text)``.
 Lines = dict[tuple[str | int, ...], tuple[int, int]]
@@ -126,7 +125,7 @@ def read_yaml(path: Path) -> tuple[Any, Lines, list[Problem]]:
         # an alias inside itself, or aliases that multiply ("billion laughs")
         return None, {}, [Problem(where, 1, f"too large or nested too deeply (more than "
                                             f"{MAX_VALUES} values)",
-                                  "aliases (*name) repeat what they point to: check them")]
+                                  ALIAS_HINT)]
     except (ValueError, TypeError, OverflowError) as exc:  # "!!int abc", "<<" merge keys
         return None, {}, [Problem(where, 1, f"cannot read a value: {exc}",
                                   "write values as plain text, without a !tag or <<")]
