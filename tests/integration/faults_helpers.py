@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -63,6 +63,15 @@ def accepted_ids(emulator: SendGridEmulator | TwilioEmulator) -> Counter[str]:
     if isinstance(emulator, SendGridEmulator):
         return Counter(body["custom_args"]["aftersale_message_id"] for _, body in emulator.sent)
     return Counter(parse_qs(urlsplit(url).query)["m"][0] for url in emulator.callbacks if url)
+
+
+def accepted_once_each(emulator: SendGridEmulator | TwilioEmulator,
+                       ids: Iterable[str]) -> Counter[str]:
+    """:func:`accepted_ids`, after checking the provider accepted every one of ``ids`` and each
+    exactly once: nothing lost, nothing doubled."""
+    accepted = accepted_ids(emulator)
+    assert set(accepted) == set(ids) and max(accepted.values()) == 1, accepted.most_common(3)
+    return accepted
 
 
 # -- due messages in bulk --------------------------------------------------------------------
