@@ -284,10 +284,9 @@ class _Applier:
     def without_forgotten_data(self, row: InboxEvent, event: Event) -> Event:
         """A late event from before its customer was forgotten (a webhook retried for days)
         must not bring their personal data back: it is applied, and kept, without it."""
-        customer_id = (event.customer.id if event.customer else
-                       getattr(self.known.orders.get(event.order.id if event.order else ""),
-                               "customer_id", None))
-        customer = self.known.customers.get(customer_id or "")
+        order = self.known.orders.get(event.order.id) if event.order else None
+        customer_id = event.customer.id if event.customer else order and order.customer_id
+        customer = self.known.customers.get(customer_id) if customer_id else None
         if (customer is None or customer.forgotten_at is None
                 or event.occurred_at > customer.forgotten_at):
             return event
