@@ -86,6 +86,9 @@ def ingest(
                          '{"topic": ..., "id": ..., "payload": {...}})')] = "jsonl",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid",
                                                help="store the valid lines of a bad file")] = False,
+    workers: Annotated[int | None, typer.Option(
+        min=0, help="jsonl: processes validating lines while this one writes (default: one per "
+                    "core; 0: validate here)")] = None,
 ) -> None:
     """Import events into the inbox; an invalid line rejects the whole file unless --skip-invalid."""
     from aftersale.intake import shopify
@@ -108,7 +111,7 @@ def ingest(
     with handle:
         if format == "jsonl":  # streamed: a file of millions of lines in flat memory
             result = import_jsonl(rt.factory, handle, source="file", received_at=rt.now(),
-                                  skip_invalid=skip_invalid)
+                                  skip_invalid=skip_invalid, workers=workers)
             errors, stored = result.errors, result.stored
             already = result.already_stored + result.duplicates_in_file
         else:

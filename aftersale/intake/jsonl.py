@@ -26,9 +26,9 @@ class ParsedFile:
     duplicates_in_file: int = 0
 
 
-def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, Event | LineError]]:
-    """Yield (line number, event or error) for every non-blank line."""
-    for number, raw in enumerate(lines, start=1):
+def parse_lines(lines: Iterable[str], start: int = 1) -> Iterator[tuple[int, Event | LineError]]:
+    """Yield (line number, event or error) for every non-blank line; the first is ``start``."""
+    for number, raw in enumerate(lines, start=start):
         text = raw.strip()
         if not text:
             continue

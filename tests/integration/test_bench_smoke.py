@@ -82,7 +82,8 @@ def test_the_throughput_sections_run_at_toy_size_and_fill_every_row(
     table = throughput.rows(results, {"postgresql": "not answering"})
     labels = [row[0] for row in table]
     for label in ("SQLite: intake, 300 events (ingest path)",
-                  "SQLite: intake, peak RSS of the import (child)",
+                  f"SQLite: intake, peak RSS of the import (writer + {intake.extra['workers']} "
+                  "validating workers)",
                   "SQLite: processing, 300 events (process_batch)",
                   "SQLite: end to end, 3 events, batched flows", "PostgreSQL: throughput"):
         assert label in labels

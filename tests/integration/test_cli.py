@@ -70,6 +70,20 @@ def test_skip_invalid_stores_the_valid_lines(cli_env: dict[str, str], tmp_path: 
     assert _count(database_url) == 1
 
 
+def test_a_large_file_is_validated_by_worker_processes_with_the_right_line_numbers(
+        cli_env: dict[str, str], tmp_path: Path, database_url: str) -> None:
+    # Three blocks of 5,000 lines, so the console script starts its validating workers.
+    lines = [json.dumps(placed(f"o-{n}", START, f"c-{n % 900}")) for n in range(12_000)]
+    lines[10_321] = "{not json"
+    path = _write(tmp_path / "events.jsonl", lines)
+    result = aftersale("ingest", str(path), "--skip-invalid", "--workers", "2", env=cli_env,
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{path}:10322: not valid JSON" in result.stderr
+    assert "stored 11999 new event(s)" in result.stdout
+    assert _count(database_url) == 11_999
+
+
 def test_ingest_reads_standard_input(cli_env: dict[str, str], tmp_path: Path,
                                      database_url: str) -> None:
     result = aftersale("ingest", "-", env=cli_env, cwd=tmp_path,
