@@ -92,7 +92,7 @@ def ingest(
 ) -> None:
     """Import events into the inbox; an invalid line rejects the whole file unless --skip-invalid."""
     from aftersale.intake import shopify
-    from aftersale.intake.importer import import_jsonl
+    from aftersale.intake.importer import default_workers, import_jsonl
     from aftersale.intake.inbox import store_events
     from aftersale.intake.notify import inbox_received
     from aftersale.runtime import open_runtime
@@ -111,7 +111,8 @@ def ingest(
     with handle:
         if format == "jsonl":  # streamed: a file of millions of lines in flat memory
             result = import_jsonl(rt.factory, handle, source="file", received_at=rt.now(),
-                                  skip_invalid=skip_invalid, workers=workers)
+                                  skip_invalid=skip_invalid,
+                                  workers=default_workers() if workers is None else workers)
             errors, stored = result.errors, result.stored
             already = result.already_stored + result.duplicates_in_file
         else:

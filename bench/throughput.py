@@ -161,14 +161,15 @@ def _import_child(url: str, path: str) -> dict[str, Any]:
     rt = open_runtime(bench_settings(url), SimulatedClock(END), migrate=False)
     try:
         began = time.perf_counter()
+        workers = default_workers()  # as aftersale ingest
         with open(path, encoding="utf-8") as handle:
-            result = import_jsonl(rt.factory, handle, source="file", received_at=rt.now())
+            result = import_jsonl(rt.factory, handle, source="file", received_at=rt.now(),
+                                  workers=workers)
         seconds = time.perf_counter() - began
     finally:
         rt.engine.dispose()
     # The validating workers' memory counts too: RUSAGE_CHILDREN holds the largest worker's
     # peak, so the writer's peak plus that times the workers is an upper bound.
-    workers = default_workers()
     return {"seconds": seconds, "stored": result.stored, "errors": len(result.errors),
             "rss_mb": _peak_rss_mb() + workers * _peak_rss_mb(resource.RUSAGE_CHILDREN),
             "workers": workers}

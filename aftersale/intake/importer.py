@@ -86,12 +86,14 @@ def _validated(blocks: Iterator[tuple[int, list[str]]], source: str, received_at
 
 def import_jsonl(factory: sessionmaker[Session], lines: Iterable[str], *, source: str,
                  received_at: datetime, skip_invalid: bool = False, chunk: int = CHUNK,
-                 workers: int | None = None) -> ImportResult:
+                 workers: int = 0) -> ImportResult:
     """Validate and store every event of ``lines``; see the module's docstring.
-    ``workers=0`` validates in this process."""
+
+    ``workers=0`` validates in this process. Workers are spawned, so a script that asks for
+    them must guard its entry point (``if __name__ == "__main__":``) as multiprocessing
+    requires; ``aftersale ingest`` asks for :func:`default_workers`."""
     result = ImportResult()
     seen: set[object] = set()
-    workers = default_workers() if workers is None else workers
     with factory() as session:
         session.begin()
         for items in _validated(_blocks(lines, chunk), source, received_at, workers):
