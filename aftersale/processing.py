@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -117,44 +117,73 @@ def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Cl
              limit: int, max_trigger_age: timedelta | None, careful: bool) -> ProcessCounts:
     counts = ProcessCounts()
     with factory() as session, session.begin():
-        query = (select(InboxEvent).where(InboxEvent.status == "pending")
+        query = (select(*_Item.COLUMNS).where(InboxEvent.status == "pending")
                  .order_by(InboxEvent.seq).limit(limit))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        _retry_waiting(session, clock.now())
-        rows = session.scalars(query).all()
-        events: list[tuple[InboxEvent, Event]] = []
-        for row in rows:
+        now = clock.now()
+        _retry_waiting(session, now)
+        items = [_Item(*row) for row in session.execute(query)]
+        events: list[tuple[_Item, Event]] = []
+        for item in items:
             counts.events += 1
-            counts.by_type[row.type] += 1
-            row.processed_at = clock.now()
+            counts.by_type[item.type] += 1
             try:
-                events.append((row, Event.model_validate(row.payload)))
+                events.append((item, Event.model_validate(item.payload)))
             except ValueError as exc:
-                _failed(row, exc, counts)
+                _failed(item, exc, counts)
         applier = _Applier(session, definitions, clock, VersionCache(session), counts,
                            max_trigger_age)
         if careful:
-            for row, event in events:
-                _apply_alone(applier, row, event)
+            for item, event in events:
+                _apply_alone(applier, item, event)
         else:
             _apply_together(applier, events)
+        _Item.write_back(session, items, now)
     return counts
 
 
-def _apply_together(applier: _Applier, events: list[tuple[InboxEvent, Event]]) -> None:
+@dataclass
+class _Item:
+    """An inbox event in the batch, as plain values: its outcome is written back for the whole
+    batch in one statement (as ORM objects, the inbox rows' 1,000 updates and their loading
+    cost a tenth of a batch)."""
+
+    COLUMNS: ClassVar = (InboxEvent.seq, InboxEvent.event_id, InboxEvent.type,
+                         InboxEvent.received_at, InboxEvent.payload)
+    seq: int
+    event_id: str
+    type: str
+    received_at: datetime
+    payload: dict[str, Any]
+    status: str = "pending"
+    error: str | None = None
+    scrubbed: bool = False  # the payload lost personal data (see _Applier.without_forgotten_data)
+
+    @staticmethod
+    def write_back(session: Session, items: list[_Item], now: datetime) -> None:
+        """ORM bulk UPDATE by primary key: one executemany, no objects."""
+        if items:
+            session.execute(update(InboxEvent), [
+                {"seq": i.seq, "status": i.status, "error": i.error, "processed_at": now}
+                for i in items])
+        if scrubbed := [{"seq": i.seq, "payload": i.payload} for i in items if i.scrubbed]:
+            session.execute(update(InboxEvent), scrubbed)
+
+
+def _apply_together(applier: _Applier, events: list[tuple[_Item, Event]]) -> None:
     applier.known = _Known.load(applier.session, [event for _, event in events])
-    for row, event in events:
+    for item, event in events:
         try:
-            applier.apply(applier.without_forgotten_data(row, event))
+            applier.apply(applier.without_forgotten_data(item, event))
         except EventRejected as exc:  # raised by the checks, before the event changed anything
-            _rejected(row, exc, applier)
+            _rejected(item, exc, applier)
             continue
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and _database_trouble(exc):
                 raise
             raise _TakeCare from exc
-        _processed(row, applier.counts)
+        _processed(item, applier.counts)
     try:
         applier.write()
     except SQLAlchemyError as exc:
@@ -163,40 +192,40 @@ def _apply_together(applier: _Applier, events: list[tuple[InboxEvent, Event]]) -
         raise _TakeCare from exc
 
 
-def _apply_alone(applier: _Applier, row: InboxEvent, event: Event) -> None:
+def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
     try:
         with applier.session.begin_nested():
             applier.known, applier.added = _Known.load(applier.session, [event]), {}
-            applier.apply(applier.without_forgotten_data(row, event))
+            applier.apply(applier.without_forgotten_data(item, event))
             applier.write()
     except EventRejected as exc:
-        _rejected(row, exc, applier)
+        _rejected(item, exc, applier)
     except (ValueError, SQLAlchemyError) as exc:
         if _database_trouble(exc):
             raise  # not this event's fault: the batch rolls back and runs again
-        _failed(row, exc, applier.counts)
+        _failed(item, exc, applier.counts)
     else:
-        _processed(row, applier.counts)
+        _processed(item, applier.counts)
 
 
-def _processed(row: InboxEvent, counts: ProcessCounts) -> None:
-    row.status, row.error = "processed", None
+def _processed(item: _Item, counts: ProcessCounts) -> None:
+    item.status, item.error = "processed", None
     counts.processed += 1
 
 
-def _rejected(row: InboxEvent, exc: EventRejected, applier: _Applier) -> None:
+def _rejected(item: _Item, exc: EventRejected, applier: _Applier) -> None:
     if isinstance(exc, OrderNotYetKnown) and (
-            applier.clock.now() - row.received_at <= ORDER_WAIT):
-        row.status, row.error = "waiting", str(exc)
+            applier.clock.now() - item.received_at <= ORDER_WAIT):
+        item.status, item.error = "waiting", str(exc)
         applier.counts.waiting += 1
     else:
-        _failed(row, exc, applier.counts)
+        _failed(item, exc, applier.counts)
 
 
-def _failed(row: InboxEvent, exc: Exception, counts: ProcessCounts) -> None:
-    row.status, row.error = "failed", str(exc)[:2000]
+def _failed(item: _Item, exc: Exception, counts: ProcessCounts) -> None:
+    item.status, item.error = "failed", str(exc)[:2000]
     counts.failed += 1
-    log.warning("event %s failed: %s", row.event_id, exc)
+    log.warning("event %s failed: %s", item.event_id, exc)
 
 
 def _database_trouble(exc: Exception) -> bool:
@@ -281,7 +310,7 @@ class _Applier:
         assert not self.added, f"no insert order for {list(self.added)}"
         self.session.flush()  # the updates, when nothing was new
 
-    def without_forgotten_data(self, row: InboxEvent, event: Event) -> Event:
+    def without_forgotten_data(self, item: _Item, event: Event) -> Event:
         """A late event from before its customer was forgotten (a webhook retried for days)
         must not bring their personal data back: it is applied, and kept, without it."""
         order = self.known.orders.get(event.order.id) if event.order else None
@@ -290,10 +319,10 @@ class _Applier:
         if (customer is None or customer.forgotten_at is None
                 or event.occurred_at > customer.forgotten_at):
             return event
-        scrubbed = scrub_payload(row.payload)
+        scrubbed = scrub_payload(item.payload)
         if isinstance(scrubbed.get("customer"), dict):  # forgetting withdrew consent too
             scrubbed["customer"].pop("consent", None)
-        row.payload = scrubbed
+        item.payload, item.scrubbed = scrubbed, True
         return Event.model_validate(scrubbed)
 
     def apply(self, event: Event) -> None:
