@@ -6,12 +6,17 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from types import ModuleType
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 
+import flows.dispatch_messages as dispatch_messages_module
+import flows.process_events as process_events_module
 from aftersale.db.models import Message, MetricsSnapshot
 from aftersale.intake import notify
 from aftersale.metrics.snapshots import SEGMENTS_KEY, SUMMARY_KEY
@@ -43,14 +48,31 @@ def _latest_artifact(key: str) -> object:
     return asyncio.run(read())
 
 
-def _later(delay: float, action: object) -> threading.Thread:
-    """Do ``action`` from another thread after ``delay`` seconds, as a webhook would."""
+def _when_lingering(monkeypatch: pytest.MonkeyPatch, flow_module: ModuleType,
+                    action: Callable[[], None]) -> tuple[threading.Thread, list[float]]:
+    """Do ``action`` from another thread, as a webhook would, half a second after the flow run
+    finished its first pass and began to linger; returns the thread and, once done, the time
+    it was done. A fixed delay from the call raced the flow run's start: on a busy machine
+    the run began after it, and its first pass took what should have come later."""
+    lingering = threading.Event()
+    real = flow_module.linger
+
+    def linger(*args: Any, **kwargs: Any) -> int:
+        lingering.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flow_module, "linger", linger)
+    done_at: list[float] = []
+
     def run() -> None:
-        time.sleep(delay)
-        action()  # type: ignore[operator]
+        if lingering.wait(timeout=120):
+            time.sleep(0.5)
+            action()
+            done_at.append(time.monotonic())
+
     thread = threading.Thread(target=run)
     thread.start()
-    return thread
+    return thread, done_at
 
 
 def test_process_and_dispatch_flows_work_in_batches_and_report_counts(rt: Runtime) -> None:
@@ -98,20 +120,23 @@ def test_process_events_announces_due_work_to_dispatch(rt: Runtime, monkeypatch:
     assert announced == [(summary["enrolled"] + summary["resumed"], "process-events")]
 
 
-def test_a_lingering_process_run_takes_events_that_arrive_while_it_waits(rt: Runtime) -> None:
+def test_a_lingering_process_run_takes_events_that_arrive_while_it_waits(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     feed(rt, placed("o-1", START, "c-1"))
     # The second webhook comes after the first pass drained the inbox: its trigger would be
     # inside the window of the first, so only the lingering run can pick it up.
-    late = _later(1.5, lambda: feed(rt, placed("o-2", START, "c-2")))
-    started = time.monotonic()
+    late, arrived = _when_lingering(monkeypatch, process_events_module,
+                                    lambda: feed(rt, placed("o-2", START, "c-2")))
     with using_runtime(rt):
         summary = process_events(reason="test", linger_seconds=3)
+    ended = time.monotonic()
     late.join()
     assert summary["events"] == 2 and summary["passes"] == 2
-    assert 4.0 <= time.monotonic() - started < 20  # stayed 3 s past its last work, then ended
+    assert 3.0 <= ended - arrived[0] < 20  # stayed 3 s past its last work, then ended
 
 
-def test_a_lingering_dispatch_run_sends_what_becomes_due_while_it_waits(rt: Runtime) -> None:
+def test_a_lingering_dispatch_run_sends_what_becomes_due_while_it_waits(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     feed(rt, placed("o-1", START, "c-1"))
     definitions = rt.definitions()
     drain_inbox(rt, definitions)
@@ -123,7 +148,7 @@ def test_a_lingering_dispatch_run_sends_what_becomes_due_while_it_waits(rt: Runt
         feed(rt, follow("shipped", "o-1", START, "c-1"))
         drain_inbox(rt, definitions)  # what process-events does meanwhile
 
-    late = _later(1.5, shipped)
+    late, _ = _when_lingering(monkeypatch, dispatch_messages_module, shipped)
     with using_runtime(rt):
         summary = dispatch_messages(reason="aftersale.work.due", count=1, linger_seconds=3)
     late.join()
