@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain, islice
 from multiprocessing import get_context
+from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.intake.inbox import event_row, insert_ignoring_duplicates
-from aftersale.intake.jsonl import LineError, parse_lines
+from aftersale.intake.jsonl import LineError, first_copies, parse_lines
 
 CHUNK = 5000
 Row = dict[str, object]
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,9 +59,16 @@ def rows_of_block(lines: list[str], first_line: int, source: str,
             for _, item in parse_lines(lines, start=first_line)]
 
 
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
 def _blocks(lines: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
-    iterator, first = iter(lines), 1
-    while block := list(islice(iterator, size)):
+    """Blocks of ``size`` lines, each with the number of its first line."""
+    first = 1
+    for block in _chunks(lines, size):
         yield first, block
         first += len(block)
 
@@ -93,21 +102,20 @@ def import_jsonl(factory: sessionmaker[Session], lines: Iterable[str], *, source
     them must guard its entry point (``if __name__ == "__main__":``) as multiprocessing
     requires; ``aftersale ingest`` asks for :func:`default_workers`."""
     result = ImportResult()
-    seen: set[object] = set()
+    validated = chain.from_iterable(_validated(_blocks(lines, chunk), source, received_at,
+                                               workers))
     with factory() as session:
         session.begin()
-        for items in _validated(_blocks(lines, chunk), source, received_at, workers):
+        for items in _chunks(first_copies(validated, lambda row: row["event_id"]), chunk):
             rows: list[Row] = []
             for item in items:
                 if isinstance(item, LineError):
                     result.errors.append(item)
                     continue
                 result.received += 1
-                if item["event_id"] in seen:  # the first copy in the file is the one kept
+                if item is None:
                     result.duplicates_in_file += 1
-                    continue
-                seen.add(item["event_id"])
-                if not result.errors or skip_invalid:  # else rejected: validate, store nothing
+                elif not result.errors or skip_invalid:  # else rejected: validate, store nothing
                     rows.append(item)
             if not result.errors or skip_invalid:
                 result.stored += insert_ignoring_duplicates(session, rows)

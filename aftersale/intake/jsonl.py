@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aftersale.errors import EventError
 from aftersale.events import Event, parse_event
 from aftersale.intake.jsontext import JSONTextError, loads
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,25 @@ def parse_lines(lines: Iterable[str], start: int = 1) -> Iterator[tuple[int, Eve
             yield number, LineError(number, str(exc))
 
 
-def distinct_lines(lines: Iterable[str]) -> Iterator[Event | LineError | None]:
-    """Every line's event or error, in order; ``None`` for an id seen earlier in the file (a
-    repeated id is kept once: the first copy)."""
-    seen: set[str] = set()
-    for _, item in parse_lines(lines):
-        if isinstance(item, Event):
-            if item.id in seen:
+def first_copies(items: Iterable[T | LineError], id_of: Callable[[T], object],
+                 ) -> Iterator[T | LineError | None]:
+    """``items`` in order, with ``None`` in place of one whose id came earlier in the file (a
+    repeated id is kept once: the first copy); errors pass through. The one in-file duplicate
+    rule, for events (:func:`distinct_lines`) and for the import's inbox rows."""
+    seen: set[object] = set()
+    for item in items:
+        if not isinstance(item, LineError):
+            key = id_of(item)
+            if key in seen:
                 yield None
                 continue
-            seen.add(item.id)
+            seen.add(key)
         yield item
+
+
+def distinct_lines(lines: Iterable[str]) -> Iterator[Event | LineError | None]:
+    """Every line's event or error, in order; ``None`` for an id seen earlier in the file."""
+    return first_copies((item for _, item in parse_lines(lines)), lambda event: event.id)
 
 
 def parse_file(lines: Iterable[str]) -> ParsedFile:
