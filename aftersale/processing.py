@@ -123,7 +123,7 @@ def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Cl
             query = query.with_for_update(skip_locked=True)
         now = clock.now()
         _retry_waiting(session, now)
-        items = [_Item(*row) for row in session.execute(query)]
+        items = [_Item(**row._asdict()) for row in session.execute(query)]
         events: list[tuple[_Item, Event]] = []
         for item in items:
             counts.events += 1
