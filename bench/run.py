@@ -97,10 +97,6 @@ def _timed(run: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - began, value
 
 
-def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
-
-
 def _floor(session: Session) -> None:
     """The baseline: read every order once, as cheaply as SQL can."""
     session.execute(text("SELECT count(*), sum(total) FROM orders")).all()
@@ -142,7 +138,7 @@ def measure(url: str, repeats: int = 3, database: str | None = None) -> Measurem
         engine.dispose()
     return Measurement(database=database or engine.dialect.name, report=report,
                        metrics=Timing(runs[0], min(runs)), baseline=Timing(floors[0], min(floors)),
-                       parts=parts, peak_rss_mb=_peak_rss_mb())
+                       parts=parts, peak_rss_mb=throughput.peak_rss_mb())
 
 
 # -- worlds ----------------------------------------------------------------------------------
@@ -156,7 +152,7 @@ def _build_in_child(url: str, customers: int, orders: int, seed: int) -> tuple[W
     """Build in a fresh process: its memory peak is its own, not the measurement's."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         stats = pool.submit(build_world, url, customers, orders, seed, _progress).result()
-    return stats, _peak_rss_mb(resource.RUSAGE_CHILDREN)
+    return stats, throughput.peak_rss_mb(resource.RUSAGE_CHILDREN)
 
 
 def sqlite_world(customers: int, orders: int, seed: int, rebuild: bool) -> tuple[str, Outcome]:

@@ -132,7 +132,7 @@ def bench_settings(url: str, **overrides: Any) -> Settings:
     return Settings(**values, _env_file=None)  # type: ignore[arg-type]
 
 
-def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -160,8 +160,8 @@ def _import_child(url: str, path: str) -> dict[str, Any]:
     """The measured import, as ``aftersale ingest`` runs it (after its settings)."""
     rt = open_runtime(bench_settings(url), SimulatedClock(END), migrate=False)
     try:
-        began = time.perf_counter()
         workers = default_workers()  # as aftersale ingest
+        began = time.perf_counter()
         with open(path, encoding="utf-8") as handle:
             result = import_jsonl(rt.factory, handle, source="file", received_at=rt.now(),
                                   workers=workers)
@@ -171,7 +171,7 @@ def _import_child(url: str, path: str) -> dict[str, Any]:
     # The validating workers' memory counts too: RUSAGE_CHILDREN holds the largest worker's
     # peak, so the writer's peak plus that times the workers is an upper bound.
     return {"seconds": seconds, "stored": result.stored, "errors": len(result.errors),
-            "rss_mb": _peak_rss_mb() + workers * _peak_rss_mb(resource.RUSAGE_CHILDREN),
+            "rss_mb": peak_rss_mb() + workers * peak_rss_mb(resource.RUSAGE_CHILDREN),
             "workers": workers}
 
 
