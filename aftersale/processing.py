@@ -6,11 +6,14 @@ enrollments waiting for it, and end enrollments it exits.
 
 A batch loads what its events touch (customers, their orders and enrollments, survey messages,
 referral codes) in a few queries, applies the events in memory and writes once at the end: a
-query per event would bound processing at a few hundred events a second. An event that cannot
-apply (an order that is not ours, a shipment before its order) is found by checks that run
-before it changes anything, so it is marked and the batch goes on. Anything unexpected rolls the
-batch back and runs it again the careful way, each event in its own savepoint, so one bad event
-is marked failed with its reason and the rest still apply.
+query per event would bound processing at a few hundred events a second. The rows it changes
+are plain objects (:mod:`aftersale.db.batchrows`), written with one executemany per table and
+set of changed columns: as ORM instances, loading and flushing them cost more than the rest.
+
+An event that cannot apply (an order that is not ours, a shipment before its order) is found by
+checks that run before it changes anything, so it is marked and the batch goes on. Anything
+unexpected rolls the batch back and runs it again the careful way, each event in its own
+savepoint, so one bad event is marked failed with its reason and the rest still apply.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
 from aftersale.counts import Counts
-from aftersale.db.lookup import by_id, where_in
+from aftersale.db.batchrows import RowSet
+from aftersale.db.lookup import by_id
 from aftersale.db.models import (
     Customer,
     Enrollment,
@@ -195,7 +199,7 @@ def _apply_together(applier: _Applier, events: list[tuple[_Item, Event]]) -> Non
 def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
     try:
         with applier.session.begin_nested():
-            applier.known, applier.added = _Known.load(applier.session, [event]), {}
+            applier.known = _Known.load(applier.session, [event])
             applier.apply(applier.without_forgotten_data(item, event))
             applier.write()
     except EventRejected as exc:
@@ -243,46 +247,67 @@ def _retry_waiting(session: Session, now: datetime) -> None:
                     .values(status="pending"))
 
 
+class _Rows:
+    """The batch's rows of each table it writes, in the order they are inserted: parents
+    first, as the foreign keys need."""
+
+    def __init__(self) -> None:
+        self.customers = RowSet(Customer)
+        self.orders = RowSet(Order)
+        self.referrals = RowSet(Referral)
+        self.answers = RowSet(SurveyResponse)
+        self.enrollments = RowSet(Enrollment)
+
+    def write(self, session: Session) -> None:
+        for rows in (self.customers, self.orders, self.referrals, self.answers,
+                     self.enrollments):
+            rows.write(session)
+
+
 @dataclass
 class _Known:
     """The rows a batch's events touch, loaded up front and kept current as they apply (what
     an event adds, the next one sees)."""
 
-    customers: dict[str, Customer]
-    orders: dict[str, Order]
+    rows: _Rows
     orders_of: defaultdict[str, list[Order]]  # every order of these customers
     enrollments_of: defaultdict[str, list[Enrollment]]  # every enrollment of these customers
     referrers: dict[str, str]  # referral code -> customer id
     messages: dict[str, Message]  # survey messages answered
     answers: dict[str, SurveyResponse]  # by message id
 
+    @property
+    def customers(self) -> dict[str, Customer]:
+        return self.rows.customers.by_key
+
+    @property
+    def orders(self) -> dict[str, Order]:
+        return self.rows.orders.by_key
+
     @classmethod
     def load(cls, session: Session, events: list[Event]) -> _Known:
-        orders = by_id(session, Order, {e.order.id for e in events if e.order})
+        rows = _Rows()
+        orders = rows.orders.by_keys(session, {e.order.id for e in events if e.order})
         customer_ids = {e.customer.id for e in events if e.customer}
         customer_ids |= {o.customer_id for o in orders.values()}
         orders_of: defaultdict[str, list[Order]] = defaultdict(list)
-        for order in where_in(session, Order, Order.customer_id, customer_ids):
-            orders_of[order.customer_id].append(orders.setdefault(order.id, order))
+        for order in rows.orders.load(session, Order.customer_id, customer_ids):
+            orders_of[order.customer_id].append(order)
         enrollments_of: defaultdict[str, list[Enrollment]] = defaultdict(list)
-        for enrollment in where_in(session, Enrollment, Enrollment.customer_id, customer_ids):
+        for enrollment in rows.enrollments.load(session, Enrollment.customer_id, customer_ids):
             enrollments_of[enrollment.customer_id].append(enrollment)
+        rows.customers.by_keys(session, customer_ids)
         codes = {e.order.referral_code.strip().upper() for e in events
                  if e.order and e.order.referral_code}
         message_ids = {e.survey.message_id for e in events
                        if e.survey and e.survey.message_id is not None}
         return cls(
-            customers=by_id(session, Customer, customer_ids),
-            orders=orders, orders_of=orders_of, enrollments_of=enrollments_of,
-            referrers={c.referral_code: c.id for c in where_in(
-                session, Customer, Customer.referral_code, codes) if c.referral_code},
+            rows=rows, orders_of=orders_of, enrollments_of=enrollments_of,
+            referrers={c.referral_code: c.id for c in rows.customers.load(
+                session, Customer.referral_code, codes) if c.referral_code},
             messages=by_id(session, Message, message_ids),
-            answers={a.message_id: a for a in where_in(
-                session, SurveyResponse, SurveyResponse.message_id, message_ids)
-                if a.message_id is not None})
-
-
-INSERT_ORDER = (Customer, Order, Referral, SurveyResponse, Enrollment)
+            answers={a.message_id: a for a in rows.answers.load(
+                session, SurveyResponse.message_id, message_ids) if a.message_id is not None})
 
 
 @dataclass
@@ -294,21 +319,10 @@ class _Applier:
     counts: ProcessCounts
     max_trigger_age: timedelta | None
     known: _Known = field(init=False)
-    added: dict[type, list[Any]] = field(default_factory=dict)  # new rows, by model
     version_ids: dict[str, int] = field(default_factory=dict)
 
-    def add(self, row: Any) -> None:
-        self.added.setdefault(type(row), []).append(row)
-
     def write(self) -> None:
-        """Insert the new rows parents first: the models declare no ``relationship()``, so
-        the unit of work does not order one flush's inserts by their foreign keys."""
-        for model in INSERT_ORDER:
-            if rows := self.added.pop(model, None):
-                self.session.add_all(rows)
-                self.session.flush()
-        assert not self.added, f"no insert order for {list(self.added)}"
-        self.session.flush()  # the updates, when nothing was new
+        self.known.rows.write(self.session)
 
     def without_forgotten_data(self, item: _Item, event: Event) -> Event:
         """A late event from before its customer was forgotten (a webhook retried for days)
@@ -381,11 +395,9 @@ class _Applier:
         now = self.clock.now()
         customer = self.known.customers.get(data.id)
         if customer is None:
-            customer = Customer(id=data.id, created_at=now, updated_at=now, consent_email=False,
-                                consent_sms=False, consent_whatsapp=False,
-                                referral_code=referral_code(data.id))
-            self.add(customer)
-            self.known.customers[data.id] = customer
+            customer = self.known.rows.customers.add(
+                id=data.id, created_at=now, updated_at=now, consent_email=False,
+                consent_sms=False, consent_whatsapp=False, referral_code=referral_code(data.id))
             self.known.referrers[customer.referral_code] = data.id
         # Only fields the event carries change: a shipment event without an e-mail address
         # must not erase the one we have.
@@ -409,15 +421,13 @@ class _Applier:
         order = self.known.orders.get(data.id)
         if order is not None:
             return order  # replayed under another event id: the order is already known
-        order = Order(
+        order = self.known.rows.orders.add(
             id=data.id, customer_id=customer.id, number=data.number, placed_at=event.occurred_at,
             total=data.total or Decimal("0"), currency=data.currency,
             items=[i.model_dump(mode="json", exclude_none=True) for i in data.items],
             discount_codes=list(data.discount_codes), referral_code=data.referral_code,
             status="placed",
         )
-        self.add(order)
-        self.known.orders[order.id] = order
         if data.referral_code:
             self.record_referral(order, customer, data.referral_code)
         self.known.orders_of[customer.id].append(order)
@@ -433,9 +443,9 @@ class _Applier:
             return  # unknown code, or a customer using their own: not a referral
         earlier = any(o.placed_at <= order.placed_at for o in self.known.orders_of[customer.id]
                       if o.id != order.id)
-        self.add(Referral(code=code, referrer_id=referrer_id, customer_id=customer.id,
-                                  order_id=order.id, first_order=not earlier,
-                                  created_at=self.clock.now()))
+        self.known.rows.referrals.add(
+            code=code, referrer_id=referrer_id, customer_id=customer.id, order_id=order.id,
+            first_order=not earlier, created_at=self.clock.now())
         self.counts.referrals += 1
 
     def update_order(self, event: Event) -> Order:
@@ -460,12 +470,11 @@ class _Applier:
         existing = (self.known.answers.get(survey.message_id)
                     if survey.message_id is not None else None)
         if existing is None:
-            answer = SurveyResponse(
+            answer = self.known.rows.answers.add(
                 event_id=event.id, customer_id=customer.id, order_id=survey.order_id,
                 message_id=survey.message_id, kind=survey.kind, score=survey.score,
                 comment=survey.comment, source=survey.source, responded_at=event.occurred_at,
                 updated_at=event.occurred_at)
-            self.add(answer)
             if survey.message_id is not None:
                 self.known.answers[survey.message_id] = answer
         elif self._newer(event, existing):
@@ -524,7 +533,7 @@ class _Applier:
             holdout = in_holdout(journey.name, customer.id, journey.holdout_percent)
             if journey.name not in self.version_ids:
                 self.version_ids[journey.name] = ensure_version(self.session, journey, self.clock)
-            enrollment = Enrollment(
+            enrollment = self.known.rows.enrollments.add(
                 journey=journey.name,
                 journey_version_id=self.version_ids[journey.name],
                 customer_id=customer.id, order_id=order.id if order else None,
@@ -534,7 +543,6 @@ class _Applier:
                 end_reason="holdout" if holdout else None,
                 ended_at=now if holdout else None,
                 pc=0, due_at=None if holdout else now, enrolled_at=now)
-            self.add(enrollment)
             enrollments.append(enrollment)
             entered.add((journey.name, entry_key))
             self.counts.by_segment[segment] += 1
