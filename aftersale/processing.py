@@ -42,7 +42,7 @@ from aftersale.db.models import (
     Referral,
     SurveyResponse,
 )
-from aftersale.events import Event, EventType
+from aftersale.events import STORED, Event, EventType
 from aftersale.facts import purchases_among, segment_context
 from aftersale.forget import scrub_payload
 from aftersale.journeys.definitions import Definitions, VersionCache, ensure_version
@@ -133,7 +133,7 @@ def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Cl
             counts.events += 1
             counts.by_type[item.type] += 1
             try:
-                events.append((item, Event.model_validate(item.payload)))
+                events.append((item, Event.model_validate(item.payload, context=STORED)))
             except ValueError as exc:
                 _failed(item, exc, counts)
         applier = _Applier(session, definitions, clock, VersionCache(session), counts,
@@ -337,7 +337,7 @@ class _Applier:
         if isinstance(scrubbed.get("customer"), dict):  # forgetting withdrew consent too
             scrubbed["customer"].pop("consent", None)
         item.payload, item.scrubbed = scrubbed, True
-        return Event.model_validate(scrubbed)
+        return Event.model_validate(scrubbed, context=STORED)
 
     def apply(self, event: Event) -> None:
         self.check(event)

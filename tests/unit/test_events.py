@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -11,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aftersale.errors import EventError
-from aftersale.events import SURVEY_SCALES, Event, EventType, normalize_phone, parse_event
+from aftersale.events import STORED, SURVEY_SCALES, Event, EventType, normalize_phone, parse_event
+from aftersale.intake.inbox import event_row
 
 DESIGN_EVENT = {
     "id": "evt-1001", "type": "order.placed", "occurred_at": "2026-03-01T10:00:00+03:00",
@@ -156,6 +158,26 @@ def test_an_email_is_normalized_and_an_empty_one_means_none():
     assert parse_event(event(customer__email="ayse@EXAMPLE.COM")).customer.email == (
         "ayse@example.com")
     assert parse_event(event(customer__email="")).customer.email is None
+
+
+@pytest.mark.parametrize(("email", "phone", "country"), [
+    ("Ayse@EXAMPLE.COM", "0532 123 45 67", "TR"), ("ayse@example.com", "+905321234567", None),
+    ("", "(201) 555-0123", "US"), (None, None, "DE")])
+def test_a_stored_payload_reads_back_as_the_event_that_was_stored(email, phone, country):
+    """Processing validates inbox payloads with STORED, which trusts the e-mail address and
+    phone number intake normalized: reading back must give exactly the event intake made."""
+    parsed = parse_event(event(customer__email=email, customer__phone=phone,
+                               customer__country=country))
+    payload = json.loads(event_row(parsed, "test", parsed.occurred_at)["payload_json"])
+    assert Event.model_validate(payload, context=STORED) == parsed
+    assert Event.model_validate(payload) == parsed  # normalizing again changes nothing
+
+
+def test_only_stored_payloads_skip_normalizing_contact_details():
+    raw = event(customer__email="Ayse@EXAMPLE.COM", customer__phone="0532 123 45 67")
+    assert Event.model_validate(raw).customer.phone == "+905321234567"
+    trusted = Event.model_validate(raw, context=STORED).customer
+    assert (trusted.email, trusted.phone) == ("Ayse@EXAMPLE.COM", "0532 123 45 67")
 
 
 @pytest.mark.parametrize(
