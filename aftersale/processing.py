@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.clock import Clock
 from aftersale.counts import Counts
 from aftersale.db.batchrows import RowSet
-from aftersale.db.lookup import by_id
+from aftersale.db.lookup import IN_CHUNK, by_id
 from aftersale.db.models import (
     Customer,
     Enrollment,
@@ -166,11 +166,15 @@ class _Item:
 
     @staticmethod
     def write_back(session: Session, items: list[_Item], now: datetime) -> None:
-        """ORM bulk UPDATE by primary key: one executemany, no objects."""
-        if items:
-            session.execute(update(InboxEvent), [
-                {"seq": i.seq, "status": i.status, "error": i.error, "processed_at": now}
-                for i in items])
+        """One UPDATE per outcome (almost always: all processed), over the events' seqs."""
+        by_outcome: defaultdict[tuple[str, str | None], list[int]] = defaultdict(list)
+        for item in items:
+            by_outcome[(item.status, item.error)].append(item.seq)
+        for (status, error), seqs in by_outcome.items():
+            for start in range(0, len(seqs), IN_CHUNK):
+                session.execute(update(InboxEvent)
+                                .where(InboxEvent.seq.in_(seqs[start:start + IN_CHUNK]))
+                                .values(status=status, error=error, processed_at=now))
         if scrubbed := [{"seq": i.seq, "payload": i.payload} for i in items if i.scrubbed]:
             session.execute(update(InboxEvent), scrubbed)
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import field, make_dataclass
+from functools import cache
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Column, bindparam, insert, select, update
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session
 from aftersale.db.lookup import IN_CHUNK
 
 M = TypeVar("M")
-_WAS = "_loaded_as"  # the values a loaded row came with; absent on a new row
+_WAS = "_loaded_as"  # the values a loaded row came with; None on a row not yet stored
 
 
 class RowSet(Generic[M]):
@@ -41,9 +44,11 @@ class RowSet(Generic[M]):
         (self.key, self.key_column), = ((k, c) for k, c in self.columns.items() if c.primary_key)
         self.defaults = {key: column.default.arg for key, column in self.columns.items()
                          if column.default is not None and column.default.is_scalar}
-        self.row_type = _plain_type(model.__name__, tuple(self.columns))
-        self._names = list(self.columns)
+        self._names = tuple(self.columns)
+        self.row_type = _plain_type(model.__name__, self._names)
+        self._values_of = attrgetter(*self._names)  # a row's values as a tuple, in C
         self._key_at = self._names.index(self.key)
+        self._column_names = tuple(column.name for column in self.columns.values())
         self.by_key: dict[Any, M] = {}
         self.added: list[M] = []
 
@@ -69,9 +74,7 @@ class RowSet(Generic[M]):
         existing = self.by_key.get(key)
         if existing is not None:
             return existing
-        row = self.row_type()
-        for name, value in zip(self._names, values, strict=True):
-            setattr(row, name, value)
+        row = self.row_type(*values)
         setattr(row, _WAS, values)
         self.by_key[key] = row
         return row  # type: ignore[no-any-return]
@@ -81,9 +84,7 @@ class RowSet(Generic[M]):
         unknown = values.keys() - self.columns.keys()
         if unknown:
             raise TypeError(f"{self.model.__name__} has no column {sorted(unknown)}")
-        row = self.row_type()
-        for name in self.columns:
-            setattr(row, name, values[name] if name in values else self.defaults.get(name))
+        row = self.row_type(**(self.defaults | values))
         self.added.append(row)
         key = values.get(self.key)
         if key is not None:
@@ -101,21 +102,21 @@ class RowSet(Generic[M]):
             session.execute(insert(self.table), rows)
             for row in self.added:  # stored now: a later change to it is an update
                 if getattr(row, self.key) is not None:  # (a row keyed by the database is not)
-                    setattr(row, _WAS, tuple(getattr(row, name) for name in self._names))
+                    setattr(row, _WAS, self._values_of(row))
             self.added = []
         self._update(session)
 
     def _values(self, row: M) -> dict[str, Any]:
-        return {self.columns[name].name: getattr(row, name) for name in self.columns}
+        return dict(zip(self._column_names, self._values_of(row), strict=True))
 
     def _update(self, session: Session) -> None:
         names = self._names
         by_change: defaultdict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in self.by_key.values():
-            was = getattr(row, _WAS, None)
+            was = getattr(row, _WAS)
             if was is None:
                 continue
-            now = tuple(getattr(row, name) for name in names)
+            now = self._values_of(row)
             if now == was:
                 continue
             changed = tuple(n for n, old, new in zip(names, was, now, strict=True) if old != new)
@@ -128,19 +129,10 @@ class RowSet(Generic[M]):
             session.execute(statement, rows)
 
 
-_TYPES: dict[tuple[str, tuple[str, ...]], type] = {}
-
-
+@cache
 def _plain_type(name: str, attributes: tuple[str, ...]) -> type:
-    """One slotted class per model (and its columns), made once per process."""
-    known = _TYPES.get((name, attributes))
-    if known is None:
-        known = _TYPES[(name, attributes)] = type(
-            f"{name}Row", (), {"__slots__": (*attributes, _WAS), "__module__": __name__,
-                               "__repr__": _repr})
-    return known
-
-
-def _repr(row: Any) -> str:
-    shown = ", ".join(f"{name}={getattr(row, name, None)!r}" for name in row.__slots__[:4])
-    return f"{type(row).__name__}({shown}, ...)"
+    """One slotted class per model (and its columns), made once per process. A generated
+    ``__init__`` fills it faster than setattr can; equality stays identity, as for the ORM."""
+    fields: list[Any] = [(a, Any, field(default=None)) for a in attributes]
+    return make_dataclass(f"{name}Row", [*fields, (_WAS, Any, field(default=None, repr=False))],
+                          slots=True, eq=False, namespace={"__module__": __name__})
