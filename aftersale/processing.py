@@ -18,6 +18,7 @@ savepoint, so one bad event is marked failed with its reason and the rest still 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -133,7 +134,8 @@ def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Cl
             counts.events += 1
             counts.by_type[item.type] += 1
             try:
-                events.append((item, Event.model_validate(item.payload, context=STORED)))
+                events.append((item, Event.model_validate_json(item.payload_json,
+                                                               context=STORED)))
             except ValueError as exc:
                 _failed(item, exc, counts)
         applier = _Applier(session, definitions, clock, VersionCache(session), counts,
@@ -153,16 +155,19 @@ class _Item:
     batch in one statement (as ORM objects, the inbox rows' 1,000 updates and their loading
     cost a tenth of a batch)."""
 
+    # The payload as its JSON text: pydantic reads the text faster than json.loads + a dict.
     COLUMNS: ClassVar = (InboxEvent.seq, InboxEvent.event_id, InboxEvent.type,
-                         InboxEvent.received_at, InboxEvent.payload)
+                         InboxEvent.received_at,
+                         cast(InboxEvent.payload, Text).label("payload_json"))
     seq: int
     event_id: str
     type: str
     received_at: datetime
-    payload: dict[str, Any]
+    payload_json: str
     status: str = "pending"
     error: str | None = None
-    scrubbed: bool = False  # the payload lost personal data (see _Applier.without_forgotten_data)
+    # the payload without personal data (see _Applier.without_forgotten_data), to store
+    scrubbed: dict[str, Any] | None = None
 
     @staticmethod
     def write_back(session: Session, items: list[_Item], now: datetime) -> None:
@@ -175,7 +180,8 @@ class _Item:
                 session.execute(update(InboxEvent)
                                 .where(InboxEvent.seq.in_(seqs[start:start + IN_CHUNK]))
                                 .values(status=status, error=error, processed_at=now))
-        if scrubbed := [{"seq": i.seq, "payload": i.payload} for i in items if i.scrubbed]:
+        if scrubbed := [{"seq": i.seq, "payload": i.scrubbed} for i in items
+                        if i.scrubbed is not None]:
             session.execute(update(InboxEvent), scrubbed)
 
 
@@ -337,10 +343,10 @@ class _Applier:
         if (customer is None or customer.forgotten_at is None
                 or event.occurred_at > customer.forgotten_at):
             return event
-        scrubbed = scrub_payload(item.payload)
+        scrubbed = scrub_payload(json.loads(item.payload_json))
         if isinstance(scrubbed.get("customer"), dict):  # forgetting withdrew consent too
             scrubbed["customer"].pop("consent", None)
-        item.payload, item.scrubbed = scrubbed, True
+        item.scrubbed = scrubbed
         return Event.model_validate(scrubbed, context=STORED)
 
     def apply(self, event: Event) -> None:
