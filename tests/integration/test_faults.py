@@ -161,10 +161,13 @@ def test_a_provider_failing_for_a_while_ends_with_each_message_sent_once_or_flag
 
 
 # -- the dispatcher is killed at each stage of a send ----------------------------------------
+@pytest.mark.parametrize("provider", ["sendgrid", "twilio"])
 @pytest.mark.parametrize("stage", ["claimed", "accepted", "recorded"])
 def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goes_on(
-        settings: Settings, sendgrid: SendGridEmulator, stage: str) -> None:
-    """Three messages, one per batch. The dispatcher runs in its own process and is SIGKILLed
+        settings: Settings, sendgrid: SendGridEmulator, twilio: TwilioEmulator, stage: str,
+        provider: str) -> None:
+    """Three messages (e-mail through SendGrid, or SMS through Twilio), one per batch. The
+    dispatcher runs in its own process and is SIGKILLed
 
     - claimed: after the claim committed them ``sending``, before any provider call. It is
       stopped there by the shared rate limit: its slot is reserved an hour ahead, as a burst
@@ -172,28 +175,30 @@ def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goe
     - accepted: the provider accepted the first message and holds its answer back;
     - recorded: the first message's answer is recorded; the second is accepted, unanswered.
     """
-    rt = runtime(settings, sendgrid, None, batch_size=1)
-    ids = seed_due_messages(rt, 3, START)
+    emulator: Emulator = sendgrid if provider == "sendgrid" else twilio
+    rt = (runtime(settings, sendgrid, None, batch_size=1) if provider == "sendgrid"
+          else runtime(settings, None, twilio, batch_size=1))
+    ids = seed_due_messages(rt, 3, START, channel="email" if provider == "sendgrid" else "sms")
     if stage == "claimed":
-        hold_rate_limit(rt, "sendgrid", 3600)
+        hold_rate_limit(rt, provider, 3600)
     else:
-        sendgrid.hold(after=1 if stage == "recorded" else 0)
+        emulator.hold(after=1 if stage == "recorded" else 0)
     child = start_dispatcher(rt.settings, NOW)
     try:
         if stage == "claimed":
             wait_until(lambda: statuses(rt)[ids[0]] == "sending", what="the claim")
         else:
-            sendgrid.wait_for(lambda: sendgrid.held == 1)
+            emulator.wait_for(lambda: emulator.held == 1)
     finally:
         kill(child)
     in_doubt = ids[1] if stage == "recorded" else ids[0]
     before = statuses(rt)
     assert before[in_doubt] == "sending"
     assert before[ids[0]] == ("sent" if stage == "recorded" else "sending")
-    assert accepted_ids(sendgrid)[in_doubt] == (0 if stage == "claimed" else 1)
+    assert accepted_ids(emulator)[in_doubt] == (0 if stage == "claimed" else 1)  # type: ignore[arg-type]
 
-    sendgrid.release()
-    set_rate_limit(rt, "sendgrid", 0.0)  # the hour is over
+    emulator.release()
+    set_rate_limit(rt, provider, 0.0)  # the hour is over
     # Within the claim (5 min) the row is left alone; the others go out.
     dispatch_at(rt, timedelta(minutes=1))
     assert statuses(rt)[in_doubt] == "sending"
@@ -203,11 +208,11 @@ def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goe
     assert final[in_doubt].status == "unknown"
     assert "check the provider log" in (final[in_doubt].status_reason or "")
     assert {final[i].status for i in ids if i != in_doubt} == {"sent"}
-    accepted = accepted_ids(sendgrid)
+    accepted = accepted_ids(emulator)  # type: ignore[arg-type]
     assert accepted[in_doubt] == (0 if stage == "claimed" else 1)
     assert all(accepted[i] == 1 for i in ids if i != in_doubt)
     dispatch_at(rt, timedelta(hours=2))
-    assert accepted_ids(sendgrid) == accepted  # and never later either
+    assert accepted_ids(emulator) == accepted  # and never later either  # type: ignore[arg-type]
     rt.engine.dispose()
 
 
