@@ -6,7 +6,10 @@ metric over a synthetic year of a shop, timed, in one table.
                         [--messages 5000] [--e2e-events 200]
                         [--customers 250000] [--orders 1000000] [--seed 7]
                         [--database sqlite|postgresql|both] [--repeats 3] [--rebuild]
-                        [--out bench/results.md]
+                        [--out FILE]
+
+A full run writes ``bench/results.md``; a run of some sections only prints its table unless
+``--out`` says where to write it, so it cannot replace the full results.
 
 The throughput sections are described in bench/throughput.py. The metrics section:
 
@@ -335,12 +338,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="sqlite")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached world")
-    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the markdown table (default: bench/results.md, "
+                             "and only when every section ran, so a partial run cannot "
+                             "replace the full results)")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; use {','.join(SECTIONS)}")
+    if args.out is None and set(args.sections) == set(SECTIONS):
+        args.out = HERE / "results.md"
     return args
 
 
@@ -427,8 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       if "metrics" in args.sections else [])]))
     for note in notes:
         console.print(f"  {note}", highlight=False)
-    args.out.write_text(markdown(table, args, outcomes, notes), encoding="utf-8")
-    console.print(f"written to {args.out}")
+    if args.out is None:
+        console.print(f"not written: a run of {','.join(args.sections)} only (--out FILE "
+                      "writes it)")
+    else:
+        args.out.write_text(markdown(table, args, outcomes, notes), encoding="utf-8")
+        console.print(f"written to {args.out}")
     return 0
 
 

@@ -64,7 +64,7 @@ SECTIONS = ("intake", "processing", "dispatch", "e2e")
 @dataclass
 class Sizes:
     intake: int = 1_000_000
-    processing: int = 20_000  # ~200 events/s today: 100k would take 8 min per database
+    processing: int = 20_000  # about 4 s per database; the rate falls as the history grows
     dispatch: int = 5_000
     e2e: int = 200
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import throughput
-from bench.run import Outcome, measure, parse_args, rows
+from bench.run import HERE, Outcome, measure, parse_args, rows
 from bench.world import JOURNEYS, SEGMENTS, build_world, stored_world, world_key
 
 
@@ -99,6 +99,13 @@ def test_sections_can_be_chosen_and_sized_on_the_command_line() -> None:
     assert parse_args([]).sections == [*throughput.SECTIONS, "metrics"]
     with pytest.raises(SystemExit):
         parse_args(["--only", "intake,nonsense"])
+
+
+def test_only_a_full_run_replaces_the_results_file(tmp_path: Path) -> None:
+    assert parse_args([]).out == HERE / "results.md"
+    assert parse_args(["--only", "processing"]).out is None  # printed, not written
+    chosen = tmp_path / "processing.md"
+    assert parse_args(["--only", "processing", "--out", str(chosen)]).out == chosen
 
 
 def test_the_streaming_import_keeps_the_ingest_rules(tmp_path: Path) -> None:
