@@ -143,3 +143,30 @@ def test_an_unforeseen_failure_fails_only_its_event(rt: Runtime,
         assert set(session.scalars(select(Enrollment.customer_id))) == {"c-1", "c-3"}
         shipped = session.get(Order, "o-1")
         assert shipped is not None and shipped.status == "shipped"
+
+
+def test_a_journey_started_by_a_delivery_sees_the_purchase_history(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    """A batch loads purchase histories only for the customers whose events can start a
+    journey: a journey triggered by order.delivered must get them too."""
+    journeys, _ = definitions_dirs
+    (journeys / "delivered_thanks.yaml").write_text(
+        "journey: delivered-thanks\ntrigger: order.delivered\nholdout: 0%\n"
+        "reentry: once_per_order\nsteps:\n  - send: referral_invite\n    channels: [email]\n",
+        encoding="utf-8")
+    feed(rt, placed("o-1", START, "c-1"), placed("o-2", START + timedelta(hours=1), "c-1"))
+    assert _drain(rt, limit=50).failed == 0
+    rt.clock.set(START + timedelta(hours=3))  # type: ignore[attr-defined]
+    # A batch of deliveries only: no order is placed in it, and the events carry no customer.
+    delivered = [follow("delivered", oid, START + timedelta(hours=2)) for oid in ("o-1", "o-2")]
+    for event in delivered:
+        del event["customer"]
+    feed(rt, *delivered)
+    counts = _drain(rt, limit=50)
+    assert (counts.processed, counts.failed) == (2, 0)
+    with rt.factory() as session:
+        segments = dict(session.execute(
+            select(Enrollment.order_id, Enrollment.segment)
+            .where(Enrollment.journey == "delivered-thanks")).tuples().all())
+    # As of o-1, c-1 had one purchase; as of o-2, two.
+    assert segments == {"o-1": "first_time", "o-2": "repeat"}
