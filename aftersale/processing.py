@@ -215,9 +215,14 @@ def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
             applier.write()
     except EventRejected as exc:
         _rejected(item, exc, applier)
-    except (ValueError, SQLAlchemyError) as exc:
+    except Exception as exc:  # whatever it is, it must not block the inbox
         if _database_trouble(exc):
             raise  # not this event's fault: the batch rolls back and runs again
+        # A bug (a KeyError, say) would otherwise fail every run of this batch, and hold up
+        # every event behind it: the event is marked failed, with the reason, and kept.
+        if not isinstance(exc, ValueError | SQLAlchemyError):
+            log.error("event %s: unexpected %s", item.event_id, type(exc).__name__,
+                      exc_info=exc)
         _failed(item, exc, applier.counts)
     else:
         _processed(item, applier.counts)
@@ -238,7 +243,9 @@ def _rejected(item: _Item, exc: EventRejected, applier: _Applier) -> None:
 
 
 def _failed(item: _Item, exc: Exception, counts: ProcessCounts) -> None:
-    item.status, item.error = "failed", str(exc)[:2000]
+    reason = str(exc) if isinstance(exc, ValueError | SQLAlchemyError) else (
+        f"{type(exc).__name__}: {exc}")  # "KeyError: 'c-1'", not "'c-1'"
+    item.status, item.error = "failed", reason[:2000]
     counts.failed += 1
     log.warning("event %s failed: %s", item.event_id, exc)
 

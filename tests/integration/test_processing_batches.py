@@ -120,15 +120,19 @@ def test_a_batch_applies_as_its_events_would_one_at_a_time(rt: Runtime, tmp_path
             events[0]["customer"]["id"], "new-friend", True)
 
 
-def test_an_unforeseen_failure_fails_only_its_event(rt: Runtime,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("error", "reason"), [
+    (ValueError("segment rule blew up"), "segment rule blew up"),
+    (KeyError("c-bad"), "KeyError: 'c-bad'"),  # a bug: it must not hold up the inbox either
+])
+def test_an_unforeseen_failure_fails_only_its_event(rt: Runtime, monkeypatch: pytest.MonkeyPatch,
+                                                    error: Exception, reason: str) -> None:
     feed(rt, placed("o-1", START, "c-1"), placed("o-2", START, "c-bad"),
          placed("o-3", START, "c-3"), follow("shipped", "o-1", START, "c-1"))
     enroll = _Applier.enroll
 
     def broken(self: _Applier, event: Any, customer: Customer, order: Any) -> None:
         if customer.id == "c-bad":
-            raise ValueError("segment rule blew up")
+            raise error
         enroll(self, event, customer, order)
 
     monkeypatch.setattr(_Applier, "enroll", broken)
@@ -138,6 +142,8 @@ def test_an_unforeseen_failure_fails_only_its_event(rt: Runtime,
         statuses = dict(session.execute(select(InboxEvent.event_id, InboxEvent.status)).tuples().all())
         assert statuses == {"evt-o-1-placed": "processed", "evt-o-2-placed": "failed",
                             "evt-o-3-placed": "processed", "evt-o-1-shipped": "processed"}
+        assert session.scalar(select(InboxEvent.error).where(
+            InboxEvent.event_id == "evt-o-2-placed")) == reason
         assert session.get(Customer, "c-bad") is None  # nothing of the failed event is kept
         assert session.get(Order, "o-2") is None
         assert set(session.scalars(select(Enrollment.customer_id))) == {"c-1", "c-3"}
