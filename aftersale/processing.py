@@ -292,7 +292,10 @@ class _Known:
     # read the purchase history, and loading it for every event was a fifth of a batch's
     # reads. A customer left out is not a key, so reading their history fails loudly.
     orders_of: dict[str, list[Order]]
-    enrollments_of: defaultdict[str, list[Enrollment]]  # every enrollment of these customers
+    # The enrollments of these customers: all of them for those with a history (the re-entry
+    # rule reads them when a journey starts), the active ones for the rest (what an event
+    # can end or wake). Half of a batch's reads were enrollments that had already ended.
+    enrollments_of: defaultdict[str, list[Enrollment]]
     referrers: dict[str, str]  # referral code -> customer id
     messages: dict[str, Message]  # survey messages answered
     answers: dict[str, SurveyResponse]  # by message id
@@ -316,7 +319,11 @@ class _Known:
         for order in rows.orders.load(session, Order.customer_id, orders_of):
             orders_of[order.customer_id].append(order)
         enrollments_of: defaultdict[str, list[Enrollment]] = defaultdict(list)
-        for enrollment in rows.enrollments.load(session, Enrollment.customer_id, customer_ids):
+        for enrollment in [
+                *rows.enrollments.load(session, Enrollment.customer_id, orders_of),
+                *rows.enrollments.load(session, Enrollment.customer_id,
+                                       customer_ids - orders_of.keys(),
+                                       Enrollment.status == Status.ACTIVE.value)]:
             enrollments_of[enrollment.customer_id].append(enrollment)
         rows.customers.by_keys(session, customer_ids)
         codes = {e.order.referral_code.strip().upper() for e in events

@@ -19,7 +19,7 @@ from functools import cache
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, bindparam, insert, select, update
+from sqlalchemy import Column, ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from aftersale.db.lookup import IN_CHUNK
@@ -52,12 +52,14 @@ class RowSet(Generic[M]):
         self.by_key: dict[Any, M] = {}
         self.added: list[M] = []
 
-    def load(self, session: Session, column: Any, values: Iterable[Any]) -> list[M]:
-        """Every row whose ``column`` is one of ``values``. A row already here is returned as
-        it is now (with this batch's changes), not as the database has it."""
+    def load(self, session: Session, column: Any, values: Iterable[Any],
+             *criteria: ColumnElement[bool]) -> list[M]:
+        """Every row whose ``column`` is one of ``values`` (and that meets ``criteria``). A
+        row already here is returned as it is now (with this batch's changes), not as the
+        database has it."""
         found: list[M] = []
         ordered = sorted(set(values))
-        query = select(*self.columns.values())
+        query = select(*self.columns.values()).where(*criteria)
         for start in range(0, len(ordered), IN_CHUNK):
             chunk = ordered[start:start + IN_CHUNK]
             found.extend(self._loaded(tuple(row))
