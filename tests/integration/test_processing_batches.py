@@ -120,35 +120,75 @@ def test_a_batch_applies_as_its_events_would_one_at_a_time(rt: Runtime, tmp_path
             events[0]["customer"]["id"], "new-friend", True)
 
 
-@pytest.mark.parametrize(("error", "reason"), [
-    (ValueError("segment rule blew up"), "segment rule blew up"),
-    (KeyError("c-bad"), "KeyError: 'c-bad'"),  # a bug: it must not hold up the inbox either
-])
-def test_an_unforeseen_failure_fails_only_its_event(rt: Runtime, monkeypatch: pytest.MonkeyPatch,
-                                                    error: Exception, reason: str) -> None:
-    feed(rt, placed("o-1", START, "c-1"), placed("o-2", START, "c-bad"),
-         placed("o-3", START, "c-3"), follow("shipped", "o-1", START, "c-1"))
+def _break_enroll_for(monkeypatch: pytest.MonkeyPatch, customer_id: str,
+                      error: Exception) -> None:
     enroll = _Applier.enroll
 
     def broken(self: _Applier, event: Any, customer: Customer, order: Any) -> None:
-        if customer.id == "c-bad":
+        if customer.id == customer_id:
             raise error
         enroll(self, event, customer, order)
 
     monkeypatch.setattr(_Applier, "enroll", broken)
-    counts = process_batch(rt.factory, rt.definitions(), rt.clock, 50)
-    assert (counts.replayed_batches, counts.processed, counts.failed) == (1, 3, 1)
+
+
+def _statuses(rt: Runtime) -> dict[str, tuple[str, str | None]]:
     with rt.factory() as session:
-        statuses = dict(session.execute(select(InboxEvent.event_id, InboxEvent.status)).tuples().all())
-        assert statuses == {"evt-o-1-placed": "processed", "evt-o-2-placed": "failed",
-                            "evt-o-3-placed": "processed", "evt-o-1-shipped": "processed"}
-        assert session.scalar(select(InboxEvent.error).where(
-            InboxEvent.event_id == "evt-o-2-placed")) == reason
-        assert session.get(Customer, "c-bad") is None  # nothing of the failed event is kept
+        return {row.event_id: (row.status, row.error) for row in session.execute(
+            select(InboxEvent.event_id, InboxEvent.status, InboxEvent.error))}
+
+
+def _four_events(rt: Runtime) -> None:
+    feed(rt, placed("o-1", START, "c-1"), placed("o-2", START, "c-bad"),
+         placed("o-3", START, "c-3"), follow("shipped", "o-1", START, "c-1"))
+
+
+def _only_the_bad_event_left_out(rt: Runtime) -> None:
+    with rt.factory() as session:
+        assert session.get(Customer, "c-bad") is None  # nothing of the bad event is kept
         assert session.get(Order, "o-2") is None
         assert set(session.scalars(select(Enrollment.customer_id))) == {"c-1", "c-3"}
         shipped = session.get(Order, "o-1")
         assert shipped is not None and shipped.status == "shipped"
+
+
+def test_an_event_that_breaks_a_rule_fails_alone(rt: Runtime,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _four_events(rt)
+    _break_enroll_for(monkeypatch, "c-bad", ValueError("segment rule blew up"))
+    counts = process_batch(rt.factory, rt.definitions(), rt.clock, 50)
+    assert (counts.replayed_batches, counts.processed, counts.failed) == (1, 3, 1)
+    assert _statuses(rt) == {
+        "evt-o-1-placed": ("processed", None), "evt-o-3-placed": ("processed", None),
+        "evt-o-2-placed": ("failed", "segment rule blew up"),
+        "evt-o-1-shipped": ("processed", None)}
+    _only_the_bad_event_left_out(rt)
+
+
+def test_an_unexpected_error_neither_blocks_the_inbox_nor_loses_the_event(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (here a KeyError) in one event: the others apply, the event waits and is tried
+    again a minute later, and applies once the bug is gone."""
+    _four_events(rt)
+    _break_enroll_for(monkeypatch, "c-bad", KeyError("c-bad"))
+    counts = process_batch(rt.factory, rt.definitions(), rt.clock, 50)
+    assert (counts.replayed_batches, counts.processed, counts.failed) == (1, 3, 0)
+    assert (counts.waiting, counts.unexpected) == (1, 1)
+    assert _statuses(rt)["evt-o-2-placed"] == ("waiting", "KeyError: 'c-bad'")
+    _only_the_bad_event_left_out(rt)
+    assert process_batch(rt.factory, rt.definitions(), rt.clock, 50).events == 0  # not yet
+
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance(timedelta(minutes=1))
+    assert process_batch(rt.factory, rt.definitions(), rt.clock, 50).unexpected == 1  # still
+    monkeypatch.undo()  # the fix is deployed
+    clock.advance(timedelta(minutes=1))
+    counts = process_batch(rt.factory, rt.definitions(), rt.clock, 50)
+    assert (counts.events, counts.processed) == (1, 1)
+    assert _statuses(rt)["evt-o-2-placed"] == ("processed", None)
+    with rt.factory() as session:
+        assert session.get(Order, "o-2") is not None
 
 
 def test_a_journey_started_by_a_delivery_sees_the_purchase_history(
