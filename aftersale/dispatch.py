@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
@@ -34,7 +35,16 @@ from aftersale.facts import (
     responses_by_customer,
 )
 from aftersale.journeys.definitions import Definitions, VersionCache
-from aftersale.journeys.engine import AlertAction, Position, SendAction, Skip, Status, advance
+from aftersale.journeys.engine import (
+    AlertAction,
+    Facts,
+    Outcome,
+    Position,
+    SendAction,
+    Skip,
+    Status,
+    advance,
+)
 from aftersale.journeys.model import Journey
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,8 @@ class DispatchCounts(Counts):
     steps_skipped: int = 0
     sent: int = 0
     failed: int = 0
+    not_prepared: int = 0  # of deferred: preparing or rendering raised (see sending)
+    advance_errors: int = 0  # enrollments whose step raised; they are tried again an hour later
     retried: int = 0
     unknown: int = 0
     not_sent: int = 0
@@ -104,21 +116,53 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         answers = responses_by_customer(session, set(customers))
         for enrollment in rows:
             counts.advanced += 1
-            _advance_one(session, enrollment, versions.get(enrollment.journey_version_id),
-                         customers[enrollment.customer_id], orders.get(enrollment.order_id),
-                         answers[enrollment.customer_id], definitions, now, counts)
+            customer, order = customers[enrollment.customer_id], orders.get(enrollment.order_id)
+            try:
+                journey = versions.get(enrollment.journey_version_id)
+                facts = _facts(session, enrollment, customer, order, answers[customer.id],
+                               definitions, now)
+                outcome = advance(journey, _position(enrollment), facts, now)
+            except SQLAlchemyError:
+                raise  # the database's trouble, not this enrollment's: the batch runs again
+            except Exception as exc:  # noqa: BLE001 - one enrollment must not block the rest
+                _could_not_advance(enrollment, exc, now, counts)
+                continue
+            _apply(session, enrollment, journey, customer, outcome, facts,
+                   answers[customer.id], now, counts)
     return counts
 
 
-def _advance_one(session: Session, enrollment: Enrollment, journey: Journey,
-                 customer: Customer, order: Order | None, answers: list[SurveyResponse],
-                 definitions: Definitions, now: datetime, counts: DispatchCounts) -> None:
+RETRY_BROKEN_AFTER = timedelta(hours=1)
+
+
+def _could_not_advance(enrollment: Enrollment, exc: Exception, now: datetime,
+                       counts: DispatchCounts) -> None:
+    """A step that raises (a stored journey version this release no longer reads, a condition
+    only real data breaks) changed nothing. The enrollment stays active and is due again in
+    an hour, behind the others: it would otherwise come first on every run and hold up every
+    enrollment behind it, and once the cause is fixed it goes on by itself."""
+    enrollment.due_at = now + RETRY_BROKEN_AFTER
+    counts.advance_errors += 1
+    log.error("enrollment %s (%s): %s: %s; tried again at %s", enrollment.id,
+              enrollment.journey, type(exc).__name__, exc, enrollment.due_at, exc_info=exc)
+
+
+def _position(enrollment: Enrollment) -> Position:
+    return Position(enrollment.pc, enrollment.wait_until, enrollment.waiting_for)
+
+
+def _facts(session: Session, enrollment: Enrollment, customer: Customer, order: Order | None,
+           answers: list[SurveyResponse], definitions: Definitions, now: datetime) -> Facts:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
-    facts = enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
-                             answers, has_guide=has_guide)
-    position = Position(enrollment.pc, enrollment.wait_until, enrollment.waiting_for)
-    outcome = advance(journey, position, facts, now)
+    return enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
+                            answers, has_guide=has_guide)
+
+
+def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer: Customer,
+           outcome: Outcome, facts: Facts, answers: list[SurveyResponse], now: datetime,
+           counts: DispatchCounts) -> None:
+    """Queue the outcome's messages and alerts and move the enrollment on."""
     for action in outcome.actions:
         match action:
             case SendAction():

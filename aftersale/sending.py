@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
@@ -47,6 +47,7 @@ MAX_ATTEMPTS = 8
 # Seconds between tries to record the providers' answers while the database is unreachable.
 RECORD_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 WHATSAPP_WINDOW = timedelta(hours=24)
+RETRY_UNPREPARED_AFTER = timedelta(hours=1)
 AMBIGUOUS = "no_answer"  # the channels' code for "sent, but the answer never came"
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,16 @@ class _Batch:
         longest = max([cap.per if cap else timedelta(0)] + [
             j.frequency_cap.per for j in self.definitions.journeys.values() if j.frequency_cap])
         if longest and self.customers:
+            content = self.definitions.content
+            # A template no longer in content/ (renamed, retired) counts, as marketing would.
+            transactional = {t for t in content.templates() if content.is_transactional(t)}
             for customer_id, channel, sent_at, template in self.session.execute(
                     select(Message.customer_id, Message.channel, Message.sending_at,
                            Message.template)
                     .where(Message.customer_id.in_(set(self.customers)),
                            Message.status.in_(("sent", "sending", "unknown")),
                            Message.sending_at > self.now - longest)):
-                if not self.definitions.content.is_transactional(template):
+                if template not in transactional:
                     self.recent[(customer_id, channel)].append(sent_at)
             for times in self.recent.values():
                 times.sort()
@@ -167,13 +171,15 @@ class _Batch:
         if choice.channel is None or choice.recipient is None:
             _not_sent(message, choice.reason, self.counts)
             return None
-        if not transactional and cap is not None:
-            allowed = cap.next_allowed(self.recent[(customer.id, choice.channel)], self.now)
+        capped = None if transactional else cap
+        if capped is not None:
+            allowed = capped.next_allowed(self.recent[(customer.id, choice.channel)], self.now)
             if allowed is not None:
                 return self._defer(message, allowed, "frequency cap")
-            self.recent[(customer.id, choice.channel)].append(self.now)
         context = context_for(choice.channel)
         rendered = content.render(message.template, choice.channel, customer.locale, context)
+        if capped is not None:  # only once it rendered: a message that fails here is not sent
+            self.recent[(customer.id, choice.channel)].append(self.now)
         use_template = choice.channel == "whatsapp" and approved is not None
         message.channel, message.recipient = choice.channel, choice.recipient
         message.locale, message.subject = rendered.locale, rendered.subject
@@ -195,6 +201,20 @@ class _Batch:
         if not address:
             return None
         return self.suppressed.get((channel, normalize_address(channel, address)))
+
+    def could_not_prepare(self, message: Message, exc: Exception) -> None:
+        """A template renamed away, a render error only real data brings out, a stored
+        journey version this release cannot read. Left as it was, the message would be
+        claimed first again on every run and hold up every message behind it; failed, it
+        would be lost, and a bad release would fail every message. It is deferred an hour
+        instead, behind the others, and goes out once the cause is fixed. It never reached
+        a provider, so nothing is in doubt."""
+        message.skips = None  # what choosing a channel noted, if it got that far
+        self._defer(message, self.now + RETRY_UNPREPARED_AFTER, "could not prepare")
+        message.status_reason = f"deferred: could not prepare: {type(exc).__name__}: {exc}"[:2000]
+        self.counts.not_prepared += 1
+        log.error("message %s: could not prepare (%s), tried again at %s", message.id,
+                  type(exc).__name__, message.due_at, exc_info=exc)
 
     def _defer(self, message: Message, until: datetime, why: str) -> None:
         message.due_at = until
@@ -222,8 +242,15 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
         batch.load(rows)
         versions = VersionCache(session)
         for message in rows:
-            journey = versions.get(batch.enrollments[message.enrollment_id].journey_version_id)
-            item = batch.prepare(message, journey)
+            try:
+                journey = versions.get(
+                    batch.enrollments[message.enrollment_id].journey_version_id)
+                item = batch.prepare(message, journey)
+            except SQLAlchemyError:
+                raise  # the database's trouble, not this message's: the batch runs again
+            except Exception as exc:  # noqa: BLE001 - one message must not block the rest
+                batch.could_not_prepare(message, exc)
+                continue
             if item is not None:
                 message.status, message.sending_at = "sending", now
                 message.attempts += 1

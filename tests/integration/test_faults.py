@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from aftersale import dispatch
 from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
 from aftersale.db.models import Enrollment, InboxEvent, Message, Order, SandboxOutbox
@@ -357,3 +358,85 @@ def test_an_invalid_edit_while_enrollments_wait_leaves_them_running_once(
     assert rt.problems == []
     run_to(rt, fixed, START + days(3))
     assert [m.template for m in sent(rt, cid)] == ["shipping_update", "product_tutorial"]
+
+
+# -- one message or enrollment that cannot be handled must not hold up the rest --------------
+def test_a_message_whose_template_is_gone_waits_while_the_others_go_out(
+        sqlite_settings: Settings, sendgrid: SendGridEmulator) -> None:
+    """A template renamed or retired after its messages were queued. Before, the exception
+    rolled the whole batch back, and the message, due first, blocked every run."""
+    rt = runtime(sqlite_settings, sendgrid, None)
+    ids = seed_due_messages(rt, 3, START)
+    with rt.factory() as session, session.begin():
+        session.execute(update(Message).where(Message.id == ids[0])
+                        .values(template="shipping_update_old"))
+        gone = session.get(Message, ids[1])
+        assert gone is not None
+        # Sent earlier with the old name, to a customer of this batch: read by the cap check.
+        session.add(Message(
+            id="msg_earlier", enrollment_id=gone.enrollment_id, step_key="0",
+            customer_id=gone.customer_id, journey="order-updates", template="retired",
+            channels=["email"], channel="email", status="sent", attempts=1,
+            created_at=START, due_at=START, sending_at=NOW - timedelta(hours=1),
+            sent_at=NOW - timedelta(hours=1)))
+
+    dispatch_at(rt, timedelta(0))
+    first = rows(rt)
+    assert (first[ids[1]].status, first[ids[2]].status) == ("sent", "sent")
+    waiting = first[ids[0]]
+    assert (waiting.status, waiting.attempts, waiting.due_at) == (
+        "pending", 0, NOW + timedelta(hours=1))
+    assert (waiting.status_reason or "").startswith(
+        "deferred: could not prepare: UnknownTemplate: no content template "
+        "'shipping_update_old'")
+    assert accepted_ids(sendgrid)[ids[0]] == 0
+
+    with rt.factory() as session, session.begin():  # the template is back
+        session.execute(update(Message).where(Message.id == ids[0])
+                        .values(template="shipping_update"))
+    dispatch_at(rt, timedelta(minutes=59))
+    assert statuses(rt)[ids[0]] == "pending"  # deferred means deferred
+    dispatch_at(rt, timedelta(hours=1))
+    assert statuses(rt)[ids[0]] == "sent"
+    accepted_once_each(sendgrid, ids)
+    rt.engine.dispose()
+
+
+def test_an_enrollment_whose_step_raises_waits_while_the_others_advance(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    definitions = rt.definitions()
+    good, bad = treated_customer("order-updates", 10, "g"), treated_customer(
+        "order-updates", 10, "b")
+    feed(rt, placed("o-good", START, good), placed("o-bad", START, bad))
+    drain_inbox(rt, definitions)
+    with rt.factory() as session:
+        due_for_bad = session.scalar(select(func.count()).select_from(Enrollment).where(
+            Enrollment.customer_id == bad, Enrollment.status == "active",
+            Enrollment.due_at <= START)) or 0
+    assert due_for_bad > 0
+    real = dispatch.advance
+
+    def broken(journey: Any, position: Any, facts: Any, now: Any) -> Any:
+        if facts.context["customer"]["id"] == bad:
+            raise KeyError("a bug")
+        return real(journey, position, facts, now)
+
+    monkeypatch.setattr(dispatch, "advance", broken)
+    counts = dispatch.advance_due(rt.factory, definitions, rt.clock)
+    assert counts.advance_errors == due_for_bad
+    with rt.factory() as session:
+        enrollments = list(session.scalars(select(Enrollment)))
+        stuck = [e for e in enrollments if e.customer_id == bad]
+        assert stuck and {(e.status, e.due_at) for e in stuck} == {
+            ("active", START + timedelta(hours=1))}
+        assert {(e.pc, e.waiting_for) for e in stuck} == {(0, None)}  # nothing changed
+        moved = [e for e in enrollments if e.customer_id == good]
+        assert moved and all(e.pc > 0 or e.waiting_for for e in moved)  # the others went on
+    monkeypatch.undo()  # fixed
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.set(START + timedelta(hours=1))
+    assert dispatch.advance_due(rt.factory, definitions, rt.clock).advance_errors == 0
+    with rt.factory() as session:
+        resumed = list(session.scalars(select(Enrollment).where(Enrollment.customer_id == bad)))
+        assert all(e.pc > 0 or e.waiting_for for e in resumed)
