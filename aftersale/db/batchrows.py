@@ -98,9 +98,10 @@ class RowSet(Generic[M]):
         if self.added:
             rows = [self._values(row) for row in self.added]
             # An autoincrement key left empty is the database's to give.
-            if all(row[self.key] is None for row in rows):
+            key = self.key_column.name
+            if all(row[key] is None for row in rows):
                 for row in rows:
-                    del row[self.key]
+                    del row[key]
             session.execute(insert(self.table), rows)
             for row in self.added:  # stored now: a later change to it is an update
                 if getattr(row, self.key) is not None:  # (a row keyed by the database is not)
