@@ -13,7 +13,8 @@ set of changed columns: as ORM instances, loading and flushing them cost more th
 An event that cannot apply (an order that is not ours, a shipment before its order) is found by
 checks that run before it changes anything, so it is marked and the batch goes on. Anything
 unexpected rolls the batch back and runs it again the careful way, each event in its own
-savepoint, so one bad event is marked failed with its reason and the rest still apply.
+savepoint, so the rest still apply: an event a rule refuses fails with its reason, and one hit
+by an error no check foresaw waits to be tried again (see ``_unexpected``).
 """
 
 from __future__ import annotations
