@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage
@@ -279,7 +280,17 @@ class _Routes:
             if route in self._down:
                 outcomes[route] = _Outcome("retry", f"not tried: {self._down[route]}")
                 continue
-            outcome = self._email_alert(item, view) if route == "email" else self._post(view)
+            try:
+                outcome = self._email_alert(item, view) if route == "email" else self._post(view)
+            except SQLAlchemyError:
+                raise  # the database's trouble: the run fails, the lease brings it back
+            except Exception as exc:  # e.g. a reply httpx cannot decode
+                # Recorded as a retry: the route that did deliver is not repeated, and the
+                # attempts count toward MAX_ATTEMPTS. Escaping, it stopped every alert
+                # behind this one and was retried with no limit.
+                log.error("alert %s: %s route raised %s", view.id, route, type(exc).__name__,
+                          exc_info=exc)
+                outcome = _Outcome("retry", self._scrub(f"{route}: {type(exc).__name__}: {exc}"))
             if outcome.status == "retry":
                 self._down[route] = f"{route} failed earlier in this run ({outcome.error})"
             outcomes[route] = outcome

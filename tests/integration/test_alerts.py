@@ -357,3 +357,31 @@ def test_dispatch_due_delivers_alerts_and_counts_them(
     assert (counts.alerts_delivered, counts.alerts_failed, counts.alerts_retried) == (2, 0, 0)
     assert counts.alert_routes == {"email sent": 2, "webhook sent": 2}
     assert len(receiver.posts) == 2 and len(_outbox(rt)) == 2
+
+
+def test_a_route_that_raises_is_retried_to_the_limit_and_the_email_is_sent_once(
+        make_rt: Callable[..., Runtime], receiver: Receiver) -> None:
+    """A reply httpx cannot decode (a proxy claiming gzip) raised out of the delivery: the
+    alerts behind it waited, and it was retried with no limit. Now it is a retry like any
+    other: the e-mail that went out is not repeated, and the webhook is given up at the end."""
+    rt = make_rt(alert_email=ALERT_EMAIL, alert_webhook_url=receiver.url)
+    first, second = _alert(rt, 1), _alert(rt, 2)
+    receiver.answers = [(502, {"Content-Encoding": "gzip"})] * MAX_ATTEMPTS
+    counts = deliver_alerts(rt)
+    assert counts.claimed == 2 and counts.retried == 2  # the second was not held up
+    alert = _get(rt, first)
+    assert (alert.email_status, alert.webhook_status) == ("sent", "pending")
+    assert "webhook: DecodingError" in (alert.last_error or "")
+    for _ in range(MAX_ATTEMPTS - 1):
+        for alert_id in (first, second):
+            pending = _get(rt, alert_id)
+            if pending.next_attempt_at is not None and pending.next_attempt_at > rt.now():
+                _later(rt, pending.next_attempt_at - rt.now())
+        deliver_alerts(rt)
+    statuses = {(a.status, a.email_status) for a in (_get(rt, first), _get(rt, second))}
+    assert len(_outbox(rt)) == 2  # one e-mail per alert, never repeated
+    assert statuses == {("failed", "sent")}  # the webhook given up after the last attempt
+    assert {_get(rt, i).attempts for i in (first, second)} == {MAX_ATTEMPTS}
+    assert receiver.calls == MAX_ATTEMPTS  # once per run, as for any failing receiver
+    deliver_alerts(rt)
+    assert receiver.calls == MAX_ATTEMPTS and len(_outbox(rt)) == 2  # and never again
