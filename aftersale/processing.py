@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -211,7 +213,7 @@ def _apply_together(applier: _Applier, events: list[tuple[_Item, Event]]) -> Non
 
 def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
     try:
-        with applier.session.begin_nested():
+        with applier.session.begin_nested(), _undone_on_error(applier.version_ids):
             applier.known = _Known.load(applier.session, [event], applier.definitions)
             applier.apply(applier.without_forgotten_data(item, event))
             applier.write()
@@ -225,6 +227,19 @@ def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
         _unexpected(item, exc, applier.counts)
     else:
         _processed(item, applier.counts)
+
+
+@contextmanager
+def _undone_on_error(version_ids: dict[str, int]) -> Iterator[None]:
+    """A journey version row an event stores goes when its savepoint is rolled back: so must
+    the id kept for it, or the next event would enroll against a row that is not there."""
+    kept = dict(version_ids)
+    try:
+        yield
+    except BaseException:
+        version_ids.clear()
+        version_ids.update(kept)
+        raise
 
 
 def _processed(item: _Item, counts: ProcessCounts) -> None:

@@ -216,3 +216,30 @@ def test_a_journey_started_by_a_delivery_sees_the_purchase_history(
             .where(Enrollment.journey == "delivered-thanks")).tuples().all())
     # As of o-1, c-1 had one purchase; as of o-2, two.
     assert segments == {"o-1": "first_time", "o-2": "repeat"}
+
+
+def test_a_journey_version_first_seen_by_a_failed_event_is_stored_by_the_next(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replayed event by event, the first event to enroll into a journey version not yet
+    stored creates its row inside its savepoint. If that event then fails, the row is rolled
+    back with it, and the next event must not use the id it had."""
+    from aftersale.journeys.definitions import check_definitions
+
+    definitions, problems = check_definitions(rt.settings.journeys_dir, rt.settings.content_dir)
+    assert definitions is not None and not problems  # loaded, but no version stored yet
+    feed(rt, placed("o-1", START, "c-bad"), placed("o-2", START, "c-2"))
+    enroll = _Applier.enroll
+
+    def fails_after_enrolling(self: _Applier, event: Any, customer: Customer,
+                              order: Any) -> None:
+        enroll(self, event, customer, order)
+        if customer.id == "c-bad":
+            raise ValueError("broke after the version was stored")
+
+    monkeypatch.setattr(_Applier, "enroll", fails_after_enrolling)
+    counts = process_batch(rt.factory, definitions, rt.clock, 50)
+    assert (counts.replayed_batches, counts.processed, counts.failed) == (1, 1, 1)
+    with rt.factory() as session:
+        assert session.scalar(select(InboxEvent.status).where(
+            InboxEvent.event_id == "evt-o-2-placed")) == "processed"
+        assert set(session.scalars(select(Enrollment.customer_id))) == {"c-2"}
