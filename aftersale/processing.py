@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.clock import Clock
 from aftersale.counts import Counts
 from aftersale.db.batchrows import RowSet
-from aftersale.db.lookup import IN_CHUNK, by_id
+from aftersale.db.lookup import by_id, in_chunks
 from aftersale.db.models import (
     Customer,
     Enrollment,
@@ -180,9 +180,8 @@ class _Item:
         for item in items:
             by_outcome[(item.status, item.error)].append(item.seq)
         for (status, error), seqs in by_outcome.items():
-            for start in range(0, len(seqs), IN_CHUNK):
-                session.execute(update(InboxEvent)
-                                .where(InboxEvent.seq.in_(seqs[start:start + IN_CHUNK]))
+            for chunk in in_chunks(seqs):
+                session.execute(update(InboxEvent).where(InboxEvent.seq.in_(chunk))
                                 .values(status=status, error=error, processed_at=now))
         if scrubbed := [{"seq": i.seq, "payload": i.scrubbed} for i in items
                         if i.scrubbed is not None]:

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Column, ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from aftersale.db.lookup import IN_CHUNK
+from aftersale.db.lookup import in_chunks
 
 M = TypeVar("M")
 _WAS = "_loaded_as"  # the values a loaded row came with; None on a row not yet stored
@@ -58,10 +58,8 @@ class RowSet(Generic[M]):
         row already here is returned as it is now (with this batch's changes), not as the
         database has it."""
         found: list[M] = []
-        ordered = sorted(set(values))
         query = select(*self.columns.values()).where(*criteria)
-        for start in range(0, len(ordered), IN_CHUNK):
-            chunk = ordered[start:start + IN_CHUNK]
+        for chunk in in_chunks(values):
             found.extend(self._loaded(tuple(row))
                          for row in session.execute(query.where(column.in_(chunk))))
         return found
@@ -122,9 +120,9 @@ class RowSet(Generic[M]):
             now = self._values_of(row)
             if now == was:
                 continue
-            changed = tuple(n for n, old, new in zip(names, was, now, strict=True) if old != new)
-            by_change[changed].append(
-                {"_key": getattr(row, self.key)} | {f"_{n}": getattr(row, n) for n in changed})
+            changes = {n: new for n, old, new in zip(names, was, now, strict=True) if old != new}
+            by_change[tuple(changes)].append(
+                {"_key": now[self._key_at]} | {f"_{n}": v for n, v in changes.items()})
             setattr(row, _WAS, now)
         for changed, rows in by_change.items():
             statement = (update(self.table).where(self.key_column == bindparam("_key"))

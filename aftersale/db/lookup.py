@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -11,13 +12,18 @@ T = TypeVar("T")
 IN_CHUNK = 1000  # values per IN (...): well under SQLite's 32,766 bound variables
 
 
+def in_chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
+    """The distinct ``values``, sorted, in lists short enough for one ``IN (...)``."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), IN_CHUNK):
+        yield ordered[start:start + IN_CHUNK]
+
+
 def where_in(session: Session, model: type[T], column: Any, values: set[Any]) -> list[T]:
     """Every ``model`` row whose ``column`` is one of ``values``."""
     found: list[T] = []
-    ordered = sorted(values)
-    for start in range(0, len(ordered), IN_CHUNK):
-        found.extend(session.scalars(
-            select(model).where(column.in_(ordered[start:start + IN_CHUNK]))))
+    for chunk in in_chunks(values):
+        found.extend(session.scalars(select(model).where(column.in_(chunk))))
     return found
 
 
