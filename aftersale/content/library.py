@@ -17,7 +17,7 @@ The default-locale file (``en.yaml``) defines which channels a template has; oth
 leave a channel out (that channel falls back to the default text) but may not add one.
 
 Render context: the dict the engine passes to :meth:`ContentLibrary.render`. Every key is
-optional at run time (a missing value renders as ''), and ``aftersale validate`` renders each
+optional at run time (a missing value, or None, renders as ''), and ``aftersale validate`` renders each
 template against :func:`sample_context`, where a misspelt name is an error::
 
     customer: {id, first_name, last_name, email, phone, locale, timezone, country}

@@ -286,9 +286,17 @@ def _autoescape(name: str | None) -> bool:
     return bool(name) and name.endswith(".html")
 
 
+def _shown(value: Any) -> Any:
+    # A stored customer often has no first name: "Hi None," would reach the customer. Shown
+    # as nothing instead, like a missing value; ``{{ customer.first_name or "there" }}`` still
+    # works, since None stays None until it is printed.
+    return "" if value is None else value
+
+
 def _environment(undefined: type[Undefined]) -> SandboxedEnvironment:
     env = _Sandbox(
-        undefined=undefined, autoescape=_autoescape, trim_blocks=True, lstrip_blocks=True
+        undefined=undefined, autoescape=_autoescape, trim_blocks=True, lstrip_blocks=True,
+        finalize=_shown,
     )
     env.filters.update(FILTERS)
     return env

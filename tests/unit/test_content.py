@@ -227,6 +227,46 @@ def test_missing_optional_data_renders_without_crashing(library: ContentLibrary)
     assert "score=" not in survey.html
 
 
+@pytest.mark.parametrize("locale", ["en", "tr", "pl"])
+def test_a_customer_without_a_first_name_gets_a_greeting_without_a_gap(
+        library: ContentLibrary, locale: str) -> None:
+    # A stored customer without a first name has None there, not a missing key.
+    context = sample_context("winback", locale)
+    context["offer"] = None
+    context["customer"] = {**context["customer"], "first_name": None}
+    email = library.render("winback", "email", locale, context)
+    sms = library.render("winback", "sms", locale, context)
+    for text in (email.subject, email.text, email.html, sms.text):
+        assert "None" not in text and " ," not in text and " !" not in text
+    assert email.text.split(",")[0] in {"Hi", "Merhaba", "Cześć"}
+    if locale == "en":
+        assert email.subject == "We miss you"
+
+
+def test_none_prints_as_nothing(tmp_path: Path) -> None:
+    content = copy_content(tmp_path)
+    (content / "winback" / "en.yaml").write_text(
+        (content / "winback" / "en.yaml").read_text().replace(
+            "Reply STOP to opt out.", "Reply STOP to opt out.[{{ customer.last_name }}]"))
+    context = sample_context("winback")
+    context["customer"] = {**context["customer"], "last_name": None}
+    sms = ContentLibrary.load(content).render("winback", "sms", "en", context)
+    assert sms.text.endswith("Reply STOP to opt out.[]")
+
+
+def test_a_fallback_for_none_still_works(tmp_path: Path) -> None:
+    content = copy_content(tmp_path)
+    (content / "winback" / "en.yaml").write_text(
+        (content / "winback" / "en.yaml").read_text().replace(
+            "We miss you{% if customer.first_name %}, {{ customer.first_name }}{% endif %}",
+            "We miss you, {{ customer.first_name or 'friend' }}"))
+    context = sample_context("winback")
+    context["offer"] = None
+    context["customer"] = {**context["customer"], "first_name": None}
+    email = ContentLibrary.load(content).render("winback", "email", "en", context)
+    assert email.subject == "We miss you, friend"
+
+
 def test_unsubscribe_link_only_in_marketing_email(library: ContentLibrary) -> None:
     url = "https://shop.example/u/tok123"
     marketing = library.render("winback", "email", "en", sample_context("winback"))
