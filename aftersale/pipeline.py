@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
+
+from sqlalchemy.exc import DBAPIError
 
 from aftersale.alerts import deliver_alerts
 from aftersale.dispatch import DispatchCounts, advance_due, recover_stale
@@ -11,6 +14,8 @@ from aftersale.journeys.definitions import Definitions
 from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime
 from aftersale.sending import Rules, send_pending
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,32 +37,68 @@ def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000) 
 
 
 def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000) -> DispatchCounts:
+    """Every dispatch stage, in order. A stage that fails is logged and the later ones still
+    run (a broken email channel must not hold back the team's detractor alerts, nor a failed
+    advance the messages already queued); the run then fails with the first error, so the
+    operator sees it, but no work another stage could do was left behind. A database error
+    fails the run at once: every stage needs the database."""
     total = DispatchCounts()
-    size = rt.settings.batch_size
-    total.unknown += recover_stale(rt.factory, rt.clock, timedelta(seconds=rt.settings.claim_seconds))
+    failed: list[Exception] = []
+    for stage in (_recover, _advance, _send, _alert):
+        try:
+            stage(rt, definitions, max_batches, total)
+        except DBAPIError:
+            raise
+        except Exception as exc:
+            log.exception("dispatch stage %s failed; the stages after it still run",
+                          stage.__name__.lstrip("_"))
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise ExceptionGroup("dispatch stages failed", failed)
+    return total
+
+
+def _recover(rt: Runtime, definitions: Definitions, max_batches: int,
+             total: DispatchCounts) -> None:
+    total.unknown += recover_stale(rt.factory, rt.clock,
+                                   timedelta(seconds=rt.settings.claim_seconds))
+
+
+def _advance(rt: Runtime, definitions: Definitions, max_batches: int,
+             total: DispatchCounts) -> None:
     # Advancing can finish a wait and queue the next step at once, so loop until quiet.
     for _ in range(max_batches):
-        counts = advance_due(rt.factory, definitions, rt.clock, size)
+        counts = advance_due(rt.factory, definitions, rt.clock, rt.settings.batch_size)
         total.add(counts)
-        if counts.advanced < size:
+        if counts.advanced < rt.settings.batch_size:
             break
+
+
+def _send(rt: Runtime, definitions: Definitions, max_batches: int,
+          total: DispatchCounts) -> None:
     channels, links = rt.channels(), rt.links()
     rules = Rules(*rt.settings.sending_rules())
     for _ in range(max_batches):
-        counts = send_pending(rt.factory, definitions, channels, links, rt.clock, size, rules)
+        counts = send_pending(rt.factory, definitions, channels, links, rt.clock,
+                              rt.settings.batch_size, rules)
         total.add(counts)
-        if counts.claimed < size:
+        if counts.claimed < rt.settings.batch_size:
             break
+
+
+def _alert(rt: Runtime, definitions: Definitions, max_batches: int,
+           total: DispatchCounts) -> None:
     # After the messages: a detractor's follow-up goes out first, then the team hears of it.
     for _ in range(max_batches):
-        alerts = deliver_alerts(rt, size, definitions.content)
+        alerts = deliver_alerts(rt, rt.settings.batch_size, definitions.content)
         total.alerts_delivered += alerts.delivered
         total.alerts_failed += alerts.failed
         total.alerts_retried += alerts.retried
         total.alert_routes.update(alerts.routes)
-        if alerts.claimed < size:
+        if alerts.claimed < rt.settings.batch_size:
             break
-    return total
 
 
 def run_pass(rt: Runtime, definitions: Definitions) -> PassCounts:

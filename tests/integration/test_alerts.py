@@ -359,6 +359,34 @@ def test_dispatch_due_delivers_alerts_and_counts_them(
     assert len(receiver.posts) == 2 and len(_outbox(rt)) == 2
 
 
+def test_alerts_still_go_out_when_sending_messages_fails(
+        make_rt: Callable[..., Runtime], receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import aftersale.pipeline
+    from aftersale.pipeline import dispatch_due
+
+    rt = make_rt(alert_email=ALERT_EMAIL, alert_webhook_url=receiver.url)
+    alert_id = _alert(rt, 1)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the email channel is misconfigured")
+
+    monkeypatch.setattr(aftersale.pipeline, "send_pending", broken)
+    with pytest.raises(RuntimeError, match="misconfigured"):
+        dispatch_due(rt, rt.definitions())
+    # The send stage failed the run, yet the stage after it delivered the alert.
+    assert _get(rt, alert_id).status == "delivered"
+    assert len(receiver.posts) == 1
+
+    # Two failed stages: both errors reach the run, and the alerts stage still runs.
+    second = _alert(rt, 2)
+    monkeypatch.setattr(aftersale.pipeline, "advance_due", broken)
+    with pytest.raises(ExceptionGroup) as failed:
+        dispatch_due(rt, rt.definitions())
+    assert len(failed.value.exceptions) == 2
+    assert _get(rt, second).status == "delivered"
+
+
 def test_a_route_that_raises_is_retried_to_the_limit_and_the_email_is_sent_once(
         make_rt: Callable[..., Runtime], receiver: Receiver) -> None:
     """A reply httpx cannot decode (a proxy claiming gzip) raised out of the delivery: the
