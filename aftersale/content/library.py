@@ -397,6 +397,23 @@ class ContentLibrary:
                         except Exception as exc:  # noqa: BLE001 - marketer text can raise anything
                             problems.append(_render_problem(exc, names, file, channel, strict))
                             break  # the lenient render would only repeat the strict error
+                problems += self._try_render_variables(tmpl, locale, file, full, sparse)
+        return problems
+
+    def _try_render_variables(self, tmpl: _Template, locale: str, file: _LocaleFile,
+                              full: dict[str, Any], sparse: dict[str, Any]) -> list[Problem]:
+        """The approved WhatsApp template's variables, rendered as :meth:`whatsapp_template`
+        does; they are sent only outside the 24-hour window, too late to find a typo."""
+        problems: list[Problem] = []
+        for key, part in file.parts.items():
+            if not key.startswith("whatsapp_template."):
+                continue
+            for strict, ctx in ((True, full), (False, sparse)):
+                try:
+                    part.render(self._context(ctx, locale, locale, tmpl.transactional), strict)
+                except Exception as exc:  # noqa: BLE001 - marketer text can raise anything
+                    problems.append(_render_problem(exc, {part.name: part}, file, key, strict))
+                    break
         return problems
 
 

@@ -361,6 +361,21 @@ def test_unknown_variable_filter_and_misspelt_field(tmp_path: Path) -> None:
     assert misspelt.line == 8 and misspelt.message.startswith("whatsapp does not render")
 
 
+def test_a_misspelt_whatsapp_template_variable_is_reported_at_its_line(tmp_path: Path) -> None:
+    content = copy_content(tmp_path)
+    path = content / "shipping_update" / "en.yaml"
+    path.write_text(path.read_text() + (
+        "whatsapp_template:\n"
+        "  content_sid: HX0123456789abcdef0123456789abcdef\n"
+        "  variables:\n"
+        "    \"1\": \"{{ customer.first_name }}\"\n"
+        "    \"2\": \"{{ order.traking.url }}\"\n"))
+    line = path.read_text().splitlines().index('    "2": "{{ order.traking.url }}"') + 1
+    problem = only(problems_in(content), "traking")
+    assert (problem.path, problem.line) == (str(path), line)
+    assert "whatsapp_template.2" in problem.message
+
+
 def test_missing_default_locale_file(tmp_path: Path) -> None:
     content = copy_content(tmp_path)
     (content / "referral_invite" / "en.yaml").unlink()
