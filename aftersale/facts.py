@@ -24,7 +24,11 @@ PURCHASE_STATUSES = ("placed", "shipped", "delivered")
 
 def order_context(order: Order, segments: SegmentSet | None = None,
                   is_first: bool | None = None, has_guide: bool | None = None) -> dict[str, Any]:
-    items = order.items or []
+    # Prices are stored as JSON strings ("129.90"); templates get Decimals, as for the total
+    # and as `aftersale validate`'s sample order has them, so `sum(attribute='price')` that
+    # passed validation works on a real order too.
+    items = [{**i, "price": Decimal(str(i["price"]))} if "price" in i else i
+             for i in order.items or []]
     categories = {str(i.get("category", "")).lower() for i in items}
     skus = {str(i.get("sku", "")).upper() for i in items}
     codes = {str(c).upper() for c in order.discount_codes or []}

@@ -22,7 +22,7 @@ template against :func:`sample_context`, where a misspelt name is an error::
 
     customer: {id, first_name, last_name, email, phone, locale, timezone, country}
     order:    {id, number, total (Decimal), currency, placed_at (aware datetime, UTC),
-               items: [{sku, title, category, quantity, price}],
+               items: [{sku, title, category, quantity, price (Decimal)}],
                tracking: {carrier, number, url} or None}
     shop:     {name, url, support_email, help_text, unsubscribe_label}
               filled from shop.yaml (help_text etc. in the message's language); keys the

@@ -267,6 +267,27 @@ def test_a_fallback_for_none_still_works(tmp_path: Path) -> None:
     assert email.subject == "We miss you, friend"
 
 
+def test_a_stored_order_gives_templates_the_types_of_the_sample_order() -> None:
+    # What `aftersale validate` renders against must behave as a real order does.
+    from aftersale.db.models import Order
+    from aftersale.facts import order_context
+
+    stored = Order(id="o-9", customer_id="c-9", number="#9", total=Decimal("259.80"),
+                   currency="TRY", placed_at=datetime(2026, 3, 1, tzinfo=UTC),
+                   discount_codes=[], items=[
+                       {"sku": "DRN-1", "title": "Drone X", "category": "drones",
+                        "quantity": 2, "price": "129.90"}])
+    real, sample = order_context(stored), sample_context("shipping_update")["order"]
+    for key, value in sample.items():
+        if value is not None and key != "tracking":
+            assert type(real[key]) is type(value), key
+    for key, value in sample["items"][0].items():
+        assert type(real["items"][0][key]) is type(value), key
+    total = Compiler().runtime_env.from_string(
+        "{{ order.items | sum(attribute='price') }}").render(order=real)
+    assert total == "129.90"
+
+
 def test_unsubscribe_link_only_in_marketing_email(library: ContentLibrary) -> None:
     url = "https://shop.example/u/tok123"
     marketing = library.render("winback", "email", "en", sample_context("winback"))
