@@ -22,6 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Post-purchase journeys, surveys and retention metrics.")
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+review_app = typer.Typer(help="Work that waits for an operator: sends whose outcome is "
+                              "unknown, events that failed.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 # Tables need about 100 columns; a pipe or CI log gets that instead of rich's default 80.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
@@ -441,6 +444,105 @@ def forget(
                                                     "go on holding")):
         if count:
             out.print(f"{count:,} {what}", highlight=False)
+
+
+@review_app.command("show")
+def review_show(
+    limit: Annotated[int, typer.Option(help="items listed per kind")] = 50,
+) -> None:
+    """Counts by status, then the sends whose outcome is unknown and the failed events."""
+    from rich.table import Table
+
+    from aftersale.review import overview
+    from aftersale.runtime import open_runtime
+
+    rt = open_runtime(_settings())
+    with rt.factory() as session:
+        seen = overview(session, limit)
+        counts = Table(title="Backlog", title_justify="left")
+        for column in ("", "status", "count"):
+            counts.add_column(column, justify="right" if column == "count" else "left")
+        for kind, by_status in (("inbox events", seen.inbox), ("messages", seen.messages)):
+            for status, n in sorted(by_status.items()):
+                counts.add_row(kind, status, f"{n:,}")
+        out.print(counts)
+        if seen.oldest_pending_event is not None:
+            out.print(f"oldest pending event received "
+                      f"{as_utc(seen.oldest_pending_event).isoformat(timespec='seconds')}")
+        unknown = Table(title="Sends whose outcome is unknown: check the provider's log, then "
+                              "'aftersale review sent' or 'aftersale review resend'",
+                        title_justify="left")
+        for column in ("message", "customer", "journey", "template", "channel", "provider",
+                       "sending since"):
+            unknown.add_column(column)
+        for m in seen.unknown:
+            unknown.add_row(m.id, m.customer_id, m.journey, m.template, m.channel or "",
+                            m.provider or "", as_utc(m.sending_at).isoformat(timespec="seconds")
+                            if m.sending_at else "")
+        failed = Table(title="Failed events: fix the cause, then 'aftersale review requeue'",
+                       title_justify="left")
+        for column in ("event", "type", "received", "error"):
+            failed.add_column(column)
+        for e in seen.failed:
+            failed.add_row(e.event_id, e.type, as_utc(e.received_at).isoformat(timespec="seconds"),
+                           e.error or "")
+    rt.engine.dispose()
+    for table, rows, total in ((unknown, seen.unknown, seen.messages.get("unknown", 0)),
+                               (failed, seen.failed, seen.inbox.get("failed", 0))):
+        if rows:
+            out.print(table)
+            if total > len(rows):
+                out.print(f"... and {total - len(rows):,} more", highlight=False)
+
+
+def _decide(decision: str, ids: list[str] | None) -> int:
+    from aftersale.review import NotUnderReview, confirm_sent, requeue, resend
+    from aftersale.runtime import open_runtime
+
+    rt = open_runtime(_settings())
+    try:
+        with rt.factory() as session, session.begin():
+            if decision == "requeue":
+                return requeue(session, ids, rt.now())
+            act = resend if decision == "resend" else confirm_sent
+            return act(session, ids or [], rt.now())
+    except NotUnderReview as exc:
+        err.print(f"{exc}; nothing changed", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        rt.engine.dispose()
+
+
+@review_app.command("resend")
+def review_resend(
+    message_ids: Annotated[list[str], typer.Argument(help="messages whose send is unknown")],
+) -> None:
+    """Send these messages again at the next dispatch (the provider's log shows they never
+    went out)."""
+    out.print(f"{_decide('resend', message_ids):,} message(s) will be sent again",
+              highlight=False)
+
+
+@review_app.command("sent")
+def review_sent(
+    message_ids: Annotated[list[str], typer.Argument(help="messages whose send is unknown")],
+) -> None:
+    """Record these messages as sent (the provider's log shows they went out)."""
+    out.print(f"{_decide('sent', message_ids):,} message(s) recorded as sent", highlight=False)
+
+
+@review_app.command("requeue")
+def review_requeue(
+    event_ids: Annotated[list[str] | None, typer.Argument(help="failed events' ids")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed",
+                                             help="every failed event")] = False,
+) -> None:
+    """Queue failed events again once their cause is fixed; they count as received now, so
+    one whose order is still missing waits for it again."""
+    if bool(event_ids) == all_failed:
+        raise typer.BadParameter("give event ids or --all-failed, not both or neither")
+    out.print(f"{_decide('requeue', None if all_failed else event_ids):,} event(s) queued "
+              "again", highlight=False)
 
 
 def main() -> None:

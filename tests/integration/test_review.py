@@ -1,0 +1,133 @@
+"""The operator's decisions on what is never retried by itself: sends whose outcome is unknown
+and events that failed (aftersale.review and ``aftersale review``), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from aftersale.clock import SimulatedClock, as_utc
+from aftersale.db.models import InboxEvent, Message, Order, SandboxOutbox
+from aftersale.dispatch import recover_stale
+from aftersale.pipeline import dispatch_due, drain_inbox
+from aftersale.review import NotUnderReview, confirm_sent, overview, requeue, resend
+from aftersale.runtime import Runtime
+from tests.conftest import START
+from tests.factories import follow, placed
+from tests.integration.faults_helpers import seed_due_messages, statuses
+from tests.integration.helpers import aftersale, feed
+
+DIED_AT = START - timedelta(hours=1)
+
+
+def _unknown_sends(rt: Runtime, count: int) -> list[str]:
+    """``count`` messages whose sender died after claiming them, flagged as the next run does."""
+    ids = seed_due_messages(rt, count, DIED_AT)
+    with rt.factory() as session, session.begin():
+        session.execute(update(Message).where(Message.id.in_(ids))
+                        .values(status="sending", sending_at=DIED_AT, attempts=1))
+    assert recover_stale(rt.factory, rt.clock) == count
+    return ids
+
+
+def _outbox_count(rt: Runtime, message_id: str) -> int:
+    with rt.factory() as session:
+        return session.scalar(select(func.count()).select_from(SandboxOutbox)
+                              .where(SandboxOutbox.message_id == message_id)) or 0
+
+
+def test_unknown_sends_are_resent_or_recorded_only_by_decision(rt: Runtime) -> None:
+    again, confirmed, left, other = _unknown_sends(rt, 4)
+    with rt.factory() as session:
+        seen = overview(session)
+    assert seen.messages == {"unknown": 4}
+    assert [m.id for m in seen.unknown] == sorted([again, confirmed, left, other])
+
+    # One id that is not an unknown send: the whole decision is refused and nothing changes.
+    with pytest.raises(NotUnderReview, match="msg_nope"), \
+            rt.factory() as session, session.begin():
+        resend(session, [again, "msg_nope"], rt.now())
+    assert set(statuses(rt).values()) == {"unknown"}
+
+    with rt.factory() as session, session.begin():
+        assert resend(session, [again], rt.now()) == 1
+        assert confirm_sent(session, [confirmed], rt.now()) == 1
+    dispatch_due(rt, rt.definitions())
+
+    assert statuses(rt) == {again: "sent", confirmed: "sent", left: "unknown", other: "unknown"}
+    assert _outbox_count(rt, again) == 1  # sent again, once
+    assert _outbox_count(rt, confirmed) == 0  # recorded, not sent again
+    with rt.factory() as session:
+        recorded = session.get(Message, confirmed)
+        assert recorded is not None and recorded.sent_at is not None
+        assert as_utc(recorded.sent_at) == DIED_AT  # when it went out, not when it was reviewed
+        assert recorded.status_reason == "confirmed sent after review"
+    # A decision already taken cannot be taken again.
+    with pytest.raises(NotUnderReview, match=confirmed), \
+            rt.factory() as session, session.begin():
+        resend(session, [confirmed], rt.now())
+
+
+def test_a_failed_event_is_applied_once_requeued_after_its_cause_is_fixed(rt: Runtime) -> None:
+    shipped = follow("shipped", "o-late", START)
+    feed(rt, shipped)
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance(timedelta(days=4))  # the order never came: the shipment fails
+    drain_inbox(rt, rt.definitions())
+    with rt.factory() as session:
+        seen = overview(session)
+    assert seen.inbox == {"failed": 1}
+    assert [e.event_id for e in seen.failed] == [shipped["id"]]
+
+    with pytest.raises(NotUnderReview, match="evt-nope"), \
+            rt.factory() as session, session.begin():
+        requeue(session, [shipped["id"], "evt-nope"], rt.now())
+    # The operator requeues it and imports the missing order, in either order: the requeued
+    # shipment (first in the inbox) waits for its order instead of failing again.
+    with rt.factory() as session, session.begin():
+        assert requeue(session, [shipped["id"]], rt.now()) == 1
+    feed(rt, placed("o-late", START))
+    drain_inbox(rt, rt.definitions())
+    clock.advance(timedelta(minutes=1))  # waiting events are tried again on the next run
+    drain_inbox(rt, rt.definitions())
+
+    with rt.factory() as session:
+        assert dict(session.execute(select(InboxEvent.status, func.count())
+                                    .group_by(InboxEvent.status)).tuples().all()) == {
+            "processed": 2}
+        order = session.get(Order, "o-late")
+        assert order is not None and order.status == "shipped"
+
+
+def test_the_review_commands(rt: Runtime, cli_env: dict[str, str], tmp_path: Path) -> None:
+    ids = _unknown_sends(rt, 2)
+    feed(rt, follow("shipped", "o-late", START))
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance(timedelta(days=4))
+    drain_inbox(rt, rt.definitions())
+
+    shown = aftersale("review", "show", env=cli_env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert all(i in shown.stdout for i in ids) and "evt-o-late-shipped" in shown.stdout
+    assert "'aftersale review resend'" in shown.stdout
+
+    refused = aftersale("review", "resend", ids[0], "msg_nope", env=cli_env, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "msg_nope" in refused.stderr and "nothing changed" in refused.stderr
+    assert set(statuses(rt).values()) == {"unknown"}
+
+    done = aftersale("review", "sent", *ids, env=cli_env, cwd=tmp_path)
+    assert done.returncode == 0 and "2 message(s) recorded as sent" in done.stdout
+    assert set(statuses(rt).values()) == {"sent"}
+
+    neither = aftersale("review", "requeue", env=cli_env, cwd=tmp_path)
+    assert neither.returncode == 2 and "--all-failed" in neither.stderr
+    queued = aftersale("review", "requeue", "--all-failed", env=cli_env, cwd=tmp_path)
+    assert queued.returncode == 0 and "1 event(s) queued again" in queued.stdout
+    with rt.factory() as session:
+        assert session.scalar(select(InboxEvent.status)) == "pending"
