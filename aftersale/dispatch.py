@@ -49,6 +49,9 @@ from aftersale.journeys.model import Journey
 
 log = logging.getLogger(__name__)
 
+#: How long a send batch may take (AFTERSALE_CLAIM_SECONDS) before its rows count as stale.
+DEFAULT_CLAIM = timedelta(seconds=300)
+
 
 @dataclass
 class DispatchCounts(Counts):
@@ -203,7 +206,7 @@ def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer:
 
 
 def recover_stale(factory: sessionmaker[Session], clock: Clock,
-                  claim: timedelta = timedelta(minutes=5)) -> int:
+                  claim: timedelta = DEFAULT_CLAIM) -> int:
     """Flag sends whose outcome is unknown (the sender died mid-send) for review."""
     cutoff = clock.now() - claim
     with factory() as session, session.begin():

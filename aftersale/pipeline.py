@@ -6,10 +6,11 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from aftersale.alerts import deliver_alerts
 from aftersale.dispatch import DispatchCounts, advance_due, recover_stale
+from aftersale.errors import ConfigError
 from aftersale.journeys.definitions import Definitions
 from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime
@@ -40,14 +41,14 @@ def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000)
     """Every dispatch stage, in order. A stage that fails is logged and the later ones still
     run (a broken email channel must not hold back the team's detractor alerts, nor a failed
     advance the messages already queued); the run then fails with the first error, so the
-    operator sees it, but no work another stage could do was left behind. A database error
-    fails the run at once: every stage needs the database."""
+    operator sees it, but no work another stage could do was left behind. A database or
+    configuration error fails the run at once: every stage needs both."""
     total = DispatchCounts()
     failed: list[Exception] = []
     for stage in (_recover, _advance, _send, _alert):
         try:
             stage(rt, definitions, max_batches, total)
-        except DBAPIError:
+        except (SQLAlchemyError, ConfigError):
             raise
         except Exception as exc:
             log.exception("dispatch stage %s failed; the stages after it still run",
@@ -82,7 +83,8 @@ def _send(rt: Runtime, definitions: Definitions, max_batches: int,
     rules = Rules(*rt.settings.sending_rules())
     for _ in range(max_batches):
         counts = send_pending(rt.factory, definitions, channels, links, rt.clock,
-                              rt.settings.batch_size, rules)
+                              rt.settings.batch_size, rules,
+                              timedelta(seconds=rt.settings.claim_seconds))
         total.add(counts)
         if counts.claimed < rt.settings.batch_size:
             break

@@ -29,8 +29,12 @@ class RateLimiter:
         self._factory, self._now, self._sleep = factory, now, sleep
         self._lock = threading.Lock()
 
-    def reserve(self, count: int) -> list[float]:
-        """Wall-clock times (epoch seconds) at which ``count`` sends may start."""
+    def reserve(self, count: int, deadline: float | None = None) -> list[float]:
+        """Wall-clock times (epoch seconds) at which ``count`` sends may start; with a
+        ``deadline``, only the slots up to it. A sender must not call a provider once its
+        claim may have expired (the message would be flagged ``unknown`` and could be sent
+        again by review), so the slots after the deadline are given back when no one has
+        reserved after them, and those messages wait for a later batch."""
         if count <= 0:
             return []
         gap = 1.0 / self.per_second
@@ -49,7 +53,15 @@ class RateLimiter:
                                 .on_conflict_do_nothing(index_elements=["provider"]))
                 end = session.execute(statement).scalar_one()
         start = end - count * gap
-        return [start + i * gap for i in range(count)]
+        slots = [start + i * gap for i in range(count)]
+        if deadline is None or slots[-1] <= deadline:
+            return slots
+        kept = [slot for slot in slots if slot <= deadline]
+        with self._lock, self._factory() as session, session.begin():
+            session.execute(update(RateLimitState).where(
+                RateLimitState.provider == self.provider, RateLimitState.next_at == end)
+                .values(next_at=slots[len(kept)]))
+        return kept
 
     def wait_until(self, moment: float) -> None:
         delay = moment - self._now()

@@ -32,7 +32,7 @@ from aftersale.clock import Clock
 from aftersale.db.lookup import by_id
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
 from aftersale.delivery import twilio_error_suppression
-from aftersale.dispatch import DispatchCounts, claim
+from aftersale.dispatch import DEFAULT_CLAIM, DispatchCounts, claim
 from aftersale.events import SURVEY_SCALES
 from aftersale.facts import customer_context, order_context
 from aftersale.journeys.definitions import Definitions, VersionCache
@@ -226,9 +226,15 @@ class _Batch:
 
 def send_pending(factory: sessionmaker[Session], definitions: Definitions,
                  channels: Mapping[str, Channel], links: Links, clock: Clock,
-                 limit: int = 1000, rules: Rules | None = None) -> DispatchCounts:
+                 limit: int = 1000, rules: Rules | None = None,
+                 claim_for: timedelta = DEFAULT_CLAIM) -> DispatchCounts:
+    """Claim up to ``limit`` due messages and send them. No provider call starts later than
+    half of ``claim_for`` after claiming (a batch waiting for a slow provider rate would
+    otherwise still be sending when :func:`~aftersale.dispatch.recover_stale` flags it);
+    what does not fit goes back to the queue."""
     counts = DispatchCounts()
     now = clock.now()
+    deadline = time.time() + claim_for.total_seconds() / 2
     prepared: list[_Prepared] = []
     with factory() as session, session.begin():
         rows = list(session.scalars(claim(
@@ -260,7 +266,7 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
         by_channel.setdefault(item.channel, []).append(item.outbound)
     results: list[SendResult] = []
     for name, outbound in by_channel.items():
-        results += channels[name].send_batch(outbound)
+        results += channels[name].send_batch(outbound, deadline)
     _record(factory, results, {p.outbound.id: p.channel for p in prepared},
             {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts)
     return counts
@@ -339,6 +345,16 @@ def _record_once(factory: sessionmaker[Session], results: list[SendResult],
         rows = by_id(session, Message, {r.message_id for r in results})
         for result in results:
             message = rows[result.message_id]
+            if message.status not in ("sending", "unknown") and result.status != "sent":
+                continue  # an operator decided on it meanwhile (aftersale review): that stands
+            if result.status == "later":  # never tried: not an attempt
+                message.status, message.sending_at = "pending", None
+                message.due_at = now + timedelta(seconds=result.retry_after or 0)
+                message.attempts -= 1
+                message.status_reason = f"deferred: {result.error}"
+                counts.deferred += 1
+                counts.deferred_reasons[result.error or "rate limit"] += 1
+                continue
             message.provider = provider_of[result.message_id]
             message.provider_message_id = result.provider_message_id or message.provider_message_id
             if result.status == "sent":

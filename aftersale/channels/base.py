@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class OutboundMessage:
 @dataclass(frozen=True)
 class SendResult:
     message_id: str
-    status: Literal["sent", "failed", "retry"]
+    # "later": not sent, not tried; its rate slot fell after the sender's deadline
+    status: Literal["sent", "failed", "retry", "later"]
     provider_message_id: str | None = None
     error: str | None = None
     error_code: str | None = None
@@ -47,9 +49,11 @@ class Channel(Protocol):
     name: ChannelName
     provider: str
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def send_batch(self, messages: Sequence[OutboundMessage],
+                   deadline: float | None = None) -> list[SendResult]:
         """Send each message once; one result per message, in order. Never raises for a
-        single message's failure: it is reported in that message's result."""
+        single message's failure: it is reported in that message's result. No provider call
+        starts after ``deadline`` (epoch seconds): those messages come back ``later``."""
         ...
 
 
@@ -68,13 +72,21 @@ class SingleSendChannel:
         """Send; return the provider's message id. Raise Transient/PermanentProviderError."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        slots = self.limiter.reserve(len(messages)) if self.limiter else [0.0] * len(messages)
-        if self.concurrency <= 1 or len(messages) <= 1:
-            return [self._send_at(m, slot) for m, slot in zip(messages, slots, strict=True)]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(messages)),
+    def send_batch(self, messages: Sequence[OutboundMessage],
+                   deadline: float | None = None) -> list[SendResult]:
+        if self.limiter is None:
+            slots = [0.0] * len(messages)
+        else:
+            slots = self.limiter.reserve(len(messages), deadline)
+        now, later = list(messages[:len(slots)]), messages[len(slots):]
+        # Due again once the slots this batch kept have passed.
+        wait = max((slots[-1] if slots else deadline or 0.0) - time.time(), 1.0)
+        waiting = [SendResult(m.id, "later", error="rate limit", retry_after=wait) for m in later]
+        if self.concurrency <= 1 or len(now) <= 1:
+            return [self._send_at(m, slot) for m, slot in zip(now, slots, strict=True)] + waiting
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(now)),
                                 thread_name_prefix=f"send-{self.provider}") as pool:
-            return list(pool.map(self._send_at, messages, slots))
+            return list(pool.map(self._send_at, now, slots)) + waiting
 
     def _send_at(self, message: OutboundMessage, slot: float) -> SendResult:
         if self.limiter is not None:

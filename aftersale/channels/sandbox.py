@@ -30,7 +30,8 @@ class SandboxChannel:
         self._clock = clock
         self._folder = folder
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def send_batch(self, messages: Sequence[OutboundMessage],
+                   deadline: float | None = None) -> list[SendResult]:
         if not messages:
             return []
         now = self._clock.now()

@@ -157,8 +157,9 @@ class Recording:
     def provider(self) -> str:
         return self.inner.provider
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        results = self.inner.send_batch(messages)
+    def send_batch(self, messages: Sequence[OutboundMessage],
+                   deadline: float | None = None) -> list[SendResult]:
+        results = self.inner.send_batch(messages, deadline)
         self.sent += [r.message_id for r in results if r.status == "sent"]
         return results
 

@@ -161,6 +161,29 @@ def test_a_provider_failing_for_a_while_ends_with_each_message_sent_once_or_flag
     rt.engine.dispose()
 
 
+def test_a_send_slot_after_the_claims_half_life_is_not_waited_for(
+        settings: Settings, twilio: TwilioEmulator) -> None:
+    """At 2 SMS a second, 14 messages take 6.5 s; with a 10 s claim the sender starts no call
+    after 5 s. Had it waited, the batch could still be sending when another worker flags it
+    ``unknown`` (and an operator resends it). The rest go back to the queue, not as a failed
+    attempt, and the next run sends them: each message exactly once."""
+    rt = runtime(settings, None, twilio, twilio_rate_per_second=2.0, claim_seconds=10)
+    ids = seed_due_messages(rt, 14, START, channel="sms")
+    dispatch_at(rt, timedelta(0))
+    first = rows(rt)
+    waiting = sorted(i for i in ids if first[i].status == "pending")
+    assert 1 <= len(waiting) <= 4  # 11 slots (0 to 5 s) fit, give or take the run's own time
+    assert {first[i].status for i in ids if i not in waiting} == {"sent"}
+    for i in waiting:
+        assert first[i].status_reason == "deferred: rate limit"
+        assert (first[i].attempts, first[i].sending_at) == (0, None)
+    assert not set(waiting) & set(accepted_ids(twilio))
+    dispatch_at(rt, timedelta(minutes=1))
+    assert set(statuses(rt).values()) == {"sent"}
+    accepted_once_each(twilio, ids)
+    rt.engine.dispose()
+
+
 # -- the dispatcher is killed at each stage of a send ----------------------------------------
 @pytest.mark.parametrize("provider", ["sendgrid", "twilio"])
 @pytest.mark.parametrize("stage", ["claimed", "accepted", "recorded"])
@@ -171,7 +194,7 @@ def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goe
     dispatcher runs in its own process and is SIGKILLed
 
     - claimed: after the claim committed them ``sending``, before any provider call. It is
-      stopped there by the shared rate limit: its slot is reserved an hour ahead, as a burst
+      stopped there by the shared rate limit: its slot is reserved two minutes ahead, as a burst
       of other senders would, so it waits between the claim and the call;
     - accepted: the provider accepted the first message and holds its answer back;
     - recorded: the first message's answer is recorded; the second is accepted, unanswered.
@@ -181,7 +204,8 @@ def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goe
           else runtime(settings, None, twilio, batch_size=1))
     ids = seed_due_messages(rt, 3, START, channel="email" if provider == "sendgrid" else "sms")
     if stage == "claimed":
-        hold_rate_limit(rt, provider, 3600)
+        # Held for less than half the claim: a slot later than that is not waited for.
+        hold_rate_limit(rt, provider, rt.settings.claim_seconds / 2 - 30)
     else:
         emulator.hold(after=1 if stage == "recorded" else 0)
     child = start_dispatcher(rt.settings, NOW)
@@ -199,7 +223,7 @@ def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goe
     assert accepted_ids(emulator)[in_doubt] == (0 if stage == "claimed" else 1)  # type: ignore[arg-type]
 
     emulator.release()
-    set_rate_limit(rt, provider, 0.0)  # the hour is over
+    set_rate_limit(rt, provider, 0.0)  # the burst is over
     # Within the claim (5 min) the row is left alone; the others go out.
     dispatch_at(rt, timedelta(minutes=1))
     assert statuses(rt)[in_doubt] == "sending"

@@ -37,6 +37,18 @@ def test_two_senders_on_one_database_share_the_slots(rt: Runtime) -> None:
     assert RateLimiter(rt.factory, "sendgrid", 10, now=clock).reserve(1) == [2000.0]
 
 
+def test_slots_after_the_deadline_are_given_back(rt: Runtime) -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(rt.factory, "twilio", 1, now=clock)
+    assert limiter.reserve(10, deadline=1003.5) == [1000.0, 1001.0, 1002.0, 1003.0]
+    # The six slots it did not keep are the next sender's, not a gap.
+    assert limiter.reserve(2) == [1004.0, 1005.0]
+    assert limiter.reserve(2, deadline=2000.0) == [1006.0, 1007.0]
+    # No slot before the deadline: nothing kept, nothing taken from the next sender.
+    assert RateLimiter(rt.factory, "twilio", 1, now=clock).reserve(1, deadline=1000.0) == []
+    assert limiter.reserve(1) == [1008.0]
+
+
 def test_concurrent_reservations_never_overlap(rt: Runtime) -> None:
     limiter = RateLimiter(rt.factory, "twilio", 1000)
     slots: list[float] = []
