@@ -448,7 +448,7 @@ def forget(
 
 @review_app.command("show")
 def review_show(
-    limit: Annotated[int, typer.Option(help="items listed per kind")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="items listed per kind")] = 50,
 ) -> None:
     """Counts by status, then the sends whose outcome is unknown and the failed events."""
     from rich.table import Table
@@ -457,36 +457,39 @@ def review_show(
     from aftersale.runtime import open_runtime
 
     rt = open_runtime(_settings())
-    with rt.factory() as session:
-        seen = overview(session, limit)
-        counts = Table(title="Backlog", title_justify="left")
-        for column in ("", "status", "count"):
-            counts.add_column(column, justify="right" if column == "count" else "left")
-        for kind, by_status in (("inbox events", seen.inbox), ("messages", seen.messages)):
-            for status, n in sorted(by_status.items()):
-                counts.add_row(kind, status, f"{n:,}")
-        out.print(counts)
-        if seen.oldest_pending_event is not None:
-            out.print(f"oldest pending event received "
-                      f"{as_utc(seen.oldest_pending_event).isoformat(timespec='seconds')}")
-        unknown = Table(title="Sends whose outcome is unknown: check the provider's log, then "
-                              "'aftersale review sent' or 'aftersale review resend'",
-                        title_justify="left")
-        for column in ("message", "customer", "journey", "template", "channel", "provider",
-                       "sending since"):
-            unknown.add_column(column)
-        for m in seen.unknown:
-            unknown.add_row(m.id, m.customer_id, m.journey, m.template, m.channel or "",
-                            m.provider or "", as_utc(m.sending_at).isoformat(timespec="seconds")
-                            if m.sending_at else "")
-        failed = Table(title="Failed events: fix the cause, then 'aftersale review requeue'",
-                       title_justify="left")
-        for column in ("event", "type", "received", "error"):
-            failed.add_column(column)
-        for e in seen.failed:
-            failed.add_row(e.event_id, e.type, as_utc(e.received_at).isoformat(timespec="seconds"),
-                           e.error or "")
-    rt.engine.dispose()
+    try:
+        with rt.factory() as session:  # the rows are read whole: usable after it closes
+            seen = overview(session, limit)
+    finally:
+        rt.engine.dispose()
+    counts = Table(title="Backlog", title_justify="left")
+    for column in ("", "status", "count"):
+        counts.add_column(column, justify="right" if column == "count" else "left")
+    for kind, by_status in (("inbox events", seen.inbox), ("messages", seen.messages)):
+        for status, n in sorted(by_status.items()):
+            counts.add_row(kind, status, f"{n:,}")
+    out.print(counts)
+    if seen.oldest_pending_event is not None:
+        out.print(f"oldest pending event received "
+                  f"{as_utc(seen.oldest_pending_event).isoformat(timespec='seconds')}")
+    unknown = Table(title="Sends whose outcome is unknown: check the provider's log, then "
+                          "'aftersale review sent' or 'aftersale review resend'",
+                    title_justify="left")
+    for column in ("message", "customer", "journey", "template", "channel", "provider",
+                   "sending since", "provider's word"):
+        unknown.add_column(column)
+    for m in seen.unknown:
+        unknown.add_row(m.id, m.customer_id, m.journey, m.template, m.channel or "",
+                        m.provider or "", as_utc(m.sending_at).isoformat(timespec="seconds")
+                        if m.sending_at else "",
+                        " ".join(filter(None, (m.provider_message_id, m.delivery_status))))
+    failed = Table(title="Failed events: fix the cause, then 'aftersale review requeue'",
+                   title_justify="left")
+    for column in ("event", "type", "received", "error"):
+        failed.add_column(column)
+    for e in seen.failed:
+        failed.add_row(e.event_id, e.type, as_utc(e.received_at).isoformat(timespec="seconds"),
+                       e.error or "")
     for table, rows, total in ((unknown, seen.unknown, seen.messages.get("unknown", 0)),
                                (failed, seen.failed, seen.inbox.get("failed", 0))):
         if rows:
@@ -540,7 +543,8 @@ def review_requeue(
     """Queue failed events again once their cause is fixed; they count as received now, so
     one whose order is still missing waits for it again."""
     if bool(event_ids) == all_failed:
-        raise typer.BadParameter("give event ids or --all-failed, not both or neither")
+        err.print("give event ids or --all-failed, not both or neither; nothing changed")
+        raise typer.Exit(1)
     out.print(f"{_decide('requeue', None if all_failed else event_ids):,} event(s) queued "
               "again", highlight=False)
 

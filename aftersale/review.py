@@ -66,8 +66,13 @@ def _unknown_messages(session: Session, ids: Collection[str]) -> list[Message]:
 
 def resend(session: Session, ids: Collection[str], now: datetime) -> int:
     """Send these ``unknown`` messages again at the next dispatch: the provider's log shows
-    they never went out."""
+    they never went out. One the provider has answered for (its message id, or a delivery
+    callback) did go out, and is refused."""
     messages = _unknown_messages(session, ids)
+    went_out = sorted(m.id for m in messages if m.provider_message_id or m.delivery_status)
+    if went_out:
+        raise NotUnderReview(f"the provider reported these as sent: {', '.join(went_out)} "
+                             "(record them with 'aftersale review sent')")
     for message in messages:
         message.status, message.due_at, message.sending_at = "pending", now, None
         message.status_reason = f"sent again after review ({message.status_reason})"[:2000]
@@ -95,6 +100,10 @@ def requeue(session: Session, event_ids: Collection[str] | None, now: datetime) 
     query = update(InboxEvent).where(failed)
     if event_ids is not None:
         query = query.where(InboxEvent.event_id.in_(set(event_ids)))
-    result = session.execute(query.values(status="pending", error=None, processed_at=None,
-                                          received_at=now))
-    return result.rowcount or 0
+    queued = session.execute(query.values(status="pending", error=None, processed_at=None,
+                                          received_at=now)).rowcount or 0
+    if event_ids is not None and queued != len(set(event_ids)):
+        # Another operator requeued some between the check and the update: the caller's
+        # transaction rolls back rather than report a count that is not what was asked.
+        raise NotUnderReview("some of these events were queued again meanwhile; run it again")
+    return queued

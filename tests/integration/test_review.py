@@ -65,6 +65,15 @@ def test_unknown_sends_are_resent_or_recorded_only_by_decision(rt: Runtime) -> N
         assert recorded is not None and recorded.sent_at is not None
         assert as_utc(recorded.sent_at) == DIED_AT  # when it went out, not when it was reviewed
         assert recorded.status_reason == "confirmed sent after review"
+    # The provider answered for this one after all (its id, a delivery callback): it went
+    # out, so it cannot be sent again, only recorded.
+    with rt.factory() as session, session.begin():
+        session.execute(update(Message).where(Message.id == other)
+                        .values(delivery_status="delivered"))
+    with pytest.raises(NotUnderReview, match="review sent"), \
+            rt.factory() as session, session.begin():
+        resend(session, [other], rt.now())
+    assert statuses(rt)[other] == "unknown"
     # A decision already taken cannot be taken again.
     with pytest.raises(NotUnderReview, match=confirmed), \
             rt.factory() as session, session.begin():
@@ -126,7 +135,7 @@ def test_the_review_commands(rt: Runtime, cli_env: dict[str, str], tmp_path: Pat
     assert set(statuses(rt).values()) == {"sent"}
 
     neither = aftersale("review", "requeue", env=cli_env, cwd=tmp_path)
-    assert neither.returncode == 2 and "--all-failed" in neither.stderr
+    assert neither.returncode == 1 and "--all-failed" in neither.stderr
     queued = aftersale("review", "requeue", "--all-failed", env=cli_env, cwd=tmp_path)
     assert queued.returncode == 0 and "1 event(s) queued again" in queued.stdout
     with rt.factory() as session:
