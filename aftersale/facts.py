@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
@@ -27,8 +27,7 @@ def order_context(order: Order, segments: SegmentSet | None = None,
     # Prices are stored as JSON strings ("129.90"); templates get Decimals, as for the total
     # and as `aftersale validate`'s sample order has them, so `sum(attribute='price')` that
     # passed validation works on a real order too.
-    items = [{**i, "price": Decimal(str(i["price"]))} if "price" in i else i
-             for i in order.items or []]
+    items = [_priced(i) for i in order.items or []]
     categories = {str(i.get("category", "")).lower() for i in items}
     skus = {str(i.get("sku", "")).upper() for i in items}
     codes = {str(c).upper() for c in order.discount_codes or []}
@@ -55,6 +54,13 @@ def order_context(order: Order, segments: SegmentSet | None = None,
         "has_sku": lambda sku: str(sku).upper() in skus,
         "has_discount_code": lambda code: str(code).upper() in codes,
     }
+
+
+def _priced(item: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {**item, "price": Decimal(str(item["price"]))}
+    except (KeyError, InvalidOperation):  # an item stored before prices were checked
+        return item
 
 
 def customer_context(customer: Customer) -> dict[str, Any]:

@@ -315,7 +315,9 @@ class ContentLibrary:
                 prefix = "whatsapp_template."
                 variables = {key.removeprefix(prefix): part.render(ctx, False).strip()
                              for key, part in file.parts.items() if key.startswith(prefix)}
-                return file.whatsapp_sid, variables
+                # Twilio refuses an empty variable (21656) and fails the message for good; left
+                # out, it takes the default the template was approved with.
+                return file.whatsapp_sid, {k: v for k, v in variables.items() if v}
         return None
 
     def _template(self, name: str) -> _Template:

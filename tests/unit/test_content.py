@@ -286,6 +286,9 @@ def test_a_stored_order_gives_templates_the_types_of_the_sample_order() -> None:
     total = Compiler().runtime_env.from_string(
         "{{ order.items | sum(attribute='price') }}").render(order=real)
     assert total == "129.90"
+    # An item stored before prices were checked keeps what it has rather than fail the send.
+    stored.items = [{"sku": "OLD-1", "quantity": 1, "price": None}, {"sku": "OLD-2"}]
+    assert [i.get("price") for i in order_context(stored)["items"]] == [None, None]
 
 
 def test_unsubscribe_link_only_in_marketing_email(library: ContentLibrary) -> None:
@@ -395,6 +398,23 @@ def test_a_misspelt_whatsapp_template_variable_is_reported_at_its_line(tmp_path:
     problem = only(problems_in(content), "traking")
     assert (problem.path, problem.line) == (str(path), line)
     assert "whatsapp_template.2" in problem.message
+
+
+def test_an_empty_whatsapp_template_variable_is_left_out(tmp_path: Path) -> None:
+    # Twilio refuses an empty variable for good (21656); left out, the approved default shows.
+    content = copy_content(tmp_path)
+    path = content / "shipping_update" / "en.yaml"
+    path.write_text(path.read_text() + (
+        "whatsapp_template:\n"
+        "  content_sid: HX0123456789abcdef0123456789abcdef\n"
+        "  variables:\n"
+        "    \"1\": \"{{ customer.first_name }}\"\n"
+        "    \"2\": \"{{ order.tracking.url }}\"\n"))
+    context = sample_context("shipping_update")
+    context["customer"] = {**context["customer"], "first_name": None}
+    found = ContentLibrary.load(content).whatsapp_template("shipping_update", "en", context)
+    assert found == ("HX0123456789abcdef0123456789abcdef",
+                     {"2": "https://track.example/YK123456789"})
 
 
 def test_missing_default_locale_file(tmp_path: Path) -> None:
