@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     sendgrid_rate_per_second: float = Field(default=100.0, gt=0)
     twilio_rate_per_second: float = Field(default=10.0, gt=0)
     send_concurrency: int = Field(default=8, ge=1, le=128)
+    # Processes sending at once when a backlog builds (the official clients cost a core at
+    # about 800 messages/s); None: one per core. Small runs send in the flow's own process.
+    send_processes: int | None = Field(default=None, ge=1, le=64)
 
     # Marketing rules, overridable per journey (transactional messages are exempt).
     quiet_hours: str = "21:00-09:00"

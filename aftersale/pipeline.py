@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from multiprocessing import get_context
+from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from aftersale.alerts import deliver_alerts
+from aftersale.clock import Clock
+from aftersale.config import Settings
+from aftersale.db.models import Message
 from aftersale.dispatch import DispatchCounts, advance_due, recover_stale
 from aftersale.errors import ConfigError
+from aftersale.intake.importer import default_workers
 from aftersale.journeys.definitions import Definitions
 from aftersale.processing import ProcessCounts, process_batch
-from aftersale.runtime import Runtime
+from aftersale.runtime import Runtime, open_runtime
 from aftersale.sending import Rules, send_pending
 
 log = logging.getLogger(__name__)
@@ -79,6 +87,54 @@ def _advance(rt: Runtime, definitions: Definitions, max_batches: int,
 
 def _send(rt: Runtime, definitions: Definitions, max_batches: int,
           total: DispatchCounts) -> None:
+    helpers = sending_processes(rt) - 1
+    if not helpers:
+        _send_loop(rt, definitions, max_batches, total)
+        return
+    # The helpers claim their own batches (SKIP LOCKED on PostgreSQL, the write lock on
+    # SQLite) and share the provider rate through its row, so they never send one message
+    # twice nor faster than the account allows; this process sends alongside them.
+    log.info("a backlog of due messages: sending from %d processes", helpers + 1)
+    values = rt.settings.model_dump()
+    with ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn")) as pool:
+        started = [pool.submit(_send_in_helper, values, rt.clock, max_batches)
+                   for _ in range(helpers)]
+        _send_loop(rt, definitions, max_batches, total)
+        for future in started:
+            total.add(future.result())
+
+
+#: Due messages per helper process worth its start (about a second of imports and loading).
+HELPER_BACKLOG = 2000
+
+
+def sending_processes(rt: Runtime) -> int:
+    """How many processes the next send stage uses: this one alone for a backlog it clears in
+    a couple of seconds, else one more per ``HELPER_BACKLOG`` due messages, up to
+    ``send_processes`` (one per core by default)."""
+    most = (rt.settings.send_processes or default_workers()) - 1
+    if most < 1:
+        return 1
+    due = select(Message.id).where(Message.status == "pending",
+                                   Message.due_at <= rt.now()).limit(HELPER_BACKLOG * (most + 1))
+    with rt.factory() as session:
+        backlog = session.scalar(select(func.count()).select_from(due.subquery())) or 0
+    return 1 + (min(most, backlog // HELPER_BACKLOG - 1) if backlog >= 2 * HELPER_BACKLOG else 0)
+
+
+def _send_in_helper(settings: dict[str, Any], clock: Clock, max_batches: int) -> DispatchCounts:
+    rt = open_runtime(Settings(_env_file=None, **settings), clock,  # type: ignore[call-arg]
+                      migrate=False)
+    try:
+        total = DispatchCounts()
+        _send_loop(rt, rt.definitions(), max_batches, total)
+        return total
+    finally:
+        rt.engine.dispose()
+
+
+def _send_loop(rt: Runtime, definitions: Definitions, max_batches: int,
+               total: DispatchCounts) -> None:
     channels, links = rt.channels(), rt.links()
     rules = Rules(*rt.settings.sending_rules())
     for _ in range(max_batches):

@@ -11,8 +11,9 @@ each beside a baseline measured in the same run, on SQLite and PostgreSQL.
   dispatch-messages would. Baseline: reading every payload and marking it processed in raw SQL.
 - dispatch: queued messages sent by ``dispatch_due`` (claim, rules, channel choice, rendering,
   official SendGrid/Twilio clients, recording) to the emulators, which run in their own process;
-  baseline: the emulators' raw request rate from a trivial keep-alive HTTP client at the same
-  concurrency.
+  with the default ``send_processes`` a backlog this size is sent from up to one process per
+  core (``aftersale.pipeline.sending_processes``). Baseline: the emulators' raw request rate
+  from a trivial keep-alive HTTP client at the same concurrency, in one process.
 - end to end: one Prefect flow run per event (the naive design) against the batched flows
   (process-events + dispatch-messages), on the same events, against a local Prefect server.
 
@@ -423,7 +424,7 @@ def _dispatch_events(count: int) -> Iterator[dict[str, Any]]:
 
 def bench_dispatch(database: str, count: int, pg_url: str, log: Callable[[str], None]) -> Result:
     from aftersale.dispatch import advance_due
-    from aftersale.pipeline import dispatch_due, drain_inbox
+    from aftersale.pipeline import dispatch_due, drain_inbox, sending_processes
 
     url = fresh_database(database, "dispatch", pg_url)
     with Emulators() as emulators:
@@ -448,8 +449,9 @@ def bench_dispatch(database: str, count: int, pg_url: str, log: Callable[[str], 
             with rt.factory() as session:
                 queued = session.scalar(select(func.count()).select_from(Message)
                                         .where(Message.status == "pending")) or 0
+            processes = sending_processes(rt)
             log(f"dispatch: sending {queued:,} messages "
-                f"(concurrency {settings.send_concurrency})")
+                f"(concurrency {settings.send_concurrency}, {processes} processes)")
             began = time.perf_counter()
             counts = dispatch_due(rt, definitions)
             seconds = time.perf_counter() - began
@@ -463,7 +465,7 @@ def bench_dispatch(database: str, count: int, pg_url: str, log: Callable[[str], 
                   raw_ok / raw_seconds, counts.sent, seconds, raw_seconds,
                   {"queued": queued, "by_channel": dict(counts.sent_by_channel),
                    "failed": counts.failed, "not_sent": counts.not_sent,
-                   "concurrency": settings.send_concurrency})
+                   "concurrency": settings.send_concurrency, "processes": processes})
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -536,6 +538,10 @@ class prefect_server:
 NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
+def _processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
 def _verdict(rate: float, target: float | None) -> str:
     if target is None:
         return "—"
@@ -571,7 +577,8 @@ def rows(results: Sequence[Result], skipped: dict[str, str] | None = None) -> li
                           f"{_verdict(r.rate, target)}; {ratio:.0%} of raw"))
         elif r.section == "dispatch":
             table.append((f"{name}: dispatch, {r.count:,} messages "
-                          f"(official clients, concurrency {r.extra['concurrency']})",
+                          f"(official clients, concurrency {r.extra['concurrency']}, "
+                          f"{_processes(r.extra.get('processes', 1))})",
                           f"{r.rate:,.0f} msg/s", goal,
                           f"{r.baseline_rate:,.0f} req/s raw to the emulator",
                           f"{_verdict(r.rate, target)}; {ratio:.0%} of raw"))

@@ -115,10 +115,11 @@ def make_settings(database_url: str, definitions_dirs: tuple[Path, Path],
                   **extra: Any) -> Settings:
     """Settings for a test: its database, its copies of journeys and content, fixed secrets."""
     journeys, content = definitions_dirs
+    # One sending process unless a test asks for more: helpers cost a second to start.
     return Settings(database_url=database_url, journeys_dir=journeys, content_dir=content,
                     secret_key="test-secret-key", api_token="test-token",
                     public_url="https://shop.example.com", _env_file=None,  # type: ignore[call-arg]
-                    **extra)
+                    **{"send_processes": 1, **extra})
 
 
 @pytest.fixture

@@ -126,3 +126,40 @@ def test_two_dispatcher_processes_on_sqlite_never_send_a_message_twice(base: Set
         assert not sent_by[0] & sent_by[1]
         assert sum(len(s) for s in sent_by) == 600
         rt.engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=needs_postgres)])
+def test_a_backlog_is_sent_from_helper_processes_each_message_once(
+        base: Settings, database: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """dispatch_due with send_processes=3 and a backlog worth two helpers: the helpers and
+    this process claim their own batches; every message reaches SendGrid exactly once."""
+    import contextlib
+
+    import aftersale.pipeline
+    from aftersale.pipeline import dispatch_due
+
+    monkeypatch.setattr(aftersale.pipeline, "HELPER_BACKLOG", 40)
+    with contextlib.ExitStack() as stack:
+        sendgrid = stack.enter_context(SendGridEmulator(api_key=KEY))
+        url = (stack.enter_context(postgres_schema()) if database == "postgresql"
+               else base.database_url)
+        settings = with_providers(base, sendgrid, database_url=url, send_processes=3,
+                                  batch_size=20, sendgrid_rate_per_second=1_000_000.0,
+                                  provider_timeout_seconds=30.0)
+        rt = open_runtime(settings, SimulatedClock(NOW))
+        stack.callback(rt.engine.dispose)
+        ids = seed_due_messages(rt, 130, START)
+        with caplog.at_level("INFO", logger="aftersale.pipeline"):
+            counts = dispatch_due(rt, rt.definitions())
+        assert "sending from 3 processes" in caplog.text
+        assert counts.sent == 130
+        accepted_once_each(sendgrid, ids)
+        assert set(statuses(rt).values()) == {"sent"}
+        # A backlog this process clears alone starts no helper.
+        more = seed_due_messages(rt, 30, START, prefix="t")
+        caplog.clear()
+        with caplog.at_level("INFO", logger="aftersale.pipeline"):
+            dispatch_due(rt, rt.definitions())
+        assert "processes" not in caplog.text
+        accepted_once_each(sendgrid, ids + more)
