@@ -309,7 +309,8 @@ class _Routes:
         if result.status == "sent":
             return _Outcome("sent")
         error = f"email: {result.error or result.error_code or 'failed'}"
-        return _Outcome("retry" if result.status == "retry" else "failed", error, result.retry_after)
+        return _Outcome("retry" if result.status in ("retry", "later") else "failed", error,
+                        result.retry_after)
 
     def _render(self, item: _Claimed, view: AlertView) -> tuple[str, str, str | None]:
         content = self._content

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from aftersale.db.models import Message
 from aftersale.dispatch import DispatchCounts, advance_due, recover_stale
 from aftersale.errors import ConfigError
 from aftersale.intake.importer import default_workers
-from aftersale.journeys.definitions import Definitions
+from aftersale.journeys.definitions import Definitions, recorded
 from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.sending import Rules, send_pending
@@ -95,13 +96,26 @@ def _send(rt: Runtime, definitions: Definitions, max_batches: int,
     # SQLite) and share the provider rate through its row, so they never send one message
     # twice nor faster than the account allows; this process sends alongside them.
     log.info("a backlog of due messages: sending from %d processes", helpers + 1)
-    values = rt.settings.model_dump()
-    with ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn")) as pool:
-        started = [pool.submit(_send_in_helper, values, rt.clock, max_batches)
-                   for _ in range(helpers)]
-        _send_loop(rt, definitions, max_batches, total)
-        for future in started:
-            total.add(future.result())
+    context = get_context("spawn")
+    stop = context.Event()
+    failures: list[BaseException] = []
+    with ProcessPoolExecutor(max_workers=helpers, mp_context=context,
+                             initializer=_start_helper, initargs=(stop,)) as pool:
+        started = [pool.submit(_send_in_helper, rt.settings.model_dump(), rt.clock,
+                               definitions.digest, max_batches) for _ in range(helpers)]
+        try:
+            _send_loop(rt, definitions, max_batches, total)
+        finally:
+            # This process stopped (done, failed, or told to stop): the helpers end after
+            # the batch they are on, rather than go on sending unwatched.
+            stop.set()
+            for future in started:
+                try:
+                    total.add(future.result())
+                except Exception as exc:  # noqa: BLE001 - every helper's counts first
+                    failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 #: Due messages per helper process worth its start (about a second of imports and loading).
@@ -122,22 +136,41 @@ def sending_processes(rt: Runtime) -> int:
     return 1 + (min(most, backlog // HELPER_BACKLOG - 1) if backlog >= 2 * HELPER_BACKLOG else 0)
 
 
-def _send_in_helper(settings: dict[str, Any], clock: Clock, max_batches: int) -> DispatchCounts:
+_stop: Any = None  # in a helper: set when the process that started it stops
+
+
+def _start_helper(stop: Any) -> None:
+    global _stop
+    _stop = stop
+    # Ctrl-C reaches the whole process group: the starting process decides when to stop,
+    # and a helper ends its batch first, so nothing is left ``sending``.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s send helper: %(message)s")
+
+
+def _send_in_helper(settings: dict[str, Any], clock: Clock, digest: str,
+                    max_batches: int) -> DispatchCounts:
     rt = open_runtime(Settings(_env_file=None, **settings), clock,  # type: ignore[call-arg]
                       migrate=False)
     try:
+        with rt.factory() as session:
+            definitions = recorded(session, digest, rt.settings.journeys_dir,
+                                   rt.settings.content_dir, rt.settings.default_locale)
         total = DispatchCounts()
-        _send_loop(rt, rt.definitions(), max_batches, total)
+        _send_loop(rt, definitions, max_batches, total, _stop)
         return total
     finally:
         rt.engine.dispose()
 
 
 def _send_loop(rt: Runtime, definitions: Definitions, max_batches: int,
-               total: DispatchCounts) -> None:
+               total: DispatchCounts, stop: Any = None) -> None:
     channels, links = rt.channels(), rt.links()
     rules = Rules(*rt.settings.sending_rules())
     for _ in range(max_batches):
+        if stop is not None and stop.is_set():
+            break
         counts = send_pending(rt.factory, definitions, channels, links, rt.clock,
                               rt.settings.batch_size, rules,
                               timedelta(seconds=rt.settings.claim_seconds))

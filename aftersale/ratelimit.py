@@ -9,11 +9,12 @@ used: on a SQLite Prefect server it delivers a fraction of the asked rate (see P
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import case, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,38 +31,34 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def reserve(self, count: int, deadline: float | None = None) -> list[float]:
-        """Wall-clock times (epoch seconds) at which ``count`` sends may start; with a
-        ``deadline``, only the slots up to it. A sender must not call a provider once its
-        claim may have expired (the message would be flagged ``unknown`` and could be sent
-        again by review), so the slots after the deadline are given back when no one has
-        reserved after them, and those messages wait for a later batch."""
+        """Wall-clock times (epoch seconds) at which up to ``count`` sends may start; with a
+        ``deadline``, only the slots that start by then. A sender must not call a provider
+        once its claim may have expired (the message would be flagged ``unknown`` and could
+        be sent again by review), so it takes no slot it could not use in time, and leaves
+        the ones after it to whoever comes next."""
         if count <= 0:
             return []
         gap = 1.0 / self.per_second
-        now = self._now()
-        # One UPDATE ... RETURNING: atomic on SQLite and PostgreSQL alike, with no window
-        # between reading the next slot and moving it on.
-        later = case((RateLimitState.next_at > now, RateLimitState.next_at), else_=now)
-        statement = (update(RateLimitState).where(RateLimitState.provider == self.provider)
-                     .values(next_at=later + count * gap).returning(RateLimitState.next_at))
         with self._lock, self._factory() as session, session.begin():
-            end = session.execute(statement).scalar()
-            if end is None:
+            # A no-op UPDATE first: it takes the row's lock on PostgreSQL and the write lock on
+            # SQLite, so reading the next slot and moving it on are one step for every sender.
+            lock = (update(RateLimitState).where(RateLimitState.provider == self.provider)
+                    .values(next_at=RateLimitState.next_at).returning(RateLimitState.next_at))
+            next_at = session.execute(lock).scalar()
+            if next_at is None:
                 dialect = session.get_bind().dialect.name
                 builder = pg_insert if dialect == "postgresql" else sqlite_insert
                 session.execute(builder(RateLimitState).values(provider=self.provider, next_at=0.0)
                                 .on_conflict_do_nothing(index_elements=["provider"]))
-                end = session.execute(statement).scalar_one()
-        start = end - count * gap
-        slots = [start + i * gap for i in range(count)]
-        if deadline is None or slots[-1] <= deadline:
-            return slots
-        kept = [slot for slot in slots if slot <= deadline]
-        with self._lock, self._factory() as session, session.begin():
-            session.execute(update(RateLimitState).where(
-                RateLimitState.provider == self.provider, RateLimitState.next_at == end)
-                .values(next_at=slots[len(kept)]))
-        return kept
+                next_at = session.execute(lock).scalar_one()
+            start = max(next_at, self._now())  # idle for a while: no burst credit, start now
+            if deadline is not None:
+                count = min(count, max(0, math.floor((deadline - start) / gap) + 1))
+            if count:
+                session.execute(update(RateLimitState)
+                                .where(RateLimitState.provider == self.provider)
+                                .values(next_at=start + count * gap))
+        return [start + i * gap for i in range(count)]
 
     def wait_until(self, moment: float) -> None:
         delay = moment - self._now()

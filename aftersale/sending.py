@@ -17,6 +17,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.channels.sms_encoding import sms_segments
-from aftersale.clock import Clock
+from aftersale.clock import Clock, as_utc
 from aftersale.db.lookup import by_id
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
 from aftersale.delivery import twilio_error_suppression
@@ -264,11 +265,16 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
     by_channel: dict[str, list[OutboundMessage]] = {}
     for item in prepared:
         by_channel.setdefault(item.channel, []).append(item.outbound)
-    results: list[SendResult] = []
-    for name, outbound in by_channel.items():
-        results += channels[name].send_batch(outbound, deadline)
+    # Channels side by side: one after another, a slow first one would use up the deadline
+    # of those behind it.
+    with ThreadPoolExecutor(max_workers=max(len(by_channel), 1),
+                            thread_name_prefix="send-channel") as pool:
+        sent = pool.map(lambda named: channels[named[0]].send_batch(named[1], deadline),
+                        by_channel.items())
+        results = [result for batch in sent for result in batch]
     _record(factory, results, {p.outbound.id: p.channel for p in prepared},
-            {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts)
+            {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts,
+            claimed_at=now)
     return counts
 
 
@@ -313,7 +319,7 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
 
 def _record(factory: sessionmaker[Session], results: list[SendResult],
             channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
-            counts: DispatchCounts) -> None:
+            counts: DispatchCounts, claimed_at: datetime | None = None) -> None:
     """Record the provider's answers, retried while the database is away for a moment.
 
     The answers exist only in this process: given up, the rows would stay ``sending`` and be
@@ -325,7 +331,7 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
     for delay in (*RECORD_RETRY_DELAYS, None):
         attempt = DispatchCounts()
         try:
-            _record_once(factory, results, channel_of, provider_of, clock, attempt)
+            _record_once(factory, results, channel_of, provider_of, clock, attempt, claimed_at)
         except DBAPIError as exc:
             if delay is None or not (exc.connection_invalidated or isinstance(exc, OperationalError)):
                 raise
@@ -337,16 +343,26 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
         return
 
 
+def _still_ours(message: Message, claimed_at: datetime | None) -> bool:
+    """The row is as this batch's claim left it (or flagged ``unknown`` since)."""
+    if message.status not in ("sending", "unknown"):
+        return False
+    return claimed_at is None or (message.sending_at is not None
+                                  and as_utc(message.sending_at) == claimed_at)
+
+
 def _record_once(factory: sessionmaker[Session], results: list[SendResult],
                  channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
-                 counts: DispatchCounts) -> None:
+                 counts: DispatchCounts, claimed_at: datetime | None = None) -> None:
     now = clock.now()
     with factory() as session, session.begin():
         rows = by_id(session, Message, {r.message_id for r in results})
         for result in results:
             message = rows[result.message_id]
-            if message.status not in ("sending", "unknown") and result.status != "sent":
-                continue  # an operator decided on it meanwhile (aftersale review): that stands
+            if result.status != "sent" and not _still_ours(message, claimed_at):
+                # Decided on meanwhile (aftersale review), maybe claimed again by another
+                # sender: only "it went out" is news to them.
+                continue
             if result.status == "later":  # never tried: not an attempt
                 message.status, message.sending_at = "pending", None
                 message.due_at = now + timedelta(seconds=result.retry_after or 0)

@@ -82,15 +82,22 @@ class SingleSendChannel:
         # Due again once the slots this batch kept have passed.
         wait = max((slots[-1] if slots else deadline or 0.0) - time.time(), 1.0)
         waiting = [SendResult(m.id, "later", error="rate limit", retry_after=wait) for m in later]
+        deadlines = [deadline] * len(now)
         if self.concurrency <= 1 or len(now) <= 1:
-            return [self._send_at(m, slot) for m, slot in zip(now, slots, strict=True)] + waiting
+            return [self._send_at(m, slot, deadline) for m, slot in zip(now, slots, strict=True)
+                    ] + waiting
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(now)),
                                 thread_name_prefix=f"send-{self.provider}") as pool:
-            return list(pool.map(self._send_at, now, slots)) + waiting
+            return list(pool.map(self._send_at, now, slots, deadlines)) + waiting
 
-    def _send_at(self, message: OutboundMessage, slot: float) -> SendResult:
+    def _send_at(self, message: OutboundMessage, slot: float,
+                 deadline: float | None = None) -> SendResult:
         if self.limiter is not None:
             self.limiter.wait_until(slot)
+        if deadline is not None and time.time() > deadline:
+            # Its slot was in time but the calls before it were slow (timeouts): past the
+            # deadline the claim may expire mid-call, so it waits for a later batch.
+            return SendResult(message.id, "later", error="slow provider", retry_after=1.0)
         try:
             return SendResult(message.id, "sent", self.send_one(message))
         except TransientProviderError as exc:

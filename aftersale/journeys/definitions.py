@@ -165,6 +165,18 @@ def activate(session: Session, journeys_dir: Path, content_dir: Path, clock: Clo
     return _restore(last, default_locale), problems
 
 
+def recorded(session: Session, digest: str, journeys_dir: Path, content_dir: Path,
+             default_locale: str = "en") -> Definitions:
+    """The recorded set with this digest, for a process that must run exactly what another
+    one activated: from the files while they still hold it, else as it was recorded. Writes
+    nothing, so several such processes never race to record a set."""
+    definitions, _ = check_definitions(journeys_dir, content_dir, default_locale)
+    if definitions is not None and definitions.digest == digest:
+        return definitions
+    stored = session.scalars(select(DefinitionSet).where(DefinitionSet.digest == digest)).one()
+    return _restore(stored, default_locale)
+
+
 def _record(session: Session, definitions: Definitions, journeys_dir: Path, content_dir: Path,
             clock: Clock) -> None:
     exists = session.scalar(select(DefinitionSet.id).where(DefinitionSet.digest == definitions.digest))

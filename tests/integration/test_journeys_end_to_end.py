@@ -245,6 +245,26 @@ def test_an_invalid_edit_is_refused_and_the_last_valid_set_keeps_running(
     assert [m.template for m in sent(rt, cid)] == ["shipping_update", "product_tutorial"]
 
 
+def test_a_recorded_set_is_found_by_its_digest_after_the_files_changed(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    """What a send helper process runs: the set the process that started it activated,
+    even if the files changed in between, and without recording anything itself."""
+    from aftersale.db.models import DefinitionSet
+    from aftersale.journeys.definitions import recorded
+
+    journeys, content = definitions_dirs
+    first = rt.definitions()
+    with rt.factory() as session:
+        same = recorded(session, first.digest, journeys, content)
+    assert same.digest == first.digest and same.journeys.keys() == first.journeys.keys()
+    (journeys / "winback.yaml").unlink()  # a valid edit: a new set on the files
+    with rt.factory() as session:
+        restored = recorded(session, first.digest, journeys, content)
+        assert session.scalar(select(func.count()).select_from(DefinitionSet)) == 1
+    assert restored.digest == first.digest
+    assert restored.journeys.keys() == first.journeys.keys()  # winback included
+
+
 def test_segments_follow_priority_when_a_customer_matches_several(rt: Runtime) -> None:
     definitions = rt.definitions()
     # The second order makes 2 orders, both discounted, over 1,000 EUR in all: vip,

@@ -90,3 +90,25 @@ def test_a_batch_is_sent_concurrently_but_never_faster_than_the_rate(
     assert len(twilio.requests) == 20
     # 20 sends at 40/s take at least 19/40 s; one at a time with 0.2 s answers would take 4 s
     assert 19 / 40 <= elapsed < 2.0
+
+
+def test_no_call_starts_after_the_deadline_however_slow_the_provider(
+        rt: Runtime, settings: Settings) -> None:
+    """Slots in time, but the calls ahead of them are slow: a message whose turn comes after
+    the deadline is not sent; it comes back ``later``, and the provider never saw it."""
+    with TwilioEmulator(account_sid=ACCOUNT, auth_token="t") as twilio:
+        channel = TwilioSmsChannel(Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
+            "sms_provider": "twilio", "twilio_account_sid": ACCOUNT, "twilio_auth_token": "t",
+            "twilio_base_url": twilio.base_url, "twilio_from": "+15017122661"}), timeout=5)
+        channel.limiter = RateLimiter(rt.factory, "twilio", 1000)
+        channel.concurrency = 2
+        for _ in range(10):
+            twilio.enqueue(Reply(201, None, delay=0.5))
+        messages = [OutboundMessage(id=f"m-{n}", channel="sms", recipient="+905321234567",
+                                    text="hi") for n in range(10)]
+        results = channel.send_batch(messages, deadline=time.time() + 0.8)
+    sent = [r for r in results if r.status == "sent"]
+    later = [r for r in results if r.status == "later"]
+    assert len(sent) + len(later) == 10 and 2 <= len(sent) <= 4
+    assert {r.error for r in later} == {"slow provider"}
+    assert len(twilio.requests) == len(sent)

@@ -140,3 +140,27 @@ def test_the_review_commands(rt: Runtime, cli_env: dict[str, str], tmp_path: Pat
     assert queued.returncode == 0 and "1 event(s) queued again" in queued.stdout
     with rt.factory() as session:
         assert session.scalar(select(InboxEvent.status)) == "pending"
+
+
+def test_a_late_answer_does_not_undo_a_newer_claim(rt: Runtime) -> None:
+    """Sender A claimed at T1 and was slow; the row was flagged, resent by review and claimed
+    again by B at T2. A's "not now" must not put B's claim back in the queue (a third sender
+    would send it alongside B); A's "it went out" is still recorded."""
+    from aftersale.channels.base import SendResult
+    from aftersale.dispatch import DispatchCounts
+    from aftersale.sending import _record
+
+    first, second = seed_due_messages(rt, 2, DIED_AT)
+    again_at = START + timedelta(minutes=10)
+    with rt.factory() as session, session.begin():
+        session.execute(update(Message).where(Message.id.in_([first, second]))
+                        .values(status="sending", sending_at=again_at))
+    results = [SendResult(first, "retry", error="429"), SendResult(second, "sent", "SM1")]
+    _record(rt.factory, results, {first: "email", second: "email"},
+            {first: "sendgrid", second: "sendgrid"}, rt.clock, DispatchCounts(),
+            claimed_at=DIED_AT)
+    with rt.factory() as session:
+        kept, recorded = session.get(Message, first), session.get(Message, second)
+        assert kept is not None and recorded is not None
+        assert (kept.status, as_utc(kept.sending_at)) == ("sending", again_at)
+        assert recorded.status == "sent" and recorded.provider_message_id == "SM1"

@@ -163,3 +163,33 @@ def test_a_backlog_is_sent_from_helper_processes_each_message_once(
             dispatch_due(rt, rt.definitions())
         assert "processes" not in caplog.text
         accepted_once_each(sendgrid, ids + more)
+
+
+def test_helpers_stop_with_the_process_that_started_them(
+        base: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's own sending fails at once: the helpers are told to stop before their
+    next batch, so the run fails without leaving anything half-sent, and the next run sends
+    everything exactly once."""
+    import aftersale.pipeline
+    from aftersale.pipeline import dispatch_due
+
+    with SendGridEmulator(api_key=KEY) as sendgrid:
+        settings = with_providers(base, sendgrid, send_processes=2, batch_size=20,
+                                  sendgrid_rate_per_second=1_000_000.0)
+        rt = open_runtime(settings, SimulatedClock(NOW))
+        ids = seed_due_messages(rt, 100, START)
+        monkeypatch.setattr(aftersale.pipeline, "HELPER_BACKLOG", 40)
+        real_loop = aftersale.pipeline._send_loop
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("this process's sending broke")
+
+        monkeypatch.setattr(aftersale.pipeline, "_send_loop", broken)
+        with pytest.raises(RuntimeError, match="sending broke"):
+            dispatch_due(rt, rt.definitions())
+        # Told to stop as they started, the helpers claimed nothing.
+        assert set(statuses(rt).values()) == {"pending"} and not sendgrid.requests
+        monkeypatch.setattr(aftersale.pipeline, "_send_loop", real_loop)
+        dispatch_due(rt, rt.definitions())
+        accepted_once_each(sendgrid, ids)
+        rt.engine.dispose()
