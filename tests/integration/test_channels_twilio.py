@@ -333,3 +333,19 @@ def test_retry_after_of_one_thread_is_not_read_by_another(
     thread.join()
     assert first.retry_after == 7.0
     assert seen == [None]
+
+
+def test_the_environment_is_read_once_with_the_answer_requests_would_give(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxies, NO_PROXY and the CA bundle from the environment, read when the client is
+    made rather than on every call: for the one host it talks to, the same settings."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/corporate.pem")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = BaseUrlHttpClient("https://api.twilio.com")
+    assert proxied.proxy.get("https") == "http://proxy.example:3128"
+    assert proxied.session is not None and proxied.session.verify == "/etc/ssl/certs/corporate.pem"
+    assert proxied.session.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "api.twilio.com")
+    assert BaseUrlHttpClient("https://api.twilio.com").proxy == {}
