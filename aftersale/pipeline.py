@@ -145,8 +145,11 @@ def _start_helper(stop: Any) -> None:
     # Ctrl-C reaches the whole process group: the starting process decides when to stop,
     # and a helper ends its batch first, so nothing is left ``sending``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO,
+    # Our own progress at INFO; the clients' per-request INFO lines (twilio logs every
+    # request and response) would cost a helper a tenth of its CPU and flood the log.
+    logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s send helper: %(message)s")
+    logging.getLogger("aftersale").setLevel(logging.INFO)
 
 
 def _send_in_helper(settings: dict[str, Any], clock: Clock, digest: str,
