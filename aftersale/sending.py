@@ -273,8 +273,7 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
                         by_channel.items())
         results = [result for batch in sent for result in batch]
     _record(factory, results, {p.outbound.id: p.channel for p in prepared},
-            {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts,
-            claimed_at=now)
+            {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts, now)
     return counts
 
 
@@ -319,7 +318,7 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
 
 def _record(factory: sessionmaker[Session], results: list[SendResult],
             channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
-            counts: DispatchCounts, claimed_at: datetime | None = None) -> None:
+            counts: DispatchCounts, claimed_at: datetime) -> None:
     """Record the provider's answers, retried while the database is away for a moment.
 
     The answers exist only in this process: given up, the rows would stay ``sending`` and be
@@ -343,17 +342,15 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
         return
 
 
-def _still_ours(message: Message, claimed_at: datetime | None) -> bool:
+def _still_ours(message: Message, claimed_at: datetime) -> bool:
     """The row is as this batch's claim left it (or flagged ``unknown`` since)."""
-    if message.status not in ("sending", "unknown"):
-        return False
-    return claimed_at is None or (message.sending_at is not None
-                                  and as_utc(message.sending_at) == claimed_at)
+    return (message.status in ("sending", "unknown") and message.sending_at is not None
+            and as_utc(message.sending_at) == claimed_at)
 
 
 def _record_once(factory: sessionmaker[Session], results: list[SendResult],
                  channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
-                 counts: DispatchCounts, claimed_at: datetime | None = None) -> None:
+                 counts: DispatchCounts, claimed_at: datetime) -> None:
     now = clock.now()
     with factory() as session, session.begin():
         rows = by_id(session, Message, {r.message_id for r in results})

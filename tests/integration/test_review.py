@@ -157,8 +157,7 @@ def test_a_late_answer_does_not_undo_a_newer_claim(rt: Runtime) -> None:
                         .values(status="sending", sending_at=again_at))
     results = [SendResult(first, "retry", error="429"), SendResult(second, "sent", "SM1")]
     _record(rt.factory, results, {first: "email", second: "email"},
-            {first: "sendgrid", second: "sendgrid"}, rt.clock, DispatchCounts(),
-            claimed_at=DIED_AT)
+            {first: "sendgrid", second: "sendgrid"}, rt.clock, DispatchCounts(), DIED_AT)
     with rt.factory() as session:
         kept, recorded = session.get(Message, first), session.get(Message, second)
         assert kept is not None and recorded is not None
