@@ -41,11 +41,12 @@ Filters: ``money(currency)`` (currency defaults to order.currency), ``date``, ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -393,34 +394,42 @@ class ContentLibrary:
                 for channel in sorted(file.channels):
                     if not _REQUIRED[channel] <= file.parts.keys():
                         continue  # a part did not compile: already reported
-                    for strict, ctx in ((True, full), (False, sparse)):
-                        try:
-                            self._render_exact(tmpl, locale, channel, locale, ctx, strict)
-                        except Exception as exc:  # noqa: BLE001 - marketer text can raise anything
-                            problems.append(_render_problem(exc, names, file, channel, strict))
-                            break  # the lenient render would only repeat the strict error
-                problems += self._try_render_variables(tmpl, locale, file, full, sparse)
+                    failure = _first_failure(
+                        partial(self._render_exact, tmpl, locale, channel, locale), full, sparse)
+                    if failure:
+                        problems.append(_render_problem(*failure, names, file, channel))
+                # The approved WhatsApp template's variables, rendered as whatsapp_template()
+                # does: they are sent only outside the 24-hour window, too late to find a typo.
+                for key, part in file.parts.items():
+                    if not key.startswith("whatsapp_template."):
+                        continue
+                    failure = _first_failure(
+                        partial(self._render_part, part, locale, tmpl.transactional), full, sparse)
+                    if failure:
+                        problems.append(_render_problem(*failure, {part.name: part}, file, key))
         return problems
 
-    def _try_render_variables(self, tmpl: _Template, locale: str, file: _LocaleFile,
-                              full: dict[str, Any], sparse: dict[str, Any]) -> list[Problem]:
-        """The approved WhatsApp template's variables, rendered as :meth:`whatsapp_template`
-        does; they are sent only outside the 24-hour window, too late to find a typo."""
-        problems: list[Problem] = []
-        for key, part in file.parts.items():
-            if not key.startswith("whatsapp_template."):
-                continue
-            for strict, ctx in ((True, full), (False, sparse)):
-                try:
-                    part.render(self._context(ctx, locale, locale, tmpl.transactional), strict)
-                except Exception as exc:  # noqa: BLE001 - marketer text can raise anything
-                    problems.append(_render_problem(exc, {part.name: part}, file, key, strict))
-                    break
-        return problems
+    def _render_part(self, part: Part, locale: str, transactional: bool,
+                     context: Mapping[str, Any], strict: bool) -> str:
+        return part.render(self._context(context, locale, locale, transactional), strict)
 
 
-def _render_problem(exc: Exception, names: Mapping[str, Part], file: _LocaleFile, channel: str,
-                    strict: bool) -> Problem:
+def _first_failure(render: Callable[[Mapping[str, Any], bool], object],
+                   full: Mapping[str, Any], sparse: Mapping[str, Any]
+                   ) -> tuple[Exception, bool] | None:
+    """Render strictly with full sample data, then leniently with almost nothing; the first
+    error and whether the render was strict. After a strict error the lenient render would
+    only repeat it."""
+    for strict, ctx in ((True, full), (False, sparse)):
+        try:
+            render(ctx, strict)
+        except Exception as exc:  # noqa: BLE001 - marketer text can raise anything
+            return exc, strict
+    return None
+
+
+def _render_problem(exc: Exception, strict: bool, names: Mapping[str, Part], file: _LocaleFile,
+                    channel: str) -> Problem:
     found = error_line(exc, names)
     part = names[found[0]] if found else None
     label = part.name.rsplit("#", 1)[-1] if part else channel
