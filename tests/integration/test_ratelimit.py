@@ -71,18 +71,28 @@ def test_concurrent_reservations_never_overlap(rt: Runtime) -> None:
     assert all(b - a >= 0.001 - 1e-6 for a, b in itertools.pairwise(ordered))
 
 
+def slow_sms(rt: Runtime, settings: Settings, twilio: TwilioEmulator, count: int,
+             answer_after: float, rate: float, concurrency: int
+             ) -> tuple[TwilioSmsChannel, list[OutboundMessage]]:
+    """An SMS channel to ``twilio`` at ``rate`` and ``concurrency``, and ``count`` messages,
+    each answered ``answer_after`` seconds late."""
+    channel = TwilioSmsChannel(Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
+        "sms_provider": "twilio", "twilio_account_sid": ACCOUNT, "twilio_auth_token": "t",
+        "twilio_base_url": twilio.base_url, "twilio_from": "+15017122661"}), timeout=5)
+    channel.limiter = RateLimiter(rt.factory, "twilio", rate)
+    channel.concurrency = concurrency
+    for _ in range(count):
+        twilio.enqueue(Reply(201, None, delay=answer_after))
+    return channel, [OutboundMessage(id=f"m-{n}", channel="sms", recipient="+905321234567",
+                                     text="hi") for n in range(count)]
+
+
 def test_a_batch_is_sent_concurrently_but_never_faster_than_the_rate(
         rt: Runtime, settings: Settings) -> None:
     with TwilioEmulator(account_sid=ACCOUNT, auth_token="t") as twilio:
-        channel = TwilioSmsChannel(Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
-            "sms_provider": "twilio", "twilio_account_sid": ACCOUNT, "twilio_auth_token": "t",
-            "twilio_base_url": twilio.base_url, "twilio_from": "+15017122661"}), timeout=5)
-        channel.limiter = RateLimiter(rt.factory, "twilio", 40)
-        channel.concurrency = 8
-        for _ in range(20):
-            twilio.enqueue(Reply(201, None, delay=0.2))  # a slow provider: concurrency helps
-        messages = [OutboundMessage(id=f"m-{n}", channel="sms", recipient="+905321234567",
-                                    text="hi") for n in range(20)]
+        # A slow provider (0.2 s answers): concurrency helps.
+        channel, messages = slow_sms(rt, settings, twilio, count=20, answer_after=0.2,
+                                     rate=40, concurrency=8)
         started = time.monotonic()
         results = channel.send_batch(messages)
         elapsed = time.monotonic() - started
@@ -97,15 +107,8 @@ def test_no_call_starts_after_the_deadline_however_slow_the_provider(
     """Slots in time, but the calls ahead of them are slow: a message whose turn comes after
     the deadline is not sent; it comes back ``later``, and the provider never saw it."""
     with TwilioEmulator(account_sid=ACCOUNT, auth_token="t") as twilio:
-        channel = TwilioSmsChannel(Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
-            "sms_provider": "twilio", "twilio_account_sid": ACCOUNT, "twilio_auth_token": "t",
-            "twilio_base_url": twilio.base_url, "twilio_from": "+15017122661"}), timeout=5)
-        channel.limiter = RateLimiter(rt.factory, "twilio", 1000)
-        channel.concurrency = 2
-        for _ in range(10):
-            twilio.enqueue(Reply(201, None, delay=0.5))
-        messages = [OutboundMessage(id=f"m-{n}", channel="sms", recipient="+905321234567",
-                                    text="hi") for n in range(10)]
+        channel, messages = slow_sms(rt, settings, twilio, count=10, answer_after=0.5,
+                                     rate=1000, concurrency=2)
         results = channel.send_batch(messages, deadline=time.time() + 0.8)
     sent = [r for r in results if r.status == "sent"]
     later = [r for r in results if r.status == "later"]

@@ -385,7 +385,9 @@ def test_unknown_variable_filter_and_misspelt_field(tmp_path: Path) -> None:
     assert misspelt.line == 8 and misspelt.message.startswith("whatsapp does not render")
 
 
-def test_a_misspelt_whatsapp_template_variable_is_reported_at_its_line(tmp_path: Path) -> None:
+def with_whatsapp_template(tmp_path: Path, tracking: str) -> Path:
+    """Shipped content whose English shipping update has an approved WhatsApp template with
+    two variables: the first name and ``tracking`` (a Jinja expression)."""
     content = copy_content(tmp_path)
     path = content / "shipping_update" / "en.yaml"
     path.write_text(path.read_text() + (
@@ -393,7 +395,13 @@ def test_a_misspelt_whatsapp_template_variable_is_reported_at_its_line(tmp_path:
         "  content_sid: HX0123456789abcdef0123456789abcdef\n"
         "  variables:\n"
         "    \"1\": \"{{ customer.first_name }}\"\n"
-        "    \"2\": \"{{ order.traking.url }}\"\n"))
+        f"    \"2\": \"{{{{ {tracking} }}}}\"\n"))
+    return content
+
+
+def test_a_misspelt_whatsapp_template_variable_is_reported_at_its_line(tmp_path: Path) -> None:
+    content = with_whatsapp_template(tmp_path, "order.traking.url")
+    path = content / "shipping_update" / "en.yaml"
     line = path.read_text().splitlines().index('    "2": "{{ order.traking.url }}"') + 1
     problem = only(problems_in(content), "traking")
     assert (problem.path, problem.line) == (str(path), line)
@@ -402,14 +410,7 @@ def test_a_misspelt_whatsapp_template_variable_is_reported_at_its_line(tmp_path:
 
 def test_an_empty_whatsapp_template_variable_is_left_out(tmp_path: Path) -> None:
     # Twilio refuses an empty variable for good (21656); left out, the approved default shows.
-    content = copy_content(tmp_path)
-    path = content / "shipping_update" / "en.yaml"
-    path.write_text(path.read_text() + (
-        "whatsapp_template:\n"
-        "  content_sid: HX0123456789abcdef0123456789abcdef\n"
-        "  variables:\n"
-        "    \"1\": \"{{ customer.first_name }}\"\n"
-        "    \"2\": \"{{ order.tracking.url }}\"\n"))
+    content = with_whatsapp_template(tmp_path, "order.tracking.url")
     context = sample_context("shipping_update")
     context["customer"] = {**context["customer"], "first_name": None}
     found = ContentLibrary.load(content).whatsapp_template("shipping_update", "en", context)
