@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from aftersale.db.lookup import in_chunks
 from aftersale.db.models import Customer, DeliveryEvent, InboundMessage, Message
 from aftersale.suppression import (
     BOUNCE,
@@ -204,22 +205,36 @@ def apply_deliveries(session: Session, deliveries: Sequence[Delivery], now: date
 
 def _resolve_messages(session: Session, batch: list[Delivery]) -> list[Delivery]:
     """Reports without our id (a mail sent before custom args existed) are matched by the
-    provider's message id when we recorded it at send time."""
-    missing = {(d.provider, d.provider_message_id) for d in batch
-               if d.message_id is None and d.provider_message_id}
-    if not missing:
+    provider's message id when we recorded it at send time.
+
+    A report may carry a longer id than the one the send returned: SendGrid's ``sg_message_id``
+    is the ``X-Message-Id`` followed by ``.filter...``, and old-style ids contain dots
+    themselves (``14c5d75ce93.dfd.64b469``), so every dot-prefix is a candidate and the longest
+    one we recorded wins."""
+    wanted = {d.provider_message_id for d in batch if d.message_id is None and d.provider_message_id}
+    if not wanted:
         return batch
-    found: dict[tuple[str, str], str] = {}
-    pairs = list(missing)
-    for start in range(0, len(pairs), CHUNK):
-        chunk = pairs[start:start + CHUNK]
-        rows = session.execute(select(Message.provider, Message.provider_message_id, Message.id)
-                               .where(Message.provider_message_id.in_({p for _, p in chunk})))
-        for provider, provider_message_id, message_id in rows:
-            if (provider, provider_message_id) in missing:
-                found[(provider, provider_message_id)] = message_id
-    return [replace(d, message_id=found.get((d.provider, d.provider_message_id or "")))
-            if d.message_id is None else d for d in batch]
+    candidates = {prefix for pid in wanted for prefix in _dot_prefixes(pid)}
+    recorded: dict[tuple[str | None, str], str] = {}
+    for chunk in in_chunks(candidates):
+        for provider, provider_message_id, message_id in session.execute(
+                select(Message.provider, Message.provider_message_id, Message.id)
+                .where(Message.provider_message_id.in_(chunk))):
+            recorded[(provider, provider_message_id)] = message_id
+
+    def match(delivery: Delivery) -> str | None:
+        for prefix in reversed(_dot_prefixes(delivery.provider_message_id or "")):
+            if (delivery.provider, prefix) in recorded:
+                return recorded[(delivery.provider, prefix)]
+        return None
+
+    return [replace(d, message_id=match(d)) if d.message_id is None else d for d in batch]
+
+
+def _dot_prefixes(provider_message_id: str) -> list[str]:
+    """``a.b.c`` -> ``[a, a.b, a.b.c]``, shortest first."""
+    parts = provider_message_id.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts) + 1) if parts[n - 1]]
 
 
 def _message_facts(session: Session, ids: set[str],

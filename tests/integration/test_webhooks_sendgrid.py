@@ -126,7 +126,7 @@ def test_a_signed_batch_is_stored_normalized_and_moves_the_message_forward(
         assert row.provider == "sendgrid"
         assert row.provider_event_id == raw["sg_event_id"]
         assert row.message_id == message.id
-        assert row.provider_message_id == "14c5d75ce93"
+        assert row.provider_message_id == SG_ID  # whole: its dot-prefixes are matched
         assert row.recipient == EMAIL
         assert row.occurred_at == START - timedelta(seconds=60 - int(raw["sg_event_id"][-1]))
         assert row.received_at == START
@@ -157,13 +157,13 @@ def test_a_late_processed_event_does_not_move_a_delivered_message_back(
 
 def _bad_requests() -> list[tuple[str, dict[str, Any]]]:
     body = encode([{"email": EMAIL, "event": "delivered", "sg_event_id": "x1", "timestamp": 1}])
-    stale = str(int((START - timedelta(minutes=6)).timestamp()))
+    stale = str(int((START - timedelta(hours=25, seconds=1)).timestamp()))
     future = str(int((START + timedelta(minutes=6)).timestamp()))
     reserialized = json.dumps(json.loads(body), separators=(",", ":")).encode()
     return [
         ("signature of another body", {"body": body, "signature": sign(b"[]")}),
         ("re-serialized body", {"body": reserialized, "signature": sign(body)}),
-        ("stale timestamp", {"body": body, "timestamp": stale, "signature": sign(body, stale)}),
+        ("older than the retry period", {"body": body, "timestamp": stale, "signature": sign(body, stale)}),
         ("future timestamp", {"body": body, "timestamp": future, "signature": sign(body, future)}),
         ("timestamp changed after signing", {"body": body, "timestamp": str(int(NOW_TS) + 1),
                                              "signature": sign(body)}),
@@ -285,16 +285,43 @@ def test_an_unknown_event_kind_is_kept_as_unknown(base_url: str, rt: Runtime, me
     assert delivery_status(rt, message.id) is None
 
 
+@pytest.mark.parametrize(("recorded", "sg_message_id"), [
+    ("14c5d75ce93", "14c5d75ce93.filter0001.16648.5515E0B88.0"),
+    # Old-style X-Message-Id values contain dots themselves.
+    ("14c5d75ce93.dfd.64b469", SG_ID),
+    ("Hw8ghdQrQyCGKJbEcJzEkA", "Hw8ghdQrQyCGKJbEcJzEkA.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0"),
+], ids=["new-style", "old-style with dots", "current"])
 def test_an_event_without_our_id_is_matched_by_the_providers_message_id(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        base_url: str, rt: Runtime, message: Message, recorded: str, sg_message_id: str) -> None:
     with rt.factory() as session, session.begin():
         session.get(Message, message.id).provider = "sendgrid"  # type: ignore[union-attr]
-        session.get(Message, message.id).provider_message_id = "14c5d75ce93"  # type: ignore[union-attr]
-    delivered = event("delivered", message.id, 1, response="250 OK")
+        session.get(Message, message.id).provider_message_id = recorded  # type: ignore[union-attr]
+    delivered = event("delivered", message.id, 1, response="250 OK", sg_message_id=sg_message_id)
     del delivered["aftersale_message_id"]
     post(base_url, encode([delivered]))
     assert rows(rt)[0].message_id == message.id
     assert delivery_status(rt, message.id) == "delivered"
+
+
+def test_a_message_id_is_matched_by_the_longest_recorded_prefix(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    """Another message recorded under a shorter prefix of the same id does not take the event."""
+    with rt.factory() as session, session.begin():
+        mine = session.get(Message, message.id)
+        assert mine is not None
+        mine.provider, mine.provider_message_id = "sendgrid", "14c5d75ce93.dfd.64b469"
+    with rt.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO messages (id, enrollment_id, step_key, customer_id, journey, template, "
+            "channels, status, attempts, created_at, due_at, provider, provider_message_id) "
+            "SELECT 'other', enrollment_id, 'other-step', customer_id, journey, template, channels, "
+            "'sent', 1, created_at, due_at, 'sendgrid', '14c5d75ce93' FROM messages WHERE id = :id"),
+            {"id": message.id})
+    delivered = event("delivered", message.id, 1, response="250 OK")
+    del delivered["aftersale_message_id"]
+    post(base_url, encode([delivered]))
+    assert rows(rt)[0].message_id == message.id
+    assert delivery_status(rt, "other") is None
 
 
 def test_a_database_failure_answers_500_and_writes_nothing(base_url: str, rt: Runtime,
@@ -308,15 +335,47 @@ def test_a_database_failure_answers_500_and_writes_nothing(base_url: str, rt: Ru
     assert delivery_status(rt, message.id) is None
 
 
-def test_verify_accepts_the_edges_of_the_five_minute_window(signed_settings: Settings) -> None:
+def test_verify_accepts_the_edges_of_the_retry_window(signed_settings: Settings) -> None:
+    """SendGrid retries for up to 24 hours: accepted up to 25 h old, and up to 5 minutes ahead
+    of our clock; a second beyond either edge is refused."""
     body = b"[]"
-    for offset in (-300, 300):
-        stamp = str(int(START.timestamp()) + offset)
+    now = int(START.timestamp())
+    for offset in (-25 * 3600, -2 * 3600, 0, 300):
+        stamp = str(now + offset)
         sg.verify(signed_settings, body, sign(body, stamp), stamp, START)
-    stamp = str(int(START.timestamp()) + 301)
-    with pytest.raises(WebhookRejected) as rejected:
-        sg.verify(signed_settings, body, sign(body, stamp), stamp, START)
-    assert rejected.value.status == 403
+    for offset in (-25 * 3600 - 1, 301):
+        stamp = str(now + offset)
+        with pytest.raises(WebhookRejected) as rejected:
+            sg.verify(signed_settings, body, sign(body, stamp), stamp, START)
+        assert rejected.value.status == 403
+
+
+def test_a_retry_two_hours_late_is_applied_and_its_replay_changes_nothing(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    """Our endpoint was down; SendGrid's retry two hours later still suppresses the bounce, and
+    the same signed body posted again (a retry after a lost 200, or a replay) adds nothing."""
+    late = str(int((START - timedelta(hours=2)).timestamp()))
+    body = encode([event("delivered", message.id, 1, response="250 OK"),
+                   event("bounce", message.id, 2, type="bounce", reason="550 no such user")])
+    first = post(base_url, body, timestamp=late)
+    assert first.status_code == 200, first.text
+    assert count(rt, DeliveryEvent) == 2 and suppressed(rt)
+    assert delivery_status(rt, message.id) == "bounced"
+
+    def snapshot() -> list[tuple[Any, ...]]:
+        with rt.factory() as session:
+            events = session.execute(select(DeliveryEvent.provider_event_id, DeliveryEvent.kind,
+                                            DeliveryEvent.received_at)
+                                     .order_by(DeliveryEvent.id)).all()
+            held = session.execute(select(Suppression.address, Suppression.reason,
+                                          Suppression.created_at)).all()
+            status = session.get(Message, message.id).delivery_status  # type: ignore[union-attr]
+        return [*map(tuple, events), *map(tuple, held), (status,)]
+
+    before = snapshot()
+    again = post(base_url, body, timestamp=late)
+    assert again.status_code == 200, again.text
+    assert snapshot() == before
 
 
 def test_a_public_key_that_is_not_a_key_is_a_configuration_error(settings: Settings) -> None:
