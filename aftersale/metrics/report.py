@@ -350,7 +350,8 @@ _TEMPLATE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
 {% endfor %}
 </main>
 <footer>Written by aftersale. Rates show numerator/denominator; “{{ null }}” means no data (never 0).
-Metric definitions: DESIGN.md section 4.</footer>
+Metric definitions: the “Metrics” section of aftersale's README (each key with its numerator and
+denominator).</footer>
 </body>
 </html>
 """, globals={"null": NULL})

@@ -95,6 +95,8 @@ def test_the_report_and_csv_carry_the_answers(rt: Runtime, cli_env: dict[str, st
     html = out.read_text(encoding="utf-8")
     assert "<svg" in html and 'id="nps-trend"' in html
     assert "<th scope=\"row\">2026-04</th>" in html
+    # Users have the README, not the design notes.
+    assert "“Metrics” section of aftersale's README" in html and "DESIGN.md" not in html
 
     rows = list(csv.DictReader(io.StringIO(aftersale(
         "metrics", "--format", "csv", "--to", "2026-05-31", env=cli_env, cwd=tmp_path).stdout)))
