@@ -96,8 +96,11 @@ def prefect_api(prefect_port: int, env: dict[str, str], children: list[Child],
     api = f"http://{LOCALHOST}:{prefect_port}/api"
     if answers(f"{api}/health"):
         return api  # a `prefect server start` of the operator's own
+    # The UI asks the server for its API's URL, which Prefect derives from its port setting,
+    # not from --port: without this, any port but 4200 gives a UI that cannot reach its API.
+    server_env = {**env, "PREFECT_UI_API_URL": env.get("PREFECT_UI_API_URL") or api}
     server = spawn("prefect server", [sys.executable, "-m", "prefect", "server", "start",
-                                      "--host", LOCALHOST, "--port", str(prefect_port)], env)
+                                      "--host", LOCALHOST, "--port", str(prefect_port)], server_env)
     children.append(server)
     wait_for(f"{api}/health", server, timeout)
     return api
