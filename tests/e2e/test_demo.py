@@ -98,3 +98,13 @@ def test_a_short_demo_is_consistent_with_its_database(
             withdrawn = opted_out.get((customer.id, message.channel))
             assert withdrawn is not None and message.sent_at is not None
             assert withdrawn > message.sent_at
+    # tracking links: by SMS / WhatsApp only with consent or an order-updates opt-in (the demo's
+    # customers write on WhatsApp only when they gave WhatsApp consent), and still sent there
+    tracking = [m for m in sent if m.template == "shipping_update"]
+    for message in tracking:
+        customer = customers[message.customer_id]
+        if message.channel != "email":
+            assert (getattr(customer, f"consent_{message.channel}")
+                    or getattr(customer, f"order_updates_{message.channel}")
+                    or (message.customer_id, message.channel) in opted_out)
+    assert {m.channel for m in tracking} == {"email", "sms", "whatsapp"}
