@@ -77,10 +77,42 @@ def _money(value: Any) -> Decimal:
     return amount
 
 
+def _yes_or_no(value: Any) -> Any:
+    """Consent is a JSON true or false (null: not stated). "yes", 1 or "false" are refused
+    rather than guessed: a misread consent sends messages the customer never agreed to."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"must be true, false or null, got {value!r}")
+    return value
+
+
+class OrderUpdates(_Open):
+    """The transactional opt-in per channel: "send me updates about my order by SMS /
+    WhatsApp". E-mail order updates need none."""
+
+    sms: bool | None = None
+    whatsapp: bool | None = None
+
+    _strict = field_validator("sms", "whatsapp", mode="before")(lambda cls, v: _yes_or_no(v))
+
+
 class Consent(_Open):
+    """Marketing consent per channel, and the order-updates opt-ins beside it."""
+
     email: bool | None = None
     sms: bool | None = None
     whatsapp: bool | None = None
+    order_updates: OrderUpdates | None = None
+
+    _strict = field_validator("email", "sms", "whatsapp", mode="before")(
+        lambda cls, v: _yes_or_no(v))
+    _object = field_validator("order_updates", mode="before")(
+        lambda cls, v: _an_object(v, '{"sms": true, "whatsapp": false}'))
+
+
+def _an_object(value: Any, example: str) -> Any:
+    if value is not None and not isinstance(value, dict | BaseModel):
+        raise ValueError(f"must be an object such as {example}, got {value!r}")
+    return value
 
 
 class CustomerIn(_Open):
@@ -93,6 +125,9 @@ class CustomerIn(_Open):
     timezone: str | None = None
     country: str | None = Field(default=None, min_length=2, max_length=2)
     consent: Consent | None = None
+
+    _consent = field_validator("consent", mode="before")(lambda cls, v: _an_object(
+        v, '{"email": true, "sms": false, "order_updates": {"sms": true}}'))
 
     @field_validator("email")
     @classmethod

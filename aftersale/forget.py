@@ -3,7 +3,8 @@
 Erased (NULL, or ``[erased]`` where a column may not be empty):
 
 - ``customers``: e-mail, phone, first and last name, time zone, the WhatsApp window; consent
-  withdrawn on every channel (there is no address left to use it on);
+  and order-updates opt-ins withdrawn on every channel (there is no address left to use them
+  on), and the times of the facts they came with;
 - ``messages``: recipient, subject, text and HTML bodies; an address or name quoted in
   ``status_reason`` or ``skips``;
 - ``sandbox_outbox`` (the sandbox's provider log): the customer's messages and the team's alert
@@ -261,7 +262,8 @@ def _set(row: Any, **values: Any) -> int:
 def _erase_customer(customer: Customer, now: datetime) -> int:
     changed = _set(customer, email=None, phone=None, first_name=None, last_name=None,
                    timezone=None, whatsapp_last_inbound_at=None, consent_email=False,
-                   consent_sms=False, consent_whatsapp=False)
+                   consent_sms=False, consent_whatsapp=False, order_updates_sms=False,
+                   order_updates_whatsapp=False, fact_times=None)
     if changed:
         customer.updated_at = now
     return changed
@@ -281,14 +283,22 @@ def scrub_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
         if key in _KEEP_PART and isinstance(value, dict):
             value = {k: value[k] for k in _KEEP_PART[key] if k in value}
             if key == "customer" and isinstance(value.get("consent"), dict):
-                value["consent"] = {k: v for k, v in value["consent"].items()
-                                    if k in ("email", "sms", "whatsapp")}
+                value["consent"] = _consent_flags(value["consent"])
             if key == "order" and isinstance(value.get("items"), list):
                 value["items"] = [{k: i[k] for k in _KEEP_ITEM if k in i}
                                   for i in value["items"] if isinstance(i, dict)]
         if value is not None:
             kept[key] = value
     return kept
+
+
+def _consent_flags(consent: dict[str, Any]) -> dict[str, Any]:
+    """The consent flags alone, the order-updates opt-ins included."""
+    flags = {k: v for k, v in consent.items() if k in ("email", "sms", "whatsapp")}
+    if isinstance(consent.get("order_updates"), dict):
+        flags["order_updates"] = {k: v for k, v in consent["order_updates"].items()
+                                  if k in ("sms", "whatsapp")}
+    return flags
 
 
 def _erase_message(message: Message, redact: _Redactor) -> int:

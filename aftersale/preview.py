@@ -116,11 +116,17 @@ def _entry(action: object, local: datetime, customer: Customer, order: Order,
     assert isinstance(action, SendAction)
     content = definitions.content
     transactional = content.is_transactional(action.template)
+    # A preview cannot know whether the customer will have written to us by then: it assumes
+    # not (so WhatsApp needs their opt-in) and that the WhatsApp content may be sent.
     contact = Contact(customer.email, customer.phone,
                       {"email": customer.consent_email, "sms": customer.consent_sms,
-                       "whatsapp": customer.consent_whatsapp})
+                       "whatsapp": customer.consent_whatsapp},
+                      whatsapp_window_open=False,
+                      order_updates={"sms": customer.order_updates_sms,
+                                     "whatsapp": customer.order_updates_whatsapp})
     choice = choose_channel(action.channels, contact, transactional, {"email", "sms", "whatsapp"},
-                            lambda channel: content.has(action.template, channel))
+                            lambda channel: content.has(action.template, channel),
+                            has_approved_whatsapp_template=True)
     if choice.channel is None:
         return Entry(local, action.step_key, "skip",
                      text=f"{action.template} not sent: {choice.reason}")
@@ -157,7 +163,8 @@ def _sample() -> tuple[Customer, Order]:
     customer = Customer(id="sample", email="ayse@example.com", phone="+905321234567",
                         first_name="Ayşe", last_name="Yılmaz", locale="tr-TR",
                         timezone="Europe/Istanbul", country="TR", consent_email=True,
-                        consent_sms=True, consent_whatsapp=True, created_at=now, updated_at=now)
+                        consent_sms=True, consent_whatsapp=True, order_updates_sms=False,
+                        order_updates_whatsapp=False, created_at=now, updated_at=now)
     order = Order(id="sample-order", customer_id="sample", number="#1001", placed_at=now,
                   total=Decimal("5999.00"), currency="TRY",
                   items=[{"sku": "DRN-1", "title": "Drone X", "category": "drones",

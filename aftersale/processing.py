@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.clock import Clock
 from aftersale.counts import Counts
+from aftersale.customer_facts import customer_facts, newest_facts
 from aftersale.db.batchrows import RowSet
 from aftersale.db.lookup import by_id, in_chunks
 from aftersale.db.models import (
@@ -467,21 +468,19 @@ class _Applier:
         if customer is None:
             customer = self.known.rows.customers.add(
                 id=data.id, created_at=now, updated_at=now, consent_email=False,
-                consent_sms=False, consent_whatsapp=False, referral_code=referral_code(data.id))
+                consent_sms=False, consent_whatsapp=False, order_updates_sms=False,
+                order_updates_whatsapp=False, referral_code=referral_code(data.id))
             self.known.referrers[customer.referral_code] = data.id
-        # Only fields the event carries change: a shipment event without an e-mail address
-        # must not erase the one we have.
-        changes = {name: getattr(data, name) for name in
-                   ("email", "phone", "first_name", "last_name", "locale", "timezone", "country")}
-        if data.consent is not None:
-            changes |= {f"consent_{ch}": getattr(data.consent, ch)
-                        for ch in ("email", "sms", "whatsapp")}
+        facts = customer_facts(data)
+        take, times = newest_facts(customer.fact_times, facts, event.occurred_at)
         changed = False
-        for name, value in changes.items():
-            if value is not None and getattr(customer, name) != value:
-                setattr(customer, name, value)
+        for name in take:
+            if getattr(customer, name) != facts[name]:
+                setattr(customer, name, facts[name])
                 changed = True
-        if changed:  # most events repeat what we know: no write for them
+        if take and times != customer.fact_times:
+            customer.fact_times = times  # a new dict: batch rows notice replaced values only
+        if changed:  # most events repeat what we know: only their facts' times change
             customer.updated_at = now
         return customer
 

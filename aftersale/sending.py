@@ -146,7 +146,9 @@ class _Batch:
              "whatsapp": customer.consent_whatsapp},
             suppressed={ch: reason for ch in ("email", "sms", "whatsapp")
                         if (reason := self._suppression(ch, customer)) is not None},
-            whatsapp_window_open=window_open)
+            whatsapp_window_open=window_open,
+            order_updates={"sms": customer.order_updates_sms,
+                           "whatsapp": customer.order_updates_whatsapp})
         contexts: dict[str, dict[str, Any]] = {}
 
         def context_for(channel: str) -> dict[str, Any]:

@@ -1,5 +1,22 @@
 """Which channel a message goes out on: the first of the step's list the customer allows and
-can receive. Pure, so every rule is unit-tested and every skip has a reason."""
+can receive. Pure, so every rule is unit-tested and every skip has a reason.
+
+Consent has a purpose. ``Contact.consent`` is marketing consent per channel; ``order_updates``
+is the transactional opt-in ("text me about my order") for SMS and WhatsApp. What each purpose
+needs, and where the rule comes from:
+
+- e-mail: marketing needs ``consent.email``; order updates need nothing (ePrivacy and CAN-SPAM
+  regulate direct marketing, not a message about the customer's own order).
+- SMS: marketing needs ``consent.sms``; order updates need SMS consent or the SMS
+  order-updates opt-in (TCPA practice in the US: no text without the person's consent, written
+  consent for marketing; ePrivacy in the EU for marketing). A ``false`` or unknown SMS consent
+  without the opt-in means no SMS at all.
+- WhatsApp: every business-initiated message, utility ones included, needs a WhatsApp opt-in
+  (Meta's WhatsApp Business policy): ``consent.whatsapp`` or the WhatsApp order-updates
+  opt-in for order updates, ``consent.whatsapp`` for marketing. An order update inside the
+  24-hour window the customer opened by writing to us is a reply and needs none.
+- A suppression (bounce, STOP, unsubscribe) wins over every consent.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +28,10 @@ from dataclasses import dataclass, field
 class Contact:
     email: str | None
     phone: str | None
-    consent: dict[str, bool]
+    consent: dict[str, bool]  # marketing consent per channel; missing means no
     suppressed: dict[str, str] = field(default_factory=dict)  # channel -> why (bounce, STOP...)
     whatsapp_window_open: bool = True
+    order_updates: dict[str, bool] = field(default_factory=dict)  # sms / whatsapp opt-ins
 
 
 @dataclass(frozen=True)
@@ -30,9 +48,9 @@ class Choice:
 def choose_channel(channels: tuple[str, ...] | list[str], contact: Contact, transactional: bool,
                    available: set[str], has_content: Callable[[str], bool],
                    has_approved_whatsapp_template: bool = False) -> Choice:
-    """Transactional messages (a tracking link) need only an address; marketing needs consent.
-    A suppressed address (bounced, STOP, unsubscribed) is never used, transactional or not.
-    WhatsApp free text needs the 24-hour window open; outside it only an approved template."""
+    """The first channel that is configured, has content, an address, no suppression, the
+    consent its purpose needs (see the module's rules) and, for WhatsApp, the 24-hour window
+    open or an approved template."""
     skipped: list[tuple[str, str]] = []
     for channel in channels:
         address = contact.email if channel == "email" else contact.phone
@@ -44,8 +62,8 @@ def choose_channel(channels: tuple[str, ...] | list[str], contact: Contact, tran
             skipped.append((channel, "no e-mail address" if channel == "email" else "no phone number"))
         elif channel in contact.suppressed:
             skipped.append((channel, f"suppressed ({contact.suppressed[channel]})"))
-        elif not transactional and not contact.consent.get(channel, False):
-            skipped.append((channel, "no consent"))
+        elif (why := _not_allowed(channel, contact, transactional)) is not None:
+            skipped.append((channel, why))
         elif (channel == "whatsapp" and not contact.whatsapp_window_open
               and not has_approved_whatsapp_template):
             skipped.append((channel, "outside the 24-hour window and no approved template"))
@@ -53,3 +71,18 @@ def choose_channel(channels: tuple[str, ...] | list[str], contact: Contact, tran
             recipient = f"whatsapp:{address}" if channel == "whatsapp" else address
             return Choice(channel, recipient, skipped)
     return Choice(None, None, skipped)
+
+
+def _not_allowed(channel: str, contact: Contact, transactional: bool) -> str | None:
+    """Why the customer's consent does not cover this message on ``channel``, or None."""
+    if contact.consent.get(channel, False):
+        return None  # marketing consent covers order updates too
+    if not transactional:
+        return "no consent"
+    if channel == "email":
+        return None
+    if contact.order_updates.get(channel, False):
+        return None
+    if channel == "whatsapp" and contact.whatsapp_window_open:
+        return None  # the customer wrote to us: a reply, not a business-initiated message
+    return "no consent and no order-updates opt-in"

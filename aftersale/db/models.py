@@ -90,6 +90,13 @@ class Customer(Base):
     consent_email: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
+    # consent_* is marketing consent; these are the transactional opt-ins ("text me about my
+    # order"), which let order updates go by SMS / WhatsApp (aftersale.channels.choice).
+    order_updates_sms: Mapped[bool] = mapped_column(Boolean, default=False)
+    order_updates_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Column -> occurred_at (ISO, UTC) of the newest event that stated it: a late or requeued
+    # event must not overwrite a newer fact (aftersale.processing). NULL: none recorded yet.
+    fact_times: Mapped[dict[str, Any] | None]
     # WhatsApp allows free-form text only within 24 h of the customer's last message to us.
     whatsapp_last_inbound_at: Mapped[datetime | None]
     # Stable and unique (aftersale.links.referral_code): orders carrying it are referrals.

@@ -7,6 +7,9 @@ One webhook maps to zero or more :class:`aftersale.events.Event`: orders become
 Since API 2025-01 order payloads carry no marketing consent. An order event then has no
 ``consent`` at all, so processing keeps the last value the consent topics gave us; treating a
 missing value as "no" would unsubscribe every customer with each order.
+
+Shopify carries no order-updates (transactional) opt-in: the checkout's SMS box is marketing
+consent (``sms_marketing_consent``), so nothing is mapped to ``consent.order_updates``.
 """
 
 from __future__ import annotations

@@ -61,6 +61,18 @@ def test_an_invalid_file_is_rejected_whole_with_every_bad_line(
     assert _count(database_url) == 0
 
 
+def test_ingest_names_the_line_and_field_of_a_consent_of_the_wrong_type(
+        cli_env: dict[str, str], tmp_path: Path, database_url: str) -> None:
+    bad = placed("o-2", START, "c-2", consent={"email": True, "order_updates": {"sms": "yes"}})
+    path = _write(tmp_path / "events.jsonl", [json.dumps(placed("o-1", START)), json.dumps(bad)])
+    result = aftersale("ingest", str(path), env=cli_env, cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if line.startswith(str(path))]
+    assert line.startswith(f"{path}:2:")
+    assert "customer.consent.order_updates.sms: must be true, false or null, got 'yes'" in line
+    assert _count(database_url) == 0
+
+
 def test_skip_invalid_stores_the_valid_lines(cli_env: dict[str, str], tmp_path: Path,
                                              database_url: str) -> None:
     path = _write(tmp_path / "events.jsonl", [json.dumps(placed("o-1", START)), "[1, 2]"])

@@ -111,7 +111,8 @@ def _build_world(rt: Runtime) -> World:
     definitions = rt.definitions()
     cid = treated_customer("onboarding", 10, prefix="f")
     first = placed("of-1", START, cid, email=EMAIL, phone=PHONE, first_name=FIRST, last_name=LAST,
-                   notes=NOTE)
+                   notes=NOTE, consent={"email": True, "sms": True, "whatsapp": True,
+                                        "order_updates": {"sms": True, "whatsapp": True}})
     first["order"]["shipping_address"] = {"address1": STREET, "phone": PHONE}
     feed(rt, first, placed("ok-1", START, "keep-1", email=KEEPER_EMAIL, phone="+905321112233"),
          *(follow(kind, oid, START + days(n), who) for kind, n in (("shipped", 1), ("delivered", 2))
@@ -192,6 +193,8 @@ def test_forget_erases_every_trace_and_keeps_the_metrics(rt: Runtime) -> None:
     assert (customer.email, customer.phone, customer.first_name, customer.last_name,
             customer.timezone) == (None, None, None, None, None)
     assert not (customer.consent_email or customer.consent_sms or customer.consent_whatsapp)
+    assert not (customer.order_updates_sms or customer.order_updates_whatsapp)
+    assert customer.fact_times is None
     assert customer.referral_code == referral_code(world.cid)
     assert summary.suppressions_kept == 1 and summary.erased["lifted suppressions"] == 1
     assert summary.erased["customer"] == 1 and summary.erased["survey comments"] == 1

@@ -61,6 +61,18 @@ def test_a_batch_with_one_bad_event_is_rejected_whole_with_reasons(base_url: str
     assert _stored(rt) == 0
 
 
+def test_a_consent_of_the_wrong_type_gets_422_naming_the_field(base_url: str,
+                                                               rt: Runtime) -> None:
+    bad = placed("o-2", START, "c-2", consent={"sms": "yes", "order_updates": {"whatsapp": 1}})
+    response = httpx.post(f"{base_url}/events", headers=AUTH, json=[placed("o-1", START), bad])
+    assert response.status_code == 422
+    [problem] = response.json()["events"]
+    assert problem["index"] == 1
+    assert "customer.consent.sms: must be true, false or null, got 'yes'" in problem["error"]
+    assert "customer.consent.order_updates.whatsapp:" in problem["error"]
+    assert _stored(rt) == 0
+
+
 def test_a_body_that_is_not_json_gets_400(base_url: str, rt: Runtime) -> None:
     response = httpx.post(f"{base_url}/events", headers=AUTH, content=b"{oops")
     assert response.status_code == 400 and "not JSON" in response.json()["error"]

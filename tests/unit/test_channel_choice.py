@@ -1,5 +1,5 @@
 """Channel choice: the first channel in the step's order that is configured, has content, has an
-address and (for marketing) consent; every skipped channel says why."""
+address and the consent its purpose needs; every skipped channel says why."""
 
 from __future__ import annotations
 
@@ -84,10 +84,77 @@ def test_an_empty_channel_list_chooses_nothing_and_says_so():
     assert choice.reason == "no channel listed"
 
 
-def test_a_transactional_message_needs_an_address_but_no_consent():
-    no_consent = Contact(EMAIL, PHONE, {})
-    assert choose(["whatsapp", "email"], no_consent, transactional=True).channel == "whatsapp"
-    assert choose(["whatsapp", "email"], no_consent, transactional=False).channel is None
+def test_a_transactional_email_needs_an_address_but_no_marketing_consent():
+    no_consent = Contact(EMAIL, PHONE, {"email": False})
+    assert choose(["email"], no_consent, transactional=True).channel == "email"
+    assert choose(["email"], no_consent, transactional=False).channel is None
+
+
+OUTSIDE_WINDOW = {"whatsapp_window_open": False}
+
+
+def contact(consent=None, order_updates=None, **kwargs):
+    return Contact(EMAIL, PHONE, consent or {}, order_updates=order_updates or {}, **kwargs)
+
+
+def choose_tx(channels, who):
+    """A transactional message, with an approved WhatsApp template (the 24-hour rule apart)."""
+    return choose_channel(channels, who, True, set(ALL), everything,
+                          has_approved_whatsapp_template=True)
+
+
+@pytest.mark.parametrize("sms_consent", [None, False])
+def test_an_order_update_is_not_texted_without_sms_consent_or_an_order_updates_opt_in(
+        sms_consent):
+    consent = {} if sms_consent is None else {"sms": sms_consent}
+    choice = choose_tx(["sms", "email"], contact(consent))
+    assert choice.channel == "email"
+    assert choice.skipped == [("sms", "no consent and no order-updates opt-in")]
+
+
+def test_an_order_update_is_texted_with_the_sms_order_updates_opt_in_even_without_marketing():
+    choice = choose_tx(["sms", "email"], contact({"sms": False}, {"sms": True}))
+    assert (choice.channel, choice.recipient, choice.skipped) == ("sms", PHONE, [])
+
+
+def test_an_order_update_is_texted_with_sms_marketing_consent():
+    assert choose_tx(["sms"], contact({"sms": True})).channel == "sms"
+
+
+def test_an_order_update_goes_to_whatsapp_only_with_a_whatsapp_opt_in():
+    no_opt_in = contact({"sms": True}, {"sms": True}, **OUTSIDE_WINDOW)
+    choice = choose_tx(["whatsapp", "sms"], no_opt_in)
+    assert choice.channel == "sms"
+    assert choice.skipped == [("whatsapp", "no consent and no order-updates opt-in")]
+    with_order_updates = contact({}, {"whatsapp": True}, **OUTSIDE_WINDOW)
+    assert choose_tx(["whatsapp", "sms"], with_order_updates).channel == "whatsapp"
+    with_marketing = contact({"whatsapp": True}, {}, **OUTSIDE_WINDOW)
+    assert choose_tx(["whatsapp", "sms"], with_marketing).channel == "whatsapp"
+
+
+def test_an_order_update_replying_inside_the_window_the_customer_opened_needs_no_opt_in():
+    wrote_to_us = contact({}, {}, whatsapp_window_open=True)
+    choice = choose_channel(["whatsapp"], wrote_to_us, True, set(ALL), everything)
+    assert choice.channel == "whatsapp"
+
+
+def test_an_order_updates_opt_in_is_not_marketing_consent():
+    opted_in = contact({}, {"sms": True, "whatsapp": True})
+    choice = choose(["whatsapp", "sms"], opted_in, transactional=False)
+    assert choice.channel is None
+    assert choice.skipped == [("whatsapp", "no consent"), ("sms", "no consent")]
+
+
+def test_a_suppression_wins_over_every_consent_and_opt_in():
+    everything_given = contact({"email": True, "sms": True, "whatsapp": True},
+                               {"sms": True, "whatsapp": True},
+                               suppressed={"sms": "stop", "whatsapp": "stop", "email": "bounce"})
+    for transactional in (True, False):
+        choice = choose_channel(["whatsapp", "sms", "email"], everything_given, transactional,
+                                set(ALL), everything, has_approved_whatsapp_template=True)
+        assert choice.channel is None
+        assert choice.skipped == [("whatsapp", "suppressed (stop)"), ("sms", "suppressed (stop)"),
+                                  ("email", "suppressed (bounce)")]
 
 
 def test_a_transactional_message_still_needs_an_address_configuration_and_content():
@@ -108,15 +175,19 @@ def test_missing_consent_is_treated_as_no_consent():
     channels=st.lists(st.sampled_from(sorted(ALL)), unique=True, max_size=3),
     email=st.sampled_from([None, EMAIL]), phone=st.sampled_from([None, PHONE]),
     consent=st.dictionaries(st.sampled_from(sorted(ALL)), st.booleans()),
+    order_updates=st.dictionaries(st.sampled_from(["sms", "whatsapp"]), st.booleans()),
+    window_open=st.booleans(),
     transactional=st.booleans(),
     available=st.sets(st.sampled_from(sorted(ALL))),
     with_content=st.sets(st.sampled_from(sorted(ALL))),
 )
 def test_a_chosen_channel_always_satisfies_every_rule_and_every_skip_is_explained(
-        channels, email, phone, consent, transactional, available, with_content):
-    contact = Contact(email, phone, consent)
+        channels, email, phone, consent, order_updates, window_open, transactional, available,
+        with_content):
+    contact = Contact(email, phone, consent, whatsapp_window_open=window_open,
+                      order_updates=order_updates)
     choice = choose_channel(channels, contact, transactional, available,
-                            lambda ch: ch in with_content)
+                            lambda ch: ch in with_content, has_approved_whatsapp_template=True)
     skipped_channels = [c for c, _ in choice.skipped]
     if choice.channel is None:
         assert skipped_channels == list(channels)
@@ -129,4 +200,10 @@ def test_a_chosen_channel_always_satisfies_every_rule_and_every_skip_is_explaine
     address = email if choice.channel == "email" else phone
     assert address
     assert choice.recipient.endswith(address)
-    assert transactional or consent.get(choice.channel, False)
+    if not transactional:
+        assert consent.get(choice.channel, False)
+    elif choice.channel == "sms":
+        assert consent.get("sms", False) or order_updates.get("sms", False)
+    elif choice.channel == "whatsapp":
+        assert (consent.get("whatsapp", False) or order_updates.get("whatsapp", False)
+                or window_open)

@@ -115,7 +115,8 @@ def test_placed_orders_carry_the_full_customer_and_order(shop: SyntheticShop) ->
         customer, order = event["customer"], event["order"]
         persona = shop.personas[customer["id"]]
         assert set(customer) == CUSTOMER_KEYS
-        assert set(customer["consent"]) == {"email", "sms", "whatsapp"}
+        assert set(customer["consent"]) == {"email", "sms", "whatsapp", "order_updates"}
+        assert customer["consent"]["order_updates"] == persona.order_updates
         assert order["currency"] == CURRENCY_BY_COUNTRY[persona.country]
         assert re.fullmatch(r"#\d{4,}", order["number"])
         numbers.add(order["number"])
@@ -274,6 +275,15 @@ def test_market_mix_and_consent_shares(shop: SyntheticShop) -> None:
     unreachable = sum(not p.reachable_channels for p in personas) / n
     assert 0.015 < unreachable < 0.05
     assert any(p.email is None for p in personas) and any(p.phone is None for p in personas)
+
+
+def test_a_share_of_customers_with_a_phone_ask_for_order_updates_there(
+        shop: SyntheticShop) -> None:
+    with_phone = [p for p in shop.personas.values() if p.phone]
+    n = len(with_phone)
+    assert 0.5 < sum(p.order_updates["sms"] for p in with_phone) / n < 0.7
+    assert 0.25 < sum(p.order_updates["whatsapp"] for p in with_phone) / n < 0.45
+    assert not any(any(p.order_updates.values()) for p in shop.personas.values() if not p.phone)
 
 
 def test_consent_is_never_given_for_an_address_we_do_not_have(shop: SyntheticShop) -> None:

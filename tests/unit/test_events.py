@@ -358,3 +358,38 @@ def test_every_reason_is_reported_in_one_line():
     for where in ("occurred_at: ", "customer.email: ", "order.total: "):
         assert where in message
     assert message.count("; ") >= 2
+
+
+def _consent_event(consent):
+    return {"id": "e-1", "type": "consent.changed", "occurred_at": "2026-03-01T10:00:00Z",
+            "customer": {"id": "c-1", "consent": consent}}
+
+
+def test_order_update_opt_ins_sit_beside_marketing_consent():
+    parsed = parse_event(_consent_event({"sms": False, "order_updates": {"sms": True,
+                                                                         "whatsapp": True}}))
+    consent = parsed.customer.consent
+    assert (consent.sms, consent.email, consent.whatsapp) == (False, None, None)
+    assert (consent.order_updates.sms, consent.order_updates.whatsapp) == (True, True)
+    assert parse_event(_consent_event({"sms": True})).customer.consent.order_updates is None
+
+
+@pytest.mark.parametrize(
+    ("consent", "message"),
+    [
+        ({"sms": "yes"}, "customer.consent.sms: must be true, false or null, got 'yes'"),
+        ({"email": "false"}, "customer.consent.email: must be true, false or null, got 'false'"),
+        ({"whatsapp": 1}, "customer.consent.whatsapp: must be true, false or null, got 1"),
+        ({"order_updates": {"sms": "on"}},
+         "customer.consent.order_updates.sms: must be true, false or null, got 'on'"),
+        ({"order_updates": {"whatsapp": 0}},
+         "customer.consent.order_updates.whatsapp: must be true, false or null, got 0"),
+        ({"order_updates": True}, "customer.consent.order_updates: must be an object"),
+        ("yes", "customer.consent: must be an object"),
+        (["sms"], "customer.consent: must be an object"),
+    ],
+)
+def test_a_consent_of_the_wrong_type_is_refused_naming_the_field(consent, message):
+    with pytest.raises(EventError) as caught:
+        parse_event(_consent_event(consent))
+    assert message in str(caught.value)
