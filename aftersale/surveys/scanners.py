@@ -70,8 +70,8 @@ class Click:
     score: int | None  # None: the honeypot, or a link without a score
     honeypot: bool = False
     method: str = "GET"
-    headers: Mapping[str, str] | None = None  # lowercase names
-    user_agent: str | None = None  # when there are no headers (a provider's click report)
+    headers: Mapping[str, str] | None = None  # a request's, with lowercase names
+    user_agent: str | None = None  # without headers: what a provider's click report says
     sent_at: datetime | None = None
 
 
@@ -83,8 +83,10 @@ def suspect_reason(click: Click, recent: Iterable[Seen] = ()) -> Reason | None:
     headers = click.headers or {}
     if click.method.upper() == "HEAD" or _prefetching(headers):
         return "prefetch"
+    # A request without the header is suspect; a provider's report without one tells nothing.
+    known = click.headers is not None or click.user_agent is not None
     agent = click.user_agent if click.headers is None else headers.get("user-agent")
-    if is_scanner_agent(agent):
+    if known and is_scanner_agent(agent):
         return "scanner_agent"
     if click.sent_at is not None and click.at - click.sent_at < timedelta(seconds=SCANNER_SECONDS):
         return "too_soon"
