@@ -242,8 +242,8 @@ def _judge_clicks(session: Session, batch: list[Delivery]) -> list[Delivery]:
     stored: dict[int, DeliveryEvent] = {}
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
-        sent_at.update(session.execute(select(Message.id, Message.sent_at)
-                                       .where(Message.id.in_(chunk))).tuples())
+        sent_at.update({mid: at for mid, at in session.execute(
+            select(Message.id, Message.sent_at).where(Message.id.in_(chunk)))})
         for row in session.scalars(select(DeliveryEvent).where(
                 DeliveryEvent.message_id.in_(chunk),
                 DeliveryEvent.kind.in_([k.value for k in engaged]))):

@@ -10,7 +10,7 @@ as clicks, they answer every survey with every score and inflate the click count
   (``Purpose``/``Sec-Purpose``/``X-Purpose``/``X-Moz`` headers);
 - ``scanner_agent``: its User-Agent is missing or names a scanner, a link previewer or an HTTP
   library (:data:`SCANNER_AGENTS`);
-- ``too_soon``: it came within :data:`SCANNER_SECONDS` of the send; people take longer to
+- ``too_soon``: it came within :data:`SCANNER_SECONDS` after the send; people take longer to
   open a mail and pick a score;
 - ``burst``: another click on the same message came within :data:`BURST_SECONDS` of it with a
   different score, or on the honeypot. People click one score; scanners all of them at once.
@@ -88,7 +88,9 @@ def suspect_reason(click: Click, recent: Iterable[Seen] = ()) -> Reason | None:
     agent = click.user_agent if click.headers is None else headers.get("user-agent")
     if known and is_scanner_agent(agent):
         return "scanner_agent"
-    if click.sent_at is not None and click.at - click.sent_at < timedelta(seconds=SCANNER_SECONDS):
+    # A click dated before the send says the clocks differ (a provider's report), not who it was.
+    if (click.sent_at is not None
+            and timedelta(0) <= click.at - click.sent_at < timedelta(seconds=SCANNER_SECONDS)):
         return "too_soon"
     if burst_partners(click, recent):
         return "burst"

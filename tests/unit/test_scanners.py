@@ -61,6 +61,8 @@ def test_a_click_within_the_scanner_window_of_the_send_is_too_soon() -> None:
     edge = SENT + timedelta(seconds=SCANNER_SECONDS)
     assert suspect_reason(person(at=edge - timedelta(milliseconds=1))) == "too_soon"
     assert suspect_reason(person(at=edge)) is None
+    # a provider's click dated before our send: the clocks differ, it says nothing
+    assert suspect_reason(person(at=SENT - timedelta(seconds=1))) is None
 
 
 def test_different_scores_within_the_burst_window_are_a_burst_on_both_sides() -> None:
