@@ -134,13 +134,13 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
             settle_soon()
         return survey, locale, current
 
-    @router.api_route("/s/{token}", methods=["GET", "HEAD"])
+    @router.get("/s/{token}")
     async def survey_link(token: str, request: Request) -> HTMLResponse:
+        claims = _claims(signer, token)
+        if isinstance(claims, int):  # a forged link costs no database work: no rate to mind
+            return _error_page(settings, request, claims)
         if (slow := throttled(request)) is not None:
             return slow
-        claims = _claims(signer, token)
-        if isinstance(claims, int):
-            return _error_page(settings, request, claims)
         raw = request.query_params.get("score")
         score = _score(raw, claims.kind)
         honeypot = HONEYPOT_PARAM in request.query_params
@@ -158,13 +158,16 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
         return _page(settings, locale, "thanks", survey.kind, chosen=score,
                      comment=current.comment if current else None)
 
+    # Link checkers send HEAD: the same answer without a body (and a suspect mark).
+    router.add_api_route("/s/{token}", survey_link, methods=["HEAD"], include_in_schema=False)
+
     @router.post("/s/{token}")
     async def survey_comment(token: str, request: Request) -> HTMLResponse:
+        claims = _claims(signer, token)
+        if isinstance(claims, int):  # a forged link costs no database work: no rate to mind
+            return _error_page(settings, request, claims)
         if (slow := throttled(request)) is not None:
             return slow
-        claims = _claims(signer, token)
-        if isinstance(claims, int):
-            return _error_page(settings, request, claims)
         body = await read_limited(request, MAX_FORM)  # a comment box is not an upload
         if body is None:
             return _error_page(settings, request, 413)
