@@ -13,13 +13,16 @@ from datetime import datetime
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from aftersale.db.models import Enrollment, InboxEvent, Message
+from aftersale.db.models import Enrollment, InboxEvent, Message, SurveyClick
 from aftersale.journeys.engine import Status
 
 
 def inbox_pending(factory: sessionmaker[Session]) -> bool:
+    """Pending inbox events, or survey clicks about to become answers (they wait a few
+    seconds for a scanner's burst, and process-events settles them)."""
     with factory() as session:
-        return bool(session.scalar(select(exists().where(InboxEvent.status == "pending"))))
+        return bool(session.scalar(select(exists().where(InboxEvent.status == "pending")))
+                    or session.scalar(select(exists().where(SurveyClick.verdict == "pending"))))
 
 
 def dispatch_due_now(factory: sessionmaker[Session], now: datetime) -> bool:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     shop_url: AnyHttpUrl = AnyHttpUrl("https://shop.example.com")
     # A survey link or an SMS/WhatsApp answer is accepted this long after the question.
     survey_days: int = Field(default=30, ge=1, le=365)
+    # Requests per second (and at once) one client address may make to /s/ links, per web
+    # process; more are answered 429. A person clicks a few times; a scanner hundreds.
+    survey_rate_per_second: float = Field(default=2.0, gt=0)
+    survey_rate_burst: int = Field(default=30, ge=1)
     # Emit a Prefect event when new events reach the inbox, so process-events starts at once.
     # None: only when PREFECT_API_URL is set (a Prefect server is there to hear it).
     prefect_events: bool | None = None

@@ -41,6 +41,7 @@ from aftersale.suppression import (
     normalize_address,
     suppress,
 )
+from aftersale.surveys.scanners import Click, Seen, burst_partners, suspect_reason
 from aftersale.surveys.sms_answers import ReplyOutcome, SurveyReplies, answer_from_reply
 
 CHUNK = 500
@@ -54,6 +55,9 @@ class DeliveryKind(StrEnum):
     DROPPED = "dropped"
     OPENED = "opened"
     CLICKED = "clicked"
+    # Not a person's (aftersale.surveys.scanners): stored beside, never counted as opens/clicks.
+    MACHINE_OPENED = "machine_opened"  # Apple Mail Privacy Protection (SendGrid sg_machine_open)
+    SUSPECT_CLICKED = "suspect_clicked"  # most likely a mail scanner; the rule in ``reason``
     SPAM_REPORT = "spam_report"
     UNSUBSCRIBED = "unsubscribed"
     RESUBSCRIBED = "resubscribed"  # SendGrid group_resubscribe: lifts an unsubscribe
@@ -66,7 +70,7 @@ class DeliveryKind(StrEnum):
 
 
 #: How far along a message is; ``delivery_status`` only moves to an equal or higher rank.
-#: Kinds missing here (unknown, resubscribed) never change it.
+#: Kinds missing here (unknown, resubscribed, a machine's open or click) never change it.
 _RANKS: dict[DeliveryKind, int] = {
     DeliveryKind.QUEUED: 0,
     DeliveryKind.PROCESSED: 1, DeliveryKind.SENT: 1,
@@ -174,7 +178,7 @@ def apply_deliveries(session: Session, deliveries: Sequence[Delivery], now: date
     unique: dict[tuple[str, str], Delivery] = {}
     for delivery in deliveries:
         unique.setdefault((delivery.provider, delivery.provider_event_id), delivery)
-    batch = _resolve_messages(session, list(unique.values()))
+    batch = _judge_clicks(session, _resolve_messages(session, list(unique.values())))
     messages = _message_facts(session, {d.message_id for d in batch if d.message_id})
     new_keys = _insert_events(session, batch, now)
     fresh = [d for d in batch if (d.provider, d.provider_event_id) in new_keys]
@@ -235,6 +239,68 @@ def _dot_prefixes(provider_message_id: str) -> list[str]:
     """``a.b.c`` -> ``[a, a.b, a.b.c]``, shortest first."""
     parts = provider_message_id.split(".")
     return [".".join(parts[:n]) for n in range(1, len(parts) + 1) if parts[n - 1]]
+
+
+def _judge_clicks(session: Session, batch: list[Delivery]) -> list[Delivery]:
+    """Clicks a mail scanner most likely made become ``suspect_clicked``: too soon after the
+    send, or a burst of different links of one message (aftersale.surveys.scanners; the
+    provider parser already caught honeypot links and scanner user agents). An earlier click
+    the burst reveals is re-marked in ``delivery_events``; its raw payload stays as received."""
+    engaged = (DeliveryKind.CLICKED, DeliveryKind.SUSPECT_CLICKED)
+    clicks = [d for d in batch if d.kind in engaged and d.message_id]
+    if not clicks:
+        return batch
+    ids = sorted({d.message_id for d in clicks if d.message_id})
+    sent_at: dict[str, datetime | None] = {}
+    seen: dict[str, list[Seen]] = {}
+    links: dict[str, int] = {}  # each distinct link a number, as a score is for survey links
+    stored: dict[int, DeliveryEvent] = {}
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        sent_at.update({mid: at for mid, at in session.execute(
+            select(Message.id, Message.sent_at).where(Message.id.in_(chunk)))})
+        for row in session.scalars(select(DeliveryEvent).where(
+                DeliveryEvent.message_id.in_(chunk),
+                DeliveryEvent.kind.in_([k.value for k in engaged]))):
+            stored[row.id] = row
+            seen.setdefault(row.message_id or "", []).append(
+                Seen(row.occurred_at, _link_number(links, row.raw, row.reason), row.id))
+    judged: dict[int, Delivery] = {}
+    for position, delivery in sorted(enumerate(batch), key=lambda p: p[1].occurred_at):
+        if delivery.kind not in engaged or not delivery.message_id:
+            continue
+        this = Seen(delivery.occurred_at, _link_number(links, delivery.raw, delivery.reason),
+                    -1 - position)
+        click = Click(at=delivery.occurred_at, score=this.score, honeypot=this.score is None,
+                      user_agent=_text_or_none(delivery.raw.get("useragent")),
+                      sent_at=sent_at.get(delivery.message_id))
+        partners = burst_partners(click, seen.get(delivery.message_id, []))
+        reason = suspect_reason(click, partners) if delivery.kind == DeliveryKind.CLICKED else None
+        for partner in partners:
+            key = partner.key or 0
+            if key < 0:  # one of this batch
+                earlier = judged.get(-1 - key, batch[-1 - key])
+                if earlier.kind == DeliveryKind.CLICKED:
+                    judged[-1 - key] = replace(earlier, kind=DeliveryKind.SUSPECT_CLICKED,
+                                               reason="burst")
+            elif stored[key].kind == DeliveryKind.CLICKED.value:
+                stored[key].kind, stored[key].reason = DeliveryKind.SUSPECT_CLICKED.value, "burst"
+        if reason is not None:
+            judged[position] = replace(delivery, kind=DeliveryKind.SUSPECT_CLICKED, reason=reason)
+        seen.setdefault(delivery.message_id, []).append(this)
+    session.flush()
+    return [judged.get(i, d) for i, d in enumerate(batch)]
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _link_number(links: dict[str, int], raw: dict[str, Any], reason: str | None) -> int | None:
+    """None for the honeypot; else the same number for the same link."""
+    if reason == "honeypot":
+        return None
+    return links.setdefault(str(raw.get("url") or ""), len(links))
 
 
 def _message_facts(session: Session, ids: set[str],

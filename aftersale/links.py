@@ -58,6 +58,12 @@ class Links:
         token = self.signer.sign({"m": message_id, "c": customer_id, "k": kind})
         return f"{self.public_url.rstrip('/')}/s/{token}?score={score}"
 
+    def honeypot(self, message_id: str, customer_id: str, kind: str) -> str:
+        """The survey e-mail's hidden link: no person sees it, so whatever fetches it is a
+        machine (aftersale.surveys.scanners)."""
+        token = self.signer.sign({"m": message_id, "c": customer_id, "k": kind})
+        return f"{self.public_url.rstrip('/')}/s/{token}?hp=1"
+
     def unsubscribe(self, message_id: str, customer_id: str, channel: str) -> str:
         token = self.signer.sign({"m": message_id, "c": customer_id, "ch": channel})
         return f"{self.public_url.rstrip('/')}/u/{token}"

@@ -24,6 +24,7 @@ from aftersale.journeys.definitions import Definitions, recorded
 from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.sending import Rules, send_pending
+from aftersale.surveys.clicks import settle_clicks
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class PassCounts:
 
 
 def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000) -> ProcessCounts:
+    settle_survey_clicks(rt)
     total = ProcessCounts()
     size = rt.settings.batch_size
     for _ in range(max_batches):
@@ -44,6 +46,13 @@ def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000) 
         if counts.events < size:
             break
     return total
+
+
+def settle_survey_clicks(rt: Runtime) -> int:
+    """Survey clicks that waited out their burst window become answers in the inbox, so the
+    drain that follows takes them (aftersale.surveys.clicks)."""
+    with rt.factory() as session, session.begin():
+        return settle_clicks(session, rt.now())
 
 
 def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000) -> DispatchCounts:

@@ -304,7 +304,8 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
     if kind is not None:
         low, high = SURVEY_SCALES[kind]
         survey = {"kind": kind, "scale": list(range(low, high + 1)),
-                  "link": lambda score: links.survey(message_id, customer.id, kind, int(score))}
+                  "link": lambda score: links.survey(message_id, customer.id, kind, int(score)),
+                  "honeypot": links.honeypot(message_id, customer.id, kind)}
     return {
         "customer": customer_context(customer),
         "order": order_context(order, definitions.segments) if order is not None else None,

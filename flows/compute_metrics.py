@@ -1,7 +1,8 @@
 """compute-metrics: the section-4 metrics per segment, the holdout lift per journey, stored as
 a snapshot (for trends) and published as Prefect artifacts under stable keys, so the UI keeps
-their history: ``metrics-segments`` (a table per segment) and ``metrics-summary`` (markdown
-with the holdout verdicts).
+their history: ``metrics-segments`` (a table per segment), ``metrics-funnel`` (per step and
+channel: people's opens and clicks, machine opens and scanner clicks beside) and
+``metrics-summary`` (markdown with the holdout verdicts).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.metrics.compute import compute
 from aftersale.metrics.snapshots import (
+    FUNNEL_KEY,
     SEGMENTS_KEY,
     SUMMARY_KEY,
+    funnel_rows,
     segment_rows,
     store_snapshot,
     summary_markdown,
@@ -35,6 +38,10 @@ def compute_task(start: datetime | None) -> dict[str, Any]:
         store_snapshot(session, report, start, end)
     create_table_artifact(segment_rows(report), key=SEGMENTS_KEY,
                           description=f"Metrics per segment as of {end:%Y-%m-%d %H:%M} UTC")
+    if report.funnel:
+        create_table_artifact(funnel_rows(report), key=FUNNEL_KEY,
+                              description="Messages per step: opens and clicks by people; "
+                                          "machine opens and scanner clicks beside")
     create_markdown_artifact(summary_markdown(report), key=SUMMARY_KEY,
                              description="NPS, CSAT, retention and each journey's holdout verdict")
     return {"segments": len(report.segments), "journeys": len(report.journeys),

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.backlog import inbox_pending
 from aftersale.intake import notify
+from aftersale.pipeline import settle_survey_clicks
 from aftersale.processing import ProcessCounts, process_batch
 from flows.common import linger, publish_counts, runtime, work, working_with
 
@@ -22,6 +23,7 @@ from flows.common import linger, publish_counts, runtime, work, working_with
 @task(name="process-batch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def process_batch_task() -> ProcessCounts:
     rt, definitions = work()
+    settle_survey_clicks(rt)  # pending survey clicks become answers first, taken by this batch
     return process_batch(rt.factory, definitions, rt.clock, rt.settings.batch_size,
                          timedelta(hours=rt.settings.max_trigger_age_hours))
 

@@ -28,7 +28,8 @@ template against :func:`sample_context`, where a misspelt name is an error::
               filled from shop.yaml (help_text etc. in the message's language); keys the
               caller passes win
     links:    {unsubscribe: str | None, referral: str | None}
-    survey:   {kind: "nps" | "csat" | "ces", scale: [int], link: callable(int) -> str} or None
+    survey:   {kind: "nps" | "csat" | "ces", scale: [int], link: callable(int) -> str,
+               honeypot: str (the hidden link the e-mail layout carries for mail scanners)} or None
     guides:   [Guide(key, title, url, tips)], filled from catalog.yaml for order.items
               when the caller does not pass it
     offer:    {code, percent} or None
@@ -738,7 +739,8 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
                                "url": "https://track.example/YK123456789"}},
         "links": {"unsubscribe": "https://shop.example/u/tok123",
                   "referral": "https://shop.example/r/AYSE10"},
-        "survey": {"kind": kind, "scale": _SCALES[kind], "link": link},
+        "survey": {"kind": kind, "scale": _SCALES[kind], "link": link,
+                   "honeypot": "https://shop.example/s/tok123?hp=1"},
         "offer": {"code": "COMEBACK15", "percent": 15},
         "response": {"kind": "nps", "score": 3, "comment": "The drone arrived late."},
     }

@@ -156,6 +156,28 @@ class SurveyResponse(Base):
                             "responded_at"))
 
 
+class SurveyClick(Base):
+    """A fetch of a survey e-mail's link (a score or the hidden honeypot), judged by
+    :mod:`aftersale.surveys.scanners`. ``pending``: looks like a person, waiting out the burst
+    window; ``answer``: became the answer (``event_id``, the inbox event); ``suspect``: most
+    likely a mail scanner (``reason``), never an answer. No address or user agent is kept."""
+
+    __tablename__ = "survey_clicks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(8))
+    score: Mapped[int | None] = mapped_column(Integer)  # None: the honeypot
+    clicked_at: Mapped[datetime]
+    verdict: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_survey_clicks_message", "message_id", "clicked_at"),
+                      Index("ix_survey_clicks_verdict", "verdict", "clicked_at"))
+
+
 class DefinitionSet(Base):
     """A valid set of journeys, segments and content, kept so the engine can go on running the
     last valid one when the files are edited into an invalid state."""

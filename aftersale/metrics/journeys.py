@@ -167,15 +167,20 @@ def _lift(journey: str, treated: _Group, holdout: _Group) -> JourneyLift:
 
 # A message counts once in every stage it reached. A stage is reached when an event of that
 # stage *or a later one* was seen: a provider's report can be lost or late, and image blocking
-# or Apple Mail Privacy Protection hides the open of a mail that is then clicked; yet a click or
-# a spam report cannot happen to a message that never arrived. WhatsApp's "read" is "opened".
+# hides the open of a mail that is then clicked; yet a click or a spam report cannot happen to
+# a message that never arrived. WhatsApp's "read" is "opened".
+# Opens and clicks count people only: an Apple Mail Privacy Protection open and a click a mail
+# scanner most likely made (aftersale.surveys.scanners) prove delivery, and are counted beside,
+# as ``machine_opened`` and ``suspect_clicked``, never inside ``opened`` and ``clicked``.
 _OPENED = (K.OPENED, K.READ, K.CLICKED)
-_DELIVERED = (K.DELIVERED, *_OPENED, K.SPAM_REPORT, K.UNSUBSCRIBED)
+_MACHINE = (K.MACHINE_OPENED, K.SUSPECT_CLICKED)
+_DELIVERED = (K.DELIVERED, *_OPENED, *_MACHINE, K.SPAM_REPORT, K.UNSUBSCRIBED)
 _FAILED = (K.FAILED, K.UNDELIVERED, K.DROPPED)  # the provider gave up (dropped: never tried)
 _UNSUBSCRIBED = (K.UNSUBSCRIBED, K.SPAM_REPORT)  # a spam report unsubscribes, in effect
 _STAGES: dict[str, tuple[K, ...]] = {
     "delivered": _DELIVERED, "opened": _OPENED, "clicked": (K.CLICKED,),
     "bounced": (K.BOUNCED,), "failed": _FAILED, "unsubscribed": _UNSUBSCRIBED,
+    "machine_opened": (K.MACHINE_OPENED,), "suspect_clicked": (K.SUSPECT_CLICKED,),
 }
 
 

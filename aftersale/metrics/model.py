@@ -101,6 +101,10 @@ class FunnelStep(_Out):
     bounced: int
     failed: int
     unsubscribed: int
+    # Beside the people's opens and clicks, never inside them: messages with an Apple Mail
+    # Privacy Protection open, and with a click a mail scanner most likely made.
+    machine_opened: int = 0
+    suspect_clicked: int = 0
 
 
 class Cohort(_Out):

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aftersale.metrics.model import JourneyLift, Lift, Mean, Metric, MetricsReport, Nps, Rate, SegmentMetrics
+from aftersale.metrics.snapshots import engagement_totals
 
 ALL_SEGMENT = "all"  # every customer in any segment, counted once (DESIGN.md section 4)
 NULL = "–"  # what a metric without data (denominator 0) shows as: never 0
@@ -99,6 +100,8 @@ def print_table(console: Console, report: MetricsReport) -> None:
     console.print(Columns([segment_table(s) for s in report.segments], padding=(1, 2)))
     if report.journeys:
         console.print(journeys_table(report.journeys))
+    if report.funnel:
+        console.print(engagement_table(report))
 
 
 def segment_table(segment: SegmentMetrics) -> Table:
@@ -121,6 +124,20 @@ def journeys_table(journeys: list[JourneyLift]) -> Table:
         table.add_row(journey.journey, format_metric(journey.treated.repeat_purchase_rate),
                       format_metric(journey.holdout.repeat_purchase_rate),
                       format_lift(journey.repeat_purchase_lift), journey.verdict)
+    return table
+
+
+def engagement_table(report: MetricsReport) -> Table:
+    """Per journey: opens and clicks by people, and beside them the machines' (Apple Mail
+    Privacy Protection opens, clicks most likely by a mail scanner), counted in neither."""
+    table = Table(title="Messages: opens and clicks by people (machines beside)",
+                  title_justify="left")
+    table.add_column("journey")
+    for name in ("sent", "opened", "clicked", "machine opens", "scanner clicks"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for journey, t in engagement_totals(report).items():
+        table.add_row(journey, *(str(t[k]) for k in ("sent", "opened", "clicked",
+                                                     "machine_opened", "suspect_clicked")))
     return table
 
 

@@ -213,12 +213,16 @@ def _funnel(steps: Sequence[FunnelStep]) -> Chart | None:
     for ax in axes[len(totals):]:
         ax.set_visible(False)
     rows = [(s.journey, s.step, s.template, s.channel, s.sent, s.delivered, s.opened, s.clicked,
-             s.bounced, s.failed, s.unsubscribed) for s in steps]
+             s.machine_opened, s.suspect_clicked, s.bounced, s.failed, s.unsubscribed)
+            for s in steps]
     return Chart("funnel", "Message funnel by journey",
-                 "Messages sent, then how many were delivered, opened and clicked (percent of sent).",
+                 "Messages sent, then how many were delivered, opened and clicked by people "
+                 "(percent of sent). Beside them: opens by Apple Mail Privacy Protection and "
+                 "clicks most likely by a mail scanner, counted in neither.",
                  _svg(fig, "funnel", "Bar charts of the message funnel per journey"),
                  ("journey", "step", "template", "channel", "sent", "delivered", "opened",
-                  "clicked", "bounced", "failed", "unsubscribed"), rows)
+                  "clicked", "machine opens", "scanner clicks", "bounced", "failed",
+                  "unsubscribed"), rows)
 
 
 def _lift(journeys: Sequence[JourneyLift]) -> Chart | None:

@@ -1,7 +1,8 @@
 """Metrics snapshots (for trends) and what the Prefect UI shows of them.
 
-``compute-metrics`` stores each result and publishes two keyed artifacts, so the UI keeps
-their history: a table per segment and a short markdown summary with the holdout verdicts.
+``compute-metrics`` stores each result and publishes keyed artifacts, so the UI keeps their
+history: a table per segment, the message funnel (people's opens and clicks, the machines'
+beside them) and a short markdown summary with the holdout verdicts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from aftersale.metrics.model import Mean, MetricsReport, Nps, Rate
 
 SEGMENTS_KEY = "metrics-segments"
 SUMMARY_KEY = "metrics-summary"
+FUNNEL_KEY = "metrics-funnel"
+FUNNEL_COLUMNS = ("journey", "step", "template", "channel", "sent", "delivered", "opened",
+                  "clicked", "machine_opened", "suspect_clicked", "bounced", "failed",
+                  "unsubscribed")
 TABLE_METRICS = ("nps", "csat", "ces", "response_rate_nps", "response_rate_csat",
                  "repeat_purchase_rate", "retention_90d", "churn_90d", "referral_rate",
                  "median_days_to_second_order", "messages_per_customer")
@@ -48,6 +53,12 @@ def segment_rows(report: MetricsReport) -> list[dict[str, Any]]:
             for s in report.segments]
 
 
+def funnel_rows(report: MetricsReport) -> list[dict[str, Any]]:
+    """One row per step and channel; ``opened``/``clicked`` are people's, ``machine_opened`` and
+    ``suspect_clicked`` the machines' (Apple Mail Privacy Protection, mail scanners)."""
+    return [{name: getattr(step, name) for name in FUNNEL_COLUMNS} for step in report.funnel]
+
+
 def summary_markdown(report: MetricsReport) -> str:
     period = f"{report.from_ or 'the beginning'} to {report.to}"
     lines = [f"# Customer experience, {period}", "",
@@ -64,4 +75,22 @@ def summary_markdown(report: MetricsReport) -> str:
         lines += ["", "## Does each journey help? (treated vs holdout)", ""]
         lines += [f"- **{j.journey}**: {j.verdict} (treated {j.treated.customers}, "
                   f"holdout {j.holdout.customers})" for j in report.journeys]
+    if report.funnel:
+        lines += ["", "## Messages (opens and clicks by people; machines beside)", "",
+                  "| journey | sent | opened | clicked | machine opens | scanner clicks |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for journey, t in engagement_totals(report).items():
+            lines.append(f"| {journey} | {t['sent']} | {t['opened']} | {t['clicked']} "
+                         f"| {t['machine_opened']} | {t['suspect_clicked']} |")
     return "\n".join(lines)
+
+
+def engagement_totals(report: MetricsReport) -> dict[str, dict[str, int]]:
+    """Per journey: sent, people's opens and clicks, and the machines' beside them."""
+    totals: dict[str, dict[str, int]] = {}
+    for step in report.funnel:
+        t = totals.setdefault(step.journey, dict.fromkeys(
+            ("sent", "opened", "clicked", "machine_opened", "suspect_clicked"), 0))
+        for name in t:
+            t[name] += getattr(step, name)
+    return dict(sorted(totals.items()))

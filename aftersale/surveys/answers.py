@@ -70,18 +70,19 @@ def current_answer(session: Session, message_id: str) -> SurveyResponse | None:
 
 
 def store_answer(session: Session, survey: SurveyMessage, score: int, comment: str | None,
-                 source: str, now: datetime) -> Event:
+                 source: str, now: datetime, occurred_at: datetime | None = None) -> Event:
     """Store the answer as an inbox event in the caller's transaction and return it.
 
     Each click or reply is its own event (a fresh id), because each may change the answer;
-    processing keeps one answer per message, the latest."""
+    processing keeps one answer per message, the latest. ``occurred_at`` (default ``now``):
+    when the customer answered, for a click that became the answer later."""
     if not in_scale(survey.kind, score):
         low, high = SURVEY_SCALES[survey.kind]
         raise ValueError(f"{survey.kind} score must be between {low} and {high}")
     event = Event.model_validate({
         "id": f"answer-{survey.message_id}-{uuid.uuid4().hex[:12]}",
         "type": EventType.SURVEY_RESPONDED.value,
-        "occurred_at": now,
+        "occurred_at": occurred_at or now,
         "customer": {"id": survey.customer_id},
         "survey": {"kind": survey.kind, "score": score, "comment": clean_comment(comment),
                    "order_id": survey.order_id, "message_id": survey.message_id,

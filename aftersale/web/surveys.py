@@ -1,7 +1,8 @@
 """The survey answer pages and the referral redirect.
 
-- ``GET /s/{token}?score=N``  records the answer (a second click changes it, processing keeps one
-                              answer per message), then thanks, with a comment box
+- ``GET /s/{token}?score=N``  records the click, then thanks, with a comment box; the click
+                              becomes the answer once it is judged a person's (a second click
+                              changes it, processing keeps one answer per message)
 - ``GET /s/{token}``          the question with one button per score
 - ``POST /s/{token}``         the comment box: ``score`` (hidden) and ``comment``
 - ``GET /r/{code}``           counts the click and redirects to ``SHOP_URL?ref=CODE``
@@ -10,16 +11,24 @@ A token is checked before anything is read or stored: a bad signature, or a mess
 the token's customer's, answers 403; a survey older than ``SURVEY_DAYS`` 410; a score outside the
 scale 400 with the buttons again. Each answer is a ``survey.responded`` event in the inbox, like
 a text reply, so journeys resume and branch the same way whichever way the customer answered.
+
+Mail scanners fetch every link of a message: a click is judged first
+(:mod:`aftersale.surveys.scanners`, :mod:`aftersale.surveys.clicks`). Everyone gets the same
+page whatever the verdict, which is never shown; a suspect click is only marked. ``HEAD`` is
+answered like ``GET`` (without a body) and is a suspect click. One client address gets
+``SURVEY_RATE_PER_SECOND`` requests a second (``SURVEY_RATE_BURST`` at once); more are 429.
 Page texts are in ``content/_pages/survey.yaml`` (en/tr/pl), next to the rest of the content.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,8 +57,11 @@ from aftersale.surveys.answers import (
     store_answer,
     survey_message,
 )
+from aftersale.surveys.clicks import PENDING, confirm_pending, record_click, settle_clicks
+from aftersale.surveys.scanners import BURST_SECONDS, Click
 from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import LANGUAGES, PAGE_HEADERS, accepted_language, shop_texts
+from aftersale.web.throttle import ClientBuckets
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +72,7 @@ MAX_FORM = 12 * COMMENT_LIMIT + 1024
 # referral_code() gives "R" + base32 (A-Z, 2-7); Customer.referral_code is 32 characters wide.
 REFERRAL_CODE = re.compile(r"R[A-Z2-7]{1,31}")
 _SCORE = re.compile(r"[0-9]{1,2}")  # not int(): it takes "+7", " 7", "1_0" and "７"
+HONEYPOT_PARAM = "hp"  # the e-mail's hidden link (aftersale.links.Links.honeypot)
 
 
 def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
@@ -67,33 +80,74 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
     signer = (Signer(settings.secret_key.get_secret_value().encode())
               if settings.secret_key is not None else None)
 
+    buckets = ClientBuckets(settings.survey_rate_per_second, settings.survey_rate_burst)
+    settling: set[asyncio.Task[None]] = set()  # kept referenced until done
+
+    def throttled(request: Request) -> HTMLResponse | None:
+        """The 429 page when this client address is over its rate; nothing is read or stored."""
+        wait = buckets.wait(request.client.host if request.client else "unknown")
+        if not wait:
+            return None
+        page = _error_page(settings, request, 429)
+        page.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return page
+
+    async def settle() -> None:
+        try:
+            settled = await run_in_threadpool(_settle, runtime)
+        except Exception:  # the next process-events run settles them
+            log.exception("settling survey clicks failed")
+            return
+        if settled:
+            await run_in_threadpool(notify.inbox_received, settings, settled, "survey")
+
+    def settle_soon() -> None:
+        """A pending click becomes the answer once its burst window is over; process-events
+        settles it too (every run), should this process stop before."""
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            task = loop.create_task(settle())
+            settling.add(task)
+            task.add_done_callback(settling.discard)
+
+        loop.call_later(BURST_SECONDS + 0.5, start)
+
     async def record(request: Request, claims: _Claims, score: int | None, comment: str | None,
-                     store: bool, what: str,
+                     store: bool, what: str, click: Click | None = None,
                      ) -> tuple[SurveyMessage, str | None, SurveyResponse | None] | HTMLResponse:
-        """Check the token against its message and keep the answer (see ``_answer``); or the
-        page to answer instead: an error, or "this survey has closed"."""
+        """Check the token against its message and keep the click or the answer (see
+        ``_answer``); or the page to answer instead: an error, or "this survey has closed"."""
         now = runtime.now()
         try:
             found = await run_in_threadpool(_answer, settings, runtime, claims, score, comment,
-                                            store, now)
+                                            store, now, replace(click, at=now) if click else None)
         except Exception:  # rolled back
             log.exception("recording a survey %s failed", what)
             return _error_page(settings, request, 500)
         if isinstance(found, int):
             return _error_page(settings, request, found)
-        survey, locale, _ = found
+        survey, locale, current, verdict = found
         if survey.expired(now, settings.survey_days):
             return _page(settings, locale, "closed", survey.kind, status_code=410)
-        return found
+        if verdict == PENDING:
+            settle_soon()
+        return survey, locale, current
 
     @router.get("/s/{token}")
     async def survey_link(token: str, request: Request) -> HTMLResponse:
         claims = _claims(signer, token)
-        if isinstance(claims, int):
+        if isinstance(claims, int):  # a forged link costs no database work: no rate to mind
             return _error_page(settings, request, claims)
+        if (slow := throttled(request)) is not None:
+            return slow
         raw = request.query_params.get("score")
         score = _score(raw, claims.kind)
-        found = await record(request, claims, score, None, score is not None, "answer")
+        honeypot = HONEYPOT_PARAM in request.query_params
+        click = Click(at=runtime.now(), score=score, honeypot=honeypot, method=request.method,
+                      headers={k.lower(): v for k, v in request.headers.items()})
+        found = await record(request, claims, score, None, honeypot or score is not None,
+                             "answer", click)
         if isinstance(found, HTMLResponse):
             return found
         survey, locale, current = found
@@ -104,11 +158,16 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
         return _page(settings, locale, "thanks", survey.kind, chosen=score,
                      comment=current.comment if current else None)
 
+    # Link checkers send HEAD: the same answer without a body (and a suspect mark).
+    router.add_api_route("/s/{token}", survey_link, methods=["HEAD"], include_in_schema=False)
+
     @router.post("/s/{token}")
     async def survey_comment(token: str, request: Request) -> HTMLResponse:
         claims = _claims(signer, token)
-        if isinstance(claims, int):
+        if isinstance(claims, int):  # a forged link costs no database work: no rate to mind
             return _error_page(settings, request, claims)
+        if (slow := throttled(request)) is not None:
+            return slow
         body = await read_limited(request, MAX_FORM)  # a comment box is not an upload
         if body is None:
             return _error_page(settings, request, 413)
@@ -187,12 +246,15 @@ def _score(raw: str | None, kind: str) -> int | None:
 
 
 def _answer(settings: Settings, runtime: Runtime, claims: _Claims, score: int | None,
-            comment: str | None, store: bool, now: datetime,
-            ) -> tuple[SurveyMessage, str | None, SurveyResponse | None] | int:
+            comment: str | None, store: bool, now: datetime, click: Click | None,
+            ) -> tuple[SurveyMessage, str | None, SurveyResponse | None, str | None] | int:
     """Check the token against its message and, if ``store`` and the survey is still open, keep
-    the answer in the inbox. Returns the survey, the customer's locale and the answer recorded
-    so far (processed answers only), or the status to answer."""
+    the click (``click``: judged, see :mod:`aftersale.surveys.clicks`) or the commented answer
+    (a person's act: in the inbox at once). Returns the survey, the customer's locale, the
+    answer recorded so far (processed answers only) and the click's verdict; or the status to
+    answer."""
     stored = False
+    verdict = None
     with runtime.factory() as session, session.begin():
         survey = survey_message(session, claims.message_id, claims.kind)
         # The signature binds message, customer and kind together, so a message that is not
@@ -207,14 +269,23 @@ def _answer(settings: Settings, runtime: Runtime, claims: _Claims, score: int | 
         if current is not None:
             session.expunge(current)  # read after the session has closed
         if store and not survey.expired(now, settings.survey_days):
-            if score is None and current is not None:
-                score = current.score  # a comment whose form lost its score keeps the answer
-            if score is not None:
-                store_answer(session, survey, score, comment, source="email", now=now)
-                stored = True
+            if click is not None:
+                verdict = record_click(session, survey, replace(click, sent_at=survey.sent_at))
+            else:
+                if score is None and current is not None:
+                    score = current.score  # a comment whose form lost its score keeps it
+                if score is not None:
+                    event = store_answer(session, survey, score, comment, source="email", now=now)
+                    confirm_pending(session, survey.message_id, event.id)
+                    stored = True
     if stored:  # after the commit: the nudge must never announce an event that is not there
         notify.inbox_received(settings, 1, "survey")
-    return survey, locale, current
+    return survey, locale, current, verdict
+
+
+def _settle(runtime: Runtime) -> int:
+    with runtime.factory() as session, session.begin():
+        return settle_clicks(session, runtime.now())
 
 
 def _record_click(runtime: Runtime, code: str, now: datetime) -> bool:
@@ -444,5 +515,5 @@ def _page(settings: Settings, locale: str | None, mode: str, kind: str | None, *
 def _error_page(settings: Settings, request: Request, status_code: int) -> HTMLResponse:
     """No customer to take the language from: the browser's Accept-Language decides."""
     locale = accepted_language(request.headers.get("accept-language"))
-    mode = {403: "bad", 413: "bad", 404: "referral"}.get(status_code, "later")
+    mode = {403: "bad", 413: "bad", 404: "referral"}.get(status_code, "later")  # 429: later
     return _page(settings, locale, mode, None, status_code=status_code)

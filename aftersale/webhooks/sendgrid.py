@@ -19,12 +19,14 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from aftersale.config import Settings
 from aftersale.delivery import Delivery, DeliveryKind
 from aftersale.suppression import normalize_address
+from aftersale.surveys.scanners import Click, suspect_reason
 from aftersale.webhooks import WebhookRejected
 
 PROVIDER = "sendgrid"
@@ -34,6 +36,7 @@ RETRY_PERIOD = timedelta(hours=24)
 MARGIN = timedelta(hours=1)  # queueing on SendGrid's side, and our clock against theirs
 CLOCK_SKEW = timedelta(minutes=5)
 MESSAGE_ID_ARG = "aftersale_message_id"  # our id, sent in custom_args (channels/sendgrid.py)
+HONEYPOT_PARAM = "hp"  # as in aftersale.links.Links.honeypot
 
 _KINDS: dict[str, DeliveryKind] = {
     "processed": DeliveryKind.PROCESSED,
@@ -113,6 +116,7 @@ def parse_event(event: Mapping[str, Any], received_at: datetime) -> Delivery:
         # type "blocked" is a temporary refusal; "bounce" (or none, in older payloads) is final.
         bounce_type = "soft" if _text(event.get("type")) == "blocked" else "hard"
     email = _text(event.get("email"))
+    kind, engagement = _engagement(kind, event, received_at)
     return Delivery(
         provider=PROVIDER,
         provider_event_id=_clip(_text(event.get("sg_event_id")), 200) or _fingerprint(event),
@@ -122,12 +126,40 @@ def parse_event(event: Mapping[str, Any], received_at: datetime) -> Delivery:
         provider_message_id=_clip(_text(event.get("sg_message_id")), 100),
         recipient=_clip(normalize_address("email", email), 320) if email else None,
         occurred_at=_when(event.get("timestamp"), received_at),
-        reason=_reason(kind, event),
+        reason=engagement or _reason(kind, event),
         error_code=_clip(_text(event.get("status")), 20),
         bounce_type=bounce_type,
         raw=dict(event),
         channel="email",
     )
+
+
+def _engagement(kind: DeliveryKind, event: Mapping[str, Any], received_at: datetime,
+                ) -> tuple[DeliveryKind, str | None]:
+    """Opens and clicks that are not a person's are kept apart: an open Apple Mail Privacy
+    Protection made (``sg_machine_open``), a click on the e-mail's hidden honeypot link or
+    with a scanner's user agent (aftersale.surveys.scanners; the rules that need the send
+    time and the other clicks run when the events are applied, aftersale.delivery)."""
+    if kind == DeliveryKind.OPENED and _flag(event.get("sg_machine_open")):
+        return DeliveryKind.MACHINE_OPENED, "sg_machine_open"
+    if kind != DeliveryKind.CLICKED:
+        return kind, None
+    click = Click(at=received_at, score=None, honeypot=_is_honeypot(_text(event.get("url"))),
+                  user_agent=_text(event.get("useragent")))
+    reason = suspect_reason(click)
+    return (DeliveryKind.SUSPECT_CLICKED, reason) if reason else (kind, None)
+
+
+def _flag(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _is_honeypot(url: str | None) -> bool:
+    """Our survey link's hidden twin (aftersale.links.Links.honeypot): ``/s/TOKEN?hp=1``."""
+    if not url:
+        return False
+    parts = urlsplit(url)
+    return "/s/" in parts.path and any(k == HONEYPOT_PARAM for k, _ in parse_qsl(parts.query))
 
 
 def _reason(kind: DeliveryKind, event: Mapping[str, Any]) -> str | None:

@@ -15,9 +15,12 @@ from aftersale.db.models import InboxEvent, SandboxOutbox, SurveyResponse
 from aftersale.pipeline import drain_inbox
 from aftersale.runtime import Runtime
 from tests.integration.helpers import serve
-from tests.integration.test_survey_pages import PUBLIC, survey_app, survey_email, token_of
+from tests.integration.test_survey_pages import PUBLIC, settle, survey_app, survey_email, token_of
 
 PHONE = {"width": 375, "height": 812}
+# A phone's browser; headless Chromium's own User-Agent names it, as a scanner's sandbox would.
+PHONE_UA = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Mobile Safari/537.36")
 
 
 @pytest.fixture
@@ -34,7 +37,8 @@ def open_email(browser: Browser, rt: Runtime, base_url: str, message_id: str,
         html = session.scalars(select(SandboxOutbox.body_html)
                                .where(SandboxOutbox.message_id == message_id)).one()
     assert html and f"{PUBLIC}/s/" in html
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale=locale)
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale=locale,
+                                  user_agent=PHONE_UA)
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -51,6 +55,7 @@ def fits_the_phone(page: Page) -> None:
 
 
 def stored(rt: Runtime) -> list[SurveyResponse]:
+    settle(rt)  # the clicks wait out the burst window before they are answers
     drain_inbox(rt, rt.definitions())
     with rt.factory() as session:
         return list(session.scalars(select(SurveyResponse)))
@@ -60,6 +65,12 @@ def test_a_customer_answers_from_the_email_changes_their_mind_and_leaves_a_comme
         browser: Browser, base_url: str, rt: Runtime, tmp_path: Path) -> None:
     message = survey_email(rt, "nps", locale="tr")
     page, console_errors = open_email(browser, rt, base_url, message.id)
+    # the honeypot for mail scanners: in the e-mail, but not for people, eyes or keyboard
+    honeypot = page.locator('a[href*="hp=1"]')
+    assert honeypot.count() == 1 and not honeypot.is_visible()
+    assert page.get_by_role("link", name="9", exact=True).count() == 1
+    page.keyboard.press("Tab")  # the first link a keyboard reaches is the shop's, not the trap
+    assert "hp=1" not in page.evaluate("document.activeElement.href || ''")
 
     with page.expect_navigation():  # the action does not wait for the page it opens
         page.get_by_role("link", name="9", exact=True).click()  # in the e-mail

@@ -249,6 +249,27 @@ def test_funnel_counts_each_message_once_per_stage_it_reached(rt: Runtime) -> No
     ]
 
 
+def test_funnel_counts_opens_and_clicks_of_people_and_the_machines_beside(rt: Runtime) -> None:
+    with rt.factory() as session, session.begin():
+        shop = Shop(session)
+        e = [shop.bought("onboarding", f"m{i:02}", at(2, 1)) for i in range(4)]
+        sent = at(2, 1, 13)
+        soon, later = sent + timedelta(seconds=2), sent + timedelta(hours=3)
+        email = ("welcome", "welcome", "email")
+        # Apple Mail Privacy Protection opened it, the scanner clicked it: delivered, no more
+        shop.message(e[0], *email, sent, ("machine_opened", soon), ("suspect_clicked", soon))
+        # the same, then the person opened and clicked it
+        shop.message(e[1], *email, sent, ("delivered", soon), ("machine_opened", soon),
+                     ("suspect_clicked", soon), ("opened", later), ("clicked", later))
+        # a scanner's click alone still proves delivery
+        shop.message(e[2], *email, sent, ("processed", soon), ("suspect_clicked", soon))
+        shop.message(e[3], *email, sent, ("delivered", soon))
+    with rt.factory() as session:
+        [step] = funnel(session, START, END)
+    assert (step.sent, step.delivered, step.opened, step.clicked) == (4, 4, 1, 1)
+    assert (step.machine_opened, step.suspect_clicked) == (2, 3)
+
+
 # --- cohorts -----------------------------------------------------------------------------------
 
 COHORT_END = datetime(2026, 6, 15, tzinfo=UTC)

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, text
 
 from aftersale.config import Settings
 from aftersale.db.models import Customer, DeliveryEvent, Message, Suppression
+from aftersale.metrics.journeys import funnel
 from aftersale.runtime import Runtime
 from aftersale.suppression import is_suppressed
 from aftersale.web.app import create_app
@@ -151,7 +152,7 @@ def test_a_late_processed_event_does_not_move_a_delivered_message_back(
     post(base_url, encode([event("processed", message.id, 1), event("deferred", message.id, 0,
                                                                       response="450 try later")]))
     assert delivery_status(rt, message.id) == "delivered"
-    post(base_url, encode([event("open", message.id, 3, sg_machine_open=True)]))
+    post(base_url, encode([event("open", message.id, 3, sg_machine_open=False)]))
     assert delivery_status(rt, message.id) == "opened"
 
 
@@ -392,3 +393,67 @@ def test_effects_in_one_batch_apply_in_the_order_they_happened(
     response = post(base_url, encode([resubscribe, unsubscribe]))  # SendGrid does not sort them
     assert response.json()["suppressed"] == 1 and response.json()["lifted"] == 1
     assert not suppressed(rt)
+
+
+# --- engagement counts people ------------------------------------------------------------------
+
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/131.0.0.0 Safari/537.36")
+
+
+def after_send(message: Message, seconds: float) -> int:
+    assert message.sent_at is not None
+    return int(message.sent_at.timestamp() + seconds)
+
+
+def kinds(rt: Runtime) -> list[tuple[str, str | None]]:
+    with rt.factory() as session:
+        return [tuple(r) for r in session.execute(  # type: ignore[misc]
+            select(DeliveryEvent.kind, DeliveryEvent.reason)
+            .where(DeliveryEvent.kind.in_(["opened", "machine_opened", "clicked",
+                                           "suspect_clicked"]))
+            .order_by(DeliveryEvent.occurred_at, DeliveryEvent.id))]
+
+
+def test_an_apple_privacy_open_is_a_machine_open_kept_apart_from_peoples(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    post(base_url, encode([event("delivered", message.id, 2, response="250 OK"),
+                           event("open", message.id, 3, sg_machine_open=True,
+                                 useragent="Mozilla/5.0", ip="17.58.0.1")]))
+    assert kinds(rt) == [("machine_opened", "sg_machine_open")]
+    assert delivery_status(rt, message.id) == "delivered"  # not opened by anyone yet
+    [row] = [r for r in rows(rt) if r.kind == "machine_opened"]
+    assert row.raw["sg_machine_open"] is True  # the payload as received
+    post(base_url, encode([event("open", message.id, 4, sg_machine_open=False,
+                                 useragent=CHROME, timestamp=after_send(message, 3600))]))
+    assert kinds(rt)[-1] == ("opened", None)
+    assert delivery_status(rt, message.id) == "opened"
+
+
+def test_a_scanners_clicks_are_suspect_and_a_persons_click_later_is_a_click(
+        base_url: str, rt: Runtime, message: Message) -> None:
+    links = ["https://track.example.com/o-1", "https://shop.example.com/help",
+             "https://shop.example.com/s/TOKEN?hp=1"]
+    # every link within 2 s of the send, a browser's user agent
+    scanner = [event("click", message.id, 10 + i, url=url, useragent=CHROME,
+                     timestamp=after_send(message, 1 + i / 2)) for i, url in enumerate(links)]
+    assert post(base_url, encode(scanner)).status_code == 200
+    assert kinds(rt) == [("suspect_clicked", "too_soon"), ("suspect_clicked", "too_soon"),
+                         ("suspect_clicked", "honeypot")]
+    # a gateway that says what it is, later; then a burst of two links a minute after the send
+    post(base_url, encode([event("click", message.id, 20, url=links[0], timestamp=after_send(
+        message, 40), useragent="Mozilla/5.0 (compatible; Barracuda Link Protection)")]))
+    post(base_url, encode([event("click", message.id, 21, url=links[0], useragent=CHROME,
+                                 timestamp=after_send(message, 60))]))
+    assert kinds(rt)[-1] == ("clicked", None)  # alone so far: a person, it seems
+    post(base_url, encode([event("click", message.id, 22, url=links[1], useragent=CHROME,
+                                 timestamp=after_send(message, 61))]))
+    assert kinds(rt)[3:] == [("suspect_clicked", "scanner_agent"), ("suspect_clicked", "burst"),
+                             ("suspect_clicked", "burst")]  # the burst re-marked the first one
+    # the person, an hour later
+    post(base_url, encode([event("click", message.id, 30, url=links[0], useragent=CHROME,
+                                 timestamp=after_send(message, 3600))]))
+    assert kinds(rt)[-1] == ("clicked", None)
+    with rt.factory() as session:
+        [step] = funnel(session, None, START + timedelta(days=1))
+    assert (step.clicked, step.suspect_clicked, step.opened) == (1, 1, 1)
