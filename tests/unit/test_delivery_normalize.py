@@ -70,7 +70,7 @@ def test_every_sendgrid_event_kind_is_normalized(name: str, fields: dict[str, An
     [delivery] = sg.parse([raw], RECEIVED)
     assert delivery == Delivery(
         provider="sendgrid", provider_event_id=f"ev-{name}", kind=DeliveryKind(kind),
-        message_id="msg_1", provider_message_id="14c5d75ce93", recipient="ayse@example.com",
+        message_id="msg_1", provider_message_id=SG_ID, recipient="ayse@example.com",
         occurred_at=datetime(2026, 3, 2, 8, 59, tzinfo=UTC), reason=reason, error_code=code,
         bounce_type=bounce, raw=raw, channel="email")  # type: ignore[arg-type]
     effect = effect_of(delivery)
