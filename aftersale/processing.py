@@ -380,6 +380,13 @@ def _history_needed(events: list[Event], orders: dict[str, Order],
     return needed
 
 
+def _before_deadline(event: Event, enrollment: Enrollment) -> bool:
+    """An event that happened after the wait ended (an answer stored late, after an outage)
+    does not wake it: the enrollment is already due at its deadline and dispatch takes the
+    timeout path, as the engine decides it (``engine._arrived``)."""
+    return enrollment.wait_until is None or event.occurred_at < enrollment.wait_until
+
+
 @dataclass
 class _Applier:
     session: Session
@@ -576,7 +583,8 @@ class _Applier:
                 enrollment.end_reason = f"exit event {event.type.value}"
                 enrollment.due_at = None
                 self.counts.exited += 1
-            elif enrollment.waiting_for == event.type.value:
+            elif enrollment.waiting_for == event.type.value and _before_deadline(
+                    event, enrollment):
                 enrollment.due_at = now
                 self.counts.resumed += 1
 
