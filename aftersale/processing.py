@@ -136,7 +136,7 @@ def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Cl
         query = (select(*_Item.COLUMNS).where(InboxEvent.status == "pending")
                  .order_by(InboxEvent.seq).limit(limit))
         if due_by is not None:
-            # Still in seq order, through ix_inbox_status_seq: see README, Simulated time.
+            # Still in seq order, through ix_inbox_status_seq (README: `run --until`).
             query = query.where(InboxEvent.occurred_at <= due_by)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
