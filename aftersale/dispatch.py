@@ -120,18 +120,17 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         for enrollment in rows:
             counts.advanced += 1
             customer, order = customers[enrollment.customer_id], orders.get(enrollment.order_id)
+            given = _given_in_time(enrollment, answers[customer.id], now)
             try:
                 journey = versions.get(enrollment.journey_version_id)
-                facts = _facts(session, enrollment, customer, order, answers[customer.id],
-                               definitions, now)
+                facts = _facts(session, enrollment, customer, order, given, definitions, now)
                 outcome = advance(journey, _position(enrollment), facts, now)
             except SQLAlchemyError:
                 raise  # the database's trouble, not this enrollment's: the batch runs again
             except Exception as exc:  # noqa: BLE001 - one enrollment must not block the rest
                 _could_not_advance(enrollment, exc, now, counts)
                 continue
-            _apply(session, enrollment, journey, customer, outcome, facts,
-                   answers[customer.id], now, counts)
+            _apply(session, enrollment, journey, customer, outcome, facts, given, now, counts)
     return counts
 
 
@@ -148,6 +147,18 @@ def _could_not_advance(enrollment: Enrollment, exc: Exception, now: datetime,
     counts.advance_errors += 1
     log.error("enrollment %s (%s): %s: %s; tried again at %s", enrollment.id,
               enrollment.journey, type(exc).__name__, exc, enrollment.due_at, exc_info=exc)
+
+
+def _given_in_time(enrollment: Enrollment, answers: list[SurveyResponse], now: datetime
+                   ) -> list[SurveyResponse]:
+    """A ``wait_for`` past its deadline is decided as of the deadline: the engine takes the
+    timeout path for an answer given after it (``engine._arrived``), and the steps that follow
+    must not read that answer either, or a reply stored months late, after an outage, would
+    still raise the alert of the branch after a ``continue`` timeout."""
+    deadline = enrollment.wait_until
+    if enrollment.waiting_for is None or deadline is None or deadline > now:
+        return answers
+    return [a for a in answers if a.responded_at < deadline]
 
 
 def _position(enrollment: Enrollment) -> Position:

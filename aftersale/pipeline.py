@@ -6,7 +6,7 @@ import logging
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
 
@@ -35,13 +35,15 @@ class PassCounts:
     dispatch: DispatchCounts
 
 
-def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000) -> ProcessCounts:
+def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000,
+                due_by: datetime | None = None) -> ProcessCounts:
+    """``due_by``: only events that occurred by then (see ``process_batch``)."""
     settle_survey_clicks(rt)
     total = ProcessCounts()
     size = rt.settings.batch_size
     for _ in range(max_batches):
         counts = process_batch(rt.factory, definitions, rt.clock, size,
-                               timedelta(hours=rt.settings.max_trigger_age_hours))
+                               timedelta(hours=rt.settings.max_trigger_age_hours), due_by)
         total.add(counts)
         if counts.events < size:
             break

@@ -103,18 +103,24 @@ class ProcessCounts(Counts):
 
 
 def process_batch(factory: sessionmaker[Session], definitions: Definitions, clock: Clock,
-                  limit: int = 1000, max_trigger_age: timedelta | None = DEFAULT_MAX_AGE
-                  ) -> ProcessCounts:
+                  limit: int = 1000, max_trigger_age: timedelta | None = DEFAULT_MAX_AGE,
+                  due_by: datetime | None = None) -> ProcessCounts:
     """Apply up to ``limit`` pending inbox events, oldest first, in one transaction.
 
     An event older than ``max_trigger_age`` updates the history but starts no journey: an
-    import of last year's orders must not send last year's tracking links."""
+    import of last year's orders must not send last year's tracking links.
+
+    ``due_by``: take only events that occurred by then. A simulated run passes its clock's
+    time, so an imported history is taken event by event as the clock reaches it, and nothing
+    is sent before what triggered it. None (the wall clock): every event is in the past."""
     try:
-        return _process(factory, definitions, clock, limit, max_trigger_age, careful=False)
+        return _process(factory, definitions, clock, limit, max_trigger_age, due_by,
+                        careful=False)
     except _TakeCare as trouble:
         log.warning("batch rolled back (%s); applying it again event by event",
                     trouble.__cause__)
-        counts = _process(factory, definitions, clock, limit, max_trigger_age, careful=True)
+        counts = _process(factory, definitions, clock, limit, max_trigger_age, due_by,
+                          careful=True)
         counts.replayed_batches += 1
         return counts
 
@@ -124,11 +130,15 @@ class _TakeCare(Exception):
 
 
 def _process(factory: sessionmaker[Session], definitions: Definitions, clock: Clock,
-             limit: int, max_trigger_age: timedelta | None, careful: bool) -> ProcessCounts:
+             limit: int, max_trigger_age: timedelta | None, due_by: datetime | None,
+             careful: bool) -> ProcessCounts:
     counts = ProcessCounts()
     with factory() as session, session.begin():
         query = (select(*_Item.COLUMNS).where(InboxEvent.status == "pending")
                  .order_by(InboxEvent.seq).limit(limit))
+        if due_by is not None:
+            # Still in seq order, through ix_inbox_status_seq (README: `run --until`).
+            query = query.where(InboxEvent.occurred_at <= due_by)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         now = clock.now()
@@ -381,6 +391,13 @@ def _history_needed(events: list[Event], orders: dict[str, Order],
     return needed
 
 
+def _before_deadline(event: Event, enrollment: Enrollment) -> bool:
+    """An event that happened after the wait ended (an answer stored late, after an outage)
+    does not wake it: the enrollment is already due at its deadline and dispatch takes the
+    timeout path, as the engine decides it (``engine._arrived``)."""
+    return enrollment.wait_until is None or event.occurred_at < enrollment.wait_until
+
+
 @dataclass
 class _Applier:
     session: Session
@@ -575,7 +592,8 @@ class _Applier:
                 enrollment.end_reason = f"exit event {event.type.value}"
                 enrollment.due_at = None
                 self.counts.exited += 1
-            elif enrollment.waiting_for == event.type.value:
+            elif enrollment.waiting_for == event.type.value and _before_deadline(
+                    event, enrollment):
                 enrollment.due_at = now
                 self.counts.resumed += 1
 

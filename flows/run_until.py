@@ -27,7 +27,8 @@ def simulate_day(end: datetime, tick: timedelta) -> tuple[ProcessCounts, Dispatc
     assert isinstance(clock, SimulatedClock)
     processed, dispatched = ProcessCounts(), DispatchCounts()
     while True:
-        processed.add(drain_inbox(rt, definitions))
+        # Each event when the clock reaches it: an imported history is not all taken at once.
+        processed.add(drain_inbox(rt, definitions, due_by=clock.now()))
         dispatched.add(dispatch_due(rt, definitions))
         if clock.now() >= end:
             return processed, dispatched

@@ -256,7 +256,7 @@ def simulate(rt: Runtime, sim: Simulator, definitions: Definitions, until: datet
         before = rt.now()
         rt.clock.set(min(before + TICK, until))
         feed(rt, sim, sim.due(before, rt.now()))
-        processed.add(drain_inbox(rt, definitions))
+        processed.add(drain_inbox(rt, definitions, due_by=rt.now()))
         counts = dispatch_due(rt, definitions)
         dispatched.add(counts)
         if counts.sent:

@@ -159,6 +159,11 @@ def _arrived(step: WaitFor, pos: Position, facts: Facts, now: datetime) -> bool:
     seen_at = facts.seen.get(step.event)
     if seen_at is None:
         return False
+    # An event that happened after the deadline came too late, even if it is seen before the
+    # timeout is (dispatch was down, or the answer was stored after an outage): the step
+    # times out, as it would have at its deadline.
+    if pos.wait_until is not None and seen_at >= pos.wait_until:
+        return False
     if step.event in STATE_EVENTS:
         return True
     started = now if pos.wait_until is None else pos.wait_until - step.timeout

@@ -38,7 +38,7 @@ def run_to(rt: Runtime, definitions: Definitions, until: datetime,
     clock = rt.clock
     assert isinstance(clock, SimulatedClock)
     while True:
-        drain_inbox(rt, definitions)
+        drain_inbox(rt, definitions, due_by=clock.now())
         dispatch_due(rt, definitions)
         if clock.now() >= until:
             return

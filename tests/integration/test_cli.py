@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy.orm import Session
 
-from aftersale.db.models import InboxEvent
+from aftersale.db.models import Enrollment, InboxEvent, Message, Order, RuntimeState
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import aftersale
+from tests.integration.helpers import aftersale, treated_customer
 
 
 def _count(database_url: str) -> int:
@@ -188,6 +189,42 @@ def test_run_fast_forwards_the_clock_and_preview_prints_the_timeline(
     assert "step 1 · whatsapp" in preview.stdout and "track.example.com/o-1" in preview.stdout
     unknown = aftersale("preview", "order-updates", "--customer", "nobody", env=env, cwd=tmp_path)
     assert unknown.returncode == 1 and "unknown customer 'nobody'; for example: c-7" in unknown.stderr
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_until_after_an_ingest_takes_each_event_when_it_happened(
+        cli_env: dict[str, str], tmp_path: Path, database_url: str) -> None:
+    """Two orders a day apart, each shipped a day later and delivered two days after that:
+    imported first, then simulated from the oldest event (no clock is stored yet)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = cli_env | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    events = []
+    for n, cid in enumerate([treated_customer("onboarding", 10, prefix=f"i{n}") for n in (0, 1)]):
+        at = START + timedelta(days=n, hours=3 * n)
+        events += [placed(f"o-{n}", at, cid), follow("shipped", f"o-{n}", at + timedelta(days=1), cid),
+                   follow("delivered", f"o-{n}", at + timedelta(days=3), cid)]
+    path = _write(tmp_path / "week.jsonl", [json.dumps(e) for e in events])
+    assert aftersale("ingest", str(path), env=env, cwd=tmp_path).returncode == 0
+    until = START + timedelta(days=12)
+    result = aftersale("run", "--until", until.isoformat(), "--tick", "1h", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    engine = create_engine(database_url)
+    with Session(engine) as session:
+        rows = session.execute(select(Message.template, Message.created_at, Message.sent_at,
+                                      Order.shipped_at, Order.delivered_at)
+                               .join(Enrollment, Enrollment.id == Message.enrollment_id)
+                               .join(Order, Order.id == Enrollment.order_id)).tuples().all()
+        clock = session.scalar(select(RuntimeState.value))
+    engine.dispose()
+    assert clock is not None and datetime.fromisoformat(clock) == until
+    by_template = {t: [r for r in rows if r[0] == t] for t in ("shipping_update", "csat_checkin")}
+    assert len(by_template["shipping_update"]) == 2 and len(by_template["csat_checkin"]) == 2
+    for _, created, sent_at, shipped, _delivered in by_template["shipping_update"]:
+        assert sent_at is not None and shipped <= created <= sent_at, (shipped, sent_at)
+    for _, created, sent_at, _shipped, delivered in by_template["csat_checkin"]:
+        due = delivered + timedelta(days=7)
+        assert due <= created < due + timedelta(hours=1) and sent_at is not None, (delivered, created)
 
 
 def test_ingest_reads_shopify_webhooks_from_a_file(

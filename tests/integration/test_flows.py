@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 import flows.dispatch_messages as dispatch_messages_module
 import flows.process_events as process_events_module
-from aftersale.db.models import Message, MetricsSnapshot
+from aftersale.db.models import Enrollment, Message, MetricsSnapshot, Order
 from aftersale.intake import notify
 from aftersale.metrics.snapshots import SEGMENTS_KEY, SUMMARY_KEY
 from aftersale.pipeline import drain_inbox
@@ -108,6 +108,42 @@ def test_run_until_fast_forwards_months_on_a_simulated_clock(rt: Runtime) -> Non
     # No answers: CSAT times out, then NPS goes out and its wait ends the journey.
     assert templates == ["shipping_update", "product_tutorial", "csat_checkin", "nps_survey"]
     assert summary["dispatch_sent"] == 4
+
+
+def test_a_simulated_run_takes_each_imported_event_when_it_happened(rt: Runtime) -> None:
+    """A history stored before the run (as ``aftersale ingest`` does) is taken as the clock
+    reaches each event: no message before the event that triggered it, and the CSAT check-in
+    7 days after the delivery, not after the run's first tick."""
+    tick = timedelta(hours=1)
+    events = []
+    for n in range(6):  # orders over 4 days, each shipped a day or so later
+        cid = treated_customer("onboarding", 10, prefix=f"w{n}")
+        placed_at = START + timedelta(hours=17 * n)
+        shipped_at = placed_at + timedelta(hours=20 + 5 * n, minutes=10)
+        events += [placed(f"o-{n}", placed_at, cid), follow("shipped", f"o-{n}", shipped_at, cid),
+                   follow("delivered", f"o-{n}", shipped_at + days(2), cid)]
+    feed(rt, *events)
+    with using_runtime(rt):
+        run_until(until=START + days(16), tick=tick)
+    with rt.factory() as session:
+        rows = session.execute(
+            select(Message, Order, Enrollment.enrolled_at)
+            .join(Enrollment, Enrollment.id == Message.enrollment_id)
+            .join(Order, Order.id == Enrollment.order_id)).tuples().all()
+    triggers = {"shipping_update": "shipped_at", "product_tutorial": "delivered_at",
+                "csat_checkin": "delivered_at"}
+    assert sorted(m.template for m, _, _ in rows) == sorted(
+        ["shipping_update", "product_tutorial", "csat_checkin"] * 6)
+    for message, order, enrolled_at in rows:
+        trigger = getattr(order, triggers[message.template])
+        assert enrolled_at >= order.placed_at, order.id
+        assert message.sent_at is not None and message.sent_at >= trigger, (
+            order.id, message.template, message.sent_at, trigger)
+        after = {"shipping_update": timedelta(0), "product_tutorial": days(1),
+                 "csat_checkin": days(7)}[message.template]
+        # queued within a tick of its trigger (plus its waits); quiet hours may defer the send
+        assert trigger + after <= message.created_at < trigger + after + tick, (
+            order.id, message.template, message.created_at, trigger)
 
 
 def test_process_events_announces_due_work_to_dispatch(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from aftersale.db.models import (
@@ -15,6 +16,7 @@ from aftersale.db.models import (
     InboxEvent,
     Message,
     SandboxOutbox,
+    SurveyResponse,
 )
 from aftersale.runtime import Runtime
 from tests.conftest import START
@@ -410,3 +412,38 @@ def test_the_frequency_cap_counts_messages_from_every_journey(
     run_to(rt, definitions, START + days(2))
     times = sorted(m.sent_at for m in sent(rt, "c-1") if m.journey.endswith("-hello"))
     assert times == [START, START + days(1)]
+
+
+@pytest.mark.parametrize(("answered", "resumes"), [(-timedelta(hours=1), True), (days(29), False)],
+                         ids=["answered-in-time", "answered-after-the-deadline"])
+def test_an_answer_stored_after_an_outage_resumes_only_if_given_before_the_deadline(
+        rt: Runtime, answered: timedelta, resumes: bool) -> None:
+    from aftersale.pipeline import dispatch_due, drain_inbox
+
+    definitions = rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START + days(1), cid),
+         follow("delivered", "o-1", START + days(3), cid))
+    run_to(rt, definitions, START + days(11))
+    waiting = _enrollments(rt, cid)["onboarding"]
+    assert waiting.waiting_for == "survey.responded" and waiting.wait_until is not None
+    deadline = waiting.wait_until
+    # Nothing runs for a month; then the answer (a very unhappy one) is stored and processed
+    # before dispatch looks at the expired wait.
+    rt.clock.set(deadline + days(30))  # type: ignore[attr-defined]
+    feed(rt, answer("a-late", "csat", 1, deadline + answered, cid))
+    processed = drain_inbox(rt, definitions)
+    assert (processed.processed, processed.resumed) == (1, int(resumes))
+    dispatch_due(rt, definitions)
+    with rt.factory() as session:
+        alerts = session.scalars(select(AlertRecord.kind)).all()
+        stored = session.scalars(select(SurveyResponse.score)).all()
+    assert stored == [1]  # the late answer is kept, whatever it does to the journey
+    assert alerts == (["unhappy_customer"] if resumes else [])
+    followups = [m for m in sent(rt, cid) if m.template == "detractor_followup"]
+    assert len(followups) == int(resumes)
+    onboarding = _enrollments(rt, cid)["onboarding"]
+    if resumes:
+        assert onboarding.status == "completed"
+    else:  # the timeout path: on to the 14-day wait before the NPS question
+        assert onboarding.status == "active" and onboarding.waiting_for is None

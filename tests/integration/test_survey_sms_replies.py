@@ -250,9 +250,10 @@ def test_a_whatsapp_survey_is_answered_on_whatsapp_on_its_own_scale(base_url: st
     definitions = rt.definitions()
     feed(rt, placed("o-1", START, cid, locale="pl", consent=SMS_ONLY),
          follow("shipped", "o-1", START, cid), follow("delivered", "o-1", START + days(2), cid))
-    run_to(rt, definitions, START + days(6.5), tick=days(1) / 2)
+    run_to(rt, definitions, START + days(8.5), tick=days(1) / 2)
     assert reply(base_url, "Dzień dobry!", "SM-0", sender=f"whatsapp:{PHONE}") is None
-    run_to(rt, definitions, START + days(7), tick=days(1) / 2)  # the check-in is due at day 7
+    # the check-in is due 7 days after the delivery, at day 9
+    run_to(rt, definitions, START + days(9), tick=days(1) / 2)
     [csat] = [m for m in sent(rt, cid) if m.template == "csat_checkin"]
     assert csat.channel == "whatsapp"
     assert reply(base_url, "9", "SM-1") is None  # by SMS: that survey was not asked there

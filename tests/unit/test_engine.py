@@ -330,6 +330,41 @@ def test_an_event_that_arrived_before_a_late_timeout_check_still_counts():
     assert sends(outcome) == [("1", "next")]
 
 
+def test_an_answer_given_after_the_deadline_takes_the_timeout_path_though_seen_first():
+    # After an outage the late answer is stored before dispatch looks at the expired wait.
+    j = steps("""\
+        - wait_for: survey.responded
+          timeout: 7d
+          on_timeout: end
+        - alert: detractor
+        """)
+    waiting = advance(j, Position(), facts(), T0)
+    late = facts(seen={"survey.responded": T0 + 90 * DAY}, response={"nps": 1})
+    outcome = advance(j, waiting.position, late, T0 + 90 * DAY)
+    assert outcome.actions == ()
+    assert outcome.status is Status.COMPLETED
+    assert outcome.reason == "timed out waiting for survey.responded"
+    at_deadline = facts(seen={"survey.responded": T0 + 7 * DAY}, response={"nps": 1})
+    assert advance(j, waiting.position, at_deadline, T0 + 8 * DAY).actions == ()
+    just_before = facts(seen={"survey.responded": T0 + 7 * DAY - timedelta(seconds=1)},
+                        response={"nps": 1})
+    assert advance(j, waiting.position, just_before, T0 + 8 * DAY).actions == (
+        AlertAction("1", "detractor"),)
+
+
+def test_a_shipment_after_the_deadline_continues_as_a_timeout():
+    j = steps("""\
+        - wait_for: order.shipped
+          timeout: 2d
+        - send: after
+        """)
+    waiting = advance(j, Position(), facts(), T0)
+    shipped_late = facts(seen={"order.shipped": T0 + 3 * DAY})
+    outcome = advance(j, waiting.position, shipped_late, T0 + 3 * DAY)
+    assert outcome.actions == (Skip("0", "timed out waiting for order.shipped"),
+                               SendAction("1", "after", ("email",)))
+
+
 # -- exits ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("event", ["order.cancelled", "order.refunded"])
