@@ -34,8 +34,9 @@ from aftersale.stopping import STOP
 
 log = logging.getLogger(__name__)
 
-#: Writes answers to their rows in the session given, counting them.
-Recorder = Callable[[Session, list[SendResult], DispatchCounts], None]
+#: Writes answers to their rows in the session given, counting them; returns the ids written
+#: (an answer it leaves is recorded at the end of the batch).
+Recorder = Callable[[Session, list[SendResult], DispatchCounts], set[str]]
 
 
 class CallMarks:
@@ -54,7 +55,8 @@ class CallMarks:
         self._ours: set[str] = set()
         self._answers: list[SendResult] = []  # answered, not yet recorded
         self._broken = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one window's transaction at a time
+        self._answers_lock = threading.Lock()  # answers come in while a window commits
         #: Answers recorded along the way, and what recording them counted.
         self.recorded: set[str] = set()
         self.counts = DispatchCounts()
@@ -64,6 +66,8 @@ class CallMarks:
         """None: make the call (its start is committed). Otherwise why not to make it."""
         if self.stop.is_set():
             return "sender stopped"
+        if message_id in self._ours:  # marked with an earlier window: no wait for this one's
+            return None
         with self._lock:
             if self.stop.is_set():
                 return "sender stopped"
@@ -80,7 +84,7 @@ class CallMarks:
 
     def done(self, result: SendResult) -> None:
         """The answer to a call that :meth:`enter` let through; recorded with the next marks."""
-        with self._lock:
+        with self._answers_lock:
             self._answers.append(result)
 
     def unrecorded(self, results: Sequence[SendResult]) -> list[SendResult]:
@@ -88,15 +92,15 @@ class CallMarks:
             return [r for r in results if r.message_id not in self.recorded]
 
     def _flush(self, ids: Sequence[str]) -> None:
-        answers = list(self._answers)
+        with self._answers_lock:
+            answers = list(self._answers)
         tries: list[DispatchCounts] = []  # the last one committed; the others counted nothing
 
-        def write() -> set[str]:
+        def write() -> tuple[set[str], set[str]]:
             tries.append(DispatchCounts())
             with self._factory() as session, session.begin():
-                if answers:
-                    self._record(session, answers, tries[-1])
-                return set(session.scalars(
+                recorded = self._record(session, answers, tries[-1]) if answers else set()
+                return recorded, set(session.scalars(
                     update(Message)
                     .where(Message.id.in_(ids), Message.claim_token == self._token,
                            Message.status == "sending")
@@ -106,7 +110,7 @@ class CallMarks:
         try:
             # Retried while the database is away for a moment, as recording is: given up, the
             # rest of the batch would go back to the queue.
-            marked = while_away(write, f"marking {len(ids)} provider calls as started")
+            recorded, marked = while_away(write, f"marking {len(ids)} provider calls as started")
         except SQLAlchemyError as exc:
             # Unmarked, a call would be lost to review after a crash: none starts. The answers
             # are recorded at the end of the batch, where recording is retried.
@@ -116,6 +120,7 @@ class CallMarks:
             return
         self.transactions += 1
         self._ours |= marked
-        self._answers = self._answers[len(answers):]
-        self.recorded |= {r.message_id for r in answers}
+        with self._answers_lock:
+            del self._answers[:len(answers)]  # answers only ever come in at the end
+        self.recorded |= recorded
         self.counts.add(tries[-1])
