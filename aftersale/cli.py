@@ -147,8 +147,12 @@ def run(
     """Process the inbox and dispatch due work now, or step a simulated clock to --until."""
     from aftersale.runtime import open_runtime
     from aftersale.state import load_clock
+    from aftersale.stopping import exit_on_sigterm
     from flows.common import using_runtime
 
+    # Stopped by SIGTERM, the run winds down (see aftersale.stopping) and exits through its
+    # atexit handlers, which stop the temporary Prefect server it may have started.
+    exit_on_sigterm()
     settings = _settings()
     if until is None:
         from flows.dispatch_messages import dispatch_messages

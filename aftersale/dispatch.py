@@ -9,8 +9,9 @@ Exactly once, in three steps, each its own transaction:
    choose the channel and render them, and mark them ``sending`` (committed) *before* any
    provider is called.
 3. ``aftersale.sending`` records each provider result. A crash between 2 and 3 leaves rows
-   in ``sending``; after the claim expires ``recover_stale`` flags them ``unknown`` for
-   review instead of sending again, because the provider may well have delivered them.
+   in ``sending``; after the claim expires ``recover_stale`` flags those whose provider call
+   had started (``call_started_at``) ``unknown`` for review instead of sending again, because
+   the provider may well have delivered them, and puts the others back in the queue.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,6 +68,7 @@ class DispatchCounts(Counts):
     advance_errors: int = 0  # enrollments whose step raised; they are tried again an hour later
     retried: int = 0
     unknown: int = 0
+    released: int = 0  # claimed by a sender that stopped before calling the provider: queued again
     not_sent: int = 0
     claimed: int = 0
     deferred: int = 0
@@ -216,14 +218,33 @@ def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer:
             counts.completed += 1
 
 
+@dataclass(frozen=True)
+class Recovered:
+    flagged: int  # its provider call had started: ``unknown``, for review
+    released: int  # no call had started: ``pending`` again, sent by the next run
+
+
 def recover_stale(factory: sessionmaker[Session], clock: Clock,
-                  claim: timedelta = DEFAULT_CLAIM) -> int:
-    """Flag sends whose outcome is unknown (the sender died mid-send) for review."""
-    cutoff = clock.now() - claim
+                  claim: timedelta = DEFAULT_CLAIM) -> Recovered:
+    """Claims whose sender died (its rows are still ``sending`` after the claim expired): a
+    send whose provider call had started may have gone out and is flagged for review; the
+    others were never handed to a provider and go back to the queue, not counted as an
+    attempt. A sender marks a call only while the row is still its claim, so a row released
+    here is never called by the sender that claimed it."""
+    stale = and_(Message.status == "sending", Message.sending_at < clock.now() - claim)
     with factory() as session, session.begin():
-        result = session.execute(
-            update(Message).where(Message.status == "sending", Message.sending_at < cutoff)
+        flagged = session.execute(
+            update(Message).where(stale, Message.call_started_at.is_not(None))
             .values(status="unknown",
                     status_reason="sender stopped before recording the provider's answer; "
-                                  "check the provider log before resending"))
-        return result.rowcount or 0
+                                  "check the provider log before resending")).rowcount
+        released = session.execute(
+            update(Message).where(stale, Message.call_started_at.is_(None))
+            .values(status="pending", sending_at=None, claim_token=None,
+                    attempts=Message.attempts - 1,
+                    status_reason="queued again: its sender stopped before calling the "
+                                  "provider")).rowcount
+    if released:
+        log.info("%d claimed message(s) whose sender stopped before calling the provider are "
+                 "queued again", released)
+    return Recovered(flagged or 0, released or 0)

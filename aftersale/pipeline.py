@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from aftersale.journeys.definitions import Definitions, recorded
 from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.sending import Rules, send_pending
+from aftersale.stopping import STOP, graceful, stop_on_sigterm
 from aftersale.surveys.clicks import settle_clicks
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,9 @@ def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000)
 
 def _recover(rt: Runtime, definitions: Definitions, max_batches: int,
              total: DispatchCounts) -> None:
-    total.unknown += recover_stale(rt.factory, rt.clock,
-                                   timedelta(seconds=rt.settings.claim_seconds))
+    recovered = recover_stale(rt.factory, rt.clock, timedelta(seconds=rt.settings.claim_seconds))
+    total.unknown += recovered.flagged
+    total.released += recovered.released
 
 
 def _advance(rt: Runtime, definitions: Definitions, max_batches: int,
@@ -99,6 +102,14 @@ def _advance(rt: Runtime, definitions: Definitions, max_batches: int,
 
 def _send(rt: Runtime, definitions: Definitions, max_batches: int,
           total: DispatchCounts) -> None:
+    # SIGTERM or Ctrl-C meanwhile: no new claim or call, the calls in flight are recorded and
+    # the rest of the batch is queued again; then the process stops as it would have.
+    with graceful():
+        _send_stage(rt, definitions, max_batches, total)
+
+
+def _send_stage(rt: Runtime, definitions: Definitions, max_batches: int,
+                total: DispatchCounts) -> None:
     helpers = sending_processes(rt) - 1
     if not helpers:
         _send_loop(rt, definitions, max_batches, total)
@@ -108,17 +119,20 @@ def _send(rt: Runtime, definitions: Definitions, max_batches: int,
     # twice nor faster than the account allows; this process sends alongside them.
     log.info("a backlog of due messages: sending from %d processes", helpers + 1)
     context = get_context("spawn")
-    stop = context.Event()
+    stop, halt = context.Event(), context.Event()
     failures: list[BaseException] = []
     with ProcessPoolExecutor(max_workers=helpers, mp_context=context,
-                             initializer=_start_helper, initargs=(stop,)) as pool:
+                             initializer=_start_helper, initargs=(stop, halt)) as pool:
         started = [pool.submit(_send_in_helper, rt.settings.model_dump(), rt.clock,
                                definitions.digest, max_batches) for _ in range(helpers)]
         try:
             _send_loop(rt, definitions, max_batches, total)
         finally:
             # This process stopped (done, failed, or told to stop): the helpers end after
-            # the batch they are on, rather than go on sending unwatched.
+            # the batch they are on, rather than go on sending unwatched; told to stop, they
+            # also start no further provider call and queue the rest of their batch again.
+            if STOP.is_set():
+                halt.set()
             stop.set()
             for future in started:
                 try:
@@ -150,12 +164,17 @@ def sending_processes(rt: Runtime) -> int:
 _stop: Any = None  # in a helper: set when the process that started it stops
 
 
-def _start_helper(stop: Any) -> None:
+def _start_helper(stop: Any, halt: Any) -> None:
     global _stop
     _stop = stop
     # Ctrl-C reaches the whole process group: the starting process decides when to stop,
     # and a helper ends its batch first, so nothing is left ``sending``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM to a helper itself (systemd stops the whole cgroup) or the starting process
+    # stopping on one: no further claim or call, in-flight calls recorded, the rest requeued.
+    stop_on_sigterm()
+    threading.Thread(target=lambda: halt.wait() and STOP.set(), name="halt-watch",
+                     daemon=True).start()
     # Our own progress at INFO; the clients' per-request INFO lines (twilio logs every
     # request and response) would cost a helper a tenth of its CPU and flood the log.
     logging.basicConfig(level=logging.WARNING,
@@ -183,7 +202,7 @@ def _send_loop(rt: Runtime, definitions: Definitions, max_batches: int,
     channels, links = rt.channels(), rt.links()
     rules = Rules(*rt.settings.sending_rules())
     for _ in range(max_batches):
-        if stop is not None and stop.is_set():
+        if STOP.is_set() or (stop is not None and stop.is_set()):
             break
         counts = send_pending(rt.factory, definitions, channels, links, rt.clock,
                               rt.settings.batch_size, rules,

@@ -60,7 +60,11 @@ class RateLimiter:
                                 .values(next_at=start + count * gap))
         return [start + i * gap for i in range(count)]
 
-    def wait_until(self, moment: float) -> None:
+    def wait_until(self, moment: float, stop: threading.Event | None = None) -> None:
+        """Until ``moment``, or until ``stop`` is set (a stopping sender makes no more calls)."""
         delay = moment - self._now()
         if delay > 0:
-            self._sleep(delay)
+            if stop is None:
+                self._sleep(delay)
+            else:
+                stop.wait(delay)

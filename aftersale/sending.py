@@ -1,8 +1,12 @@
 """Sending queued messages: claim, check the rules, choose the channel, render, send, record.
 
-Exactly once: claimed rows are marked ``sending`` and committed *before* any provider call; the
-provider's answers are recorded in a second transaction. A crash in between leaves ``sending``
-rows that :func:`aftersale.dispatch.recover_stale` flags for review, never resends.
+Exactly once: claimed rows are marked ``sending`` (with the claim's token) and committed
+*before* any provider call, and each call's start is committed just before it, a window of
+calls at a time (:mod:`aftersale.call_marks`); the provider's answers are recorded in a last
+transaction, matched by the token. A crash in between leaves ``sending`` rows: those whose call
+had started :func:`aftersale.dispatch.recover_stale` flags for review, never resends; the others
+go back to the queue. A stopping sender (SIGTERM, :mod:`aftersale.stopping`) starts no further
+call, records the ones in flight and puts the rest back.
 
 Checked at send time, not at enrollment, because the world changes while a step waits: an exit
 event (cancellation), suppressions (bounce, STOP, unsubscribe), consent, the WhatsApp 24-hour
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -22,16 +27,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from aftersale.call_marks import CallMarks
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.channels.choice import Contact, choose_channel
 from aftersale.channels.sms_encoding import sms_segments
-from aftersale.clock import Clock, as_utc
+from aftersale.clock import Clock
 from aftersale.db.lookup import by_id
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
+from aftersale.db.retry import while_away
 from aftersale.delivery import twilio_error_suppression
 from aftersale.dispatch import DEFAULT_CLAIM, DispatchCounts, claim
 from aftersale.events import SURVEY_SCALES
@@ -45,8 +52,6 @@ from aftersale.suppression import normalize_address, suppress
 
 RETRY_BASE = timedelta(minutes=1)
 MAX_ATTEMPTS = 8
-# Seconds between tries to record the providers' answers while the database is unreachable.
-RECORD_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 WHATSAPP_WINDOW = timedelta(hours=24)
 RETRY_UNPREPARED_AFTER = timedelta(hours=1)
 AMBIGUOUS = "no_answer"  # the channels' code for "sent, but the answer never came"
@@ -238,6 +243,7 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
     counts = DispatchCounts()
     now = clock.now()
     deadline = time.time() + claim_for.total_seconds() / 2
+    token = secrets.token_hex(16)  # two claims in the same instant are still told apart
     prepared: list[_Prepared] = []
     with factory() as session, session.begin():
         rows = list(session.scalars(claim(
@@ -261,7 +267,8 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
                 batch.could_not_prepare(message, exc)
                 continue
             if item is not None:
-                message.status, message.sending_at = "sending", now
+                message.status, message.sending_at, message.claim_token = "sending", now, token
+                message.call_started_at = None
                 message.attempts += 1
                 prepared.append(item)
     by_channel: dict[str, list[OutboundMessage]] = {}
@@ -269,13 +276,25 @@ def send_pending(factory: sessionmaker[Session], definitions: Definitions,
         by_channel.setdefault(item.channel, []).append(item.outbound)
     # Channels side by side: one after another, a slow first one would use up the deadline
     # of those behind it.
+    channel_of = {p.outbound.id: p.channel for p in prepared}
+    provider_of = {p.outbound.id: channels[p.channel].provider for p in prepared}
+
+    def record(session: Session, results: list[SendResult], into: DispatchCounts) -> set[str]:
+        return _record_sent(session, results, channel_of, provider_of, clock.now(), into)
+
+    gates = {name: CallMarks(factory, clock, token, [m.id for m in outbound],
+                             getattr(channels[name], "concurrency", 1), record)
+             for name, outbound in by_channel.items()}
     with ThreadPoolExecutor(max_workers=max(len(by_channel), 1),
                             thread_name_prefix="send-channel") as pool:
-        sent = pool.map(lambda named: channels[named[0]].send_batch(named[1], deadline),
+        sent = pool.map(lambda named: channels[named[0]].send_batch(named[1], deadline,
+                                                                    gates[named[0]]),
                         by_channel.items())
-        results = [result for batch in sent for result in batch]
-    _record(factory, results, {p.outbound.id: p.channel for p in prepared},
-            {p.outbound.id: channels[p.channel].provider for p in prepared}, clock, counts, now)
+        results = [r for (name, _), batch in zip(by_channel.items(), sent, strict=True)
+                   for r in gates[name].unrecorded(batch)]
+    for gate in gates.values():
+        counts.add(gate.counts)
+    _record(factory, results, channel_of, provider_of, clock, counts, token)
     return counts
 
 
@@ -321,7 +340,7 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
 
 def _record(factory: sessionmaker[Session], results: list[SendResult],
             channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
-            counts: DispatchCounts, claimed_at: datetime) -> None:
+            counts: DispatchCounts, token: str) -> None:
     """Record the provider's answers, retried while the database is away for a moment.
 
     The answers exist only in this process: given up, the rows would stay ``sending`` and be
@@ -330,75 +349,93 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
     lost changes nothing."""
     if not results:
         return
-    for delay in (*RECORD_RETRY_DELAYS, None):
-        attempt = DispatchCounts()
-        try:
-            _record_once(factory, results, channel_of, provider_of, clock, attempt, claimed_at)
-        except DBAPIError as exc:
-            if delay is None or not (exc.connection_invalidated or isinstance(exc, OperationalError)):
-                raise
-            log.warning("recording %d provider answers failed (%s); again in %.2g s",
-                        len(results), str(exc).splitlines()[0], delay)
-            time.sleep(delay)
-            continue
-        counts.add(attempt)
-        return
+    tries: list[DispatchCounts] = []  # the last one committed; the others counted nothing
+
+    def write() -> None:
+        tries.append(DispatchCounts())
+        _record_once(factory, results, channel_of, provider_of, clock, tries[-1], token)
+
+    while_away(write, f"recording {len(results)} provider answers")
+    counts.add(tries[-1])
 
 
-def _still_ours(message: Message, claimed_at: datetime) -> bool:
+def _still_ours(message: Message, token: str) -> bool:
     """The row is as this batch's claim left it (or flagged ``unknown`` since)."""
-    return (message.status in ("sending", "unknown") and message.sending_at is not None
-            and as_utc(message.sending_at) == claimed_at)
+    return message.status in ("sending", "unknown") and message.claim_token == token
 
 
 def _record_once(factory: sessionmaker[Session], results: list[SendResult],
                  channel_of: dict[str, str], provider_of: dict[str, str], clock: Clock,
-                 counts: DispatchCounts, claimed_at: datetime) -> None:
-    now = clock.now()
+                 counts: DispatchCounts, token: str) -> None:
     with factory() as session, session.begin():
-        rows = by_id(session, Message, {r.message_id for r in results})
-        for result in results:
-            message = rows[result.message_id]
-            if result.status != "sent" and not _still_ours(message, claimed_at):
-                # Decided on meanwhile (aftersale review), maybe claimed again by another
-                # sender: only "it went out" is news to them.
-                continue
-            if result.status == "later":  # never tried: not an attempt
-                message.status, message.sending_at = "pending", None
-                message.due_at = now + timedelta(seconds=result.retry_after or 0)
-                message.attempts -= 1
-                message.status_reason = f"deferred: {result.error}"
-                counts.deferred += 1
-                counts.deferred_reasons[result.error or "rate limit"] += 1
-                continue
-            message.provider = provider_of[result.message_id]
-            message.provider_message_id = result.provider_message_id or message.provider_message_id
-            if result.status == "sent":
-                message.status, message.sent_at = "sent", now
-                counts.sent += 1
-                counts.sent_by_channel[channel_of[result.message_id]] += 1
-            elif result.error_code == AMBIGUOUS:
-                # The request went out and no answer came back: the provider may have
-                # accepted it. Neither provider takes an idempotency key, so a resend could
-                # reach the customer twice; flag it for review instead.
-                message.status = "unknown"
-                message.status_reason = f"no answer from the provider: {result.error}"
-                counts.unknown += 1
-            elif result.status == "retry" and message.attempts < MAX_ATTEMPTS:
-                # Back to pending with exponential backoff; the provider said "not now".
-                # Jitter spreads the retries of a batch that failed together.
-                backoff = RETRY_BASE * 2 ** (message.attempts - 1) * random.uniform(1.0, 1.5)
-                delay = max(backoff, timedelta(seconds=result.retry_after or 0))
-                message.status, message.due_at = "pending", now + delay
-                message.status_reason = result.error
-                counts.retried += 1
-            else:
-                message.status, message.status_reason = "failed", result.error
-                counts.failed += 1
-                # 21610 (STOP), 21211 (invalid number)... come back from the send itself too:
-                # suppress the address before the next dispatch, as the callback would.
-                reason = twilio_error_suppression(result.error_code) \
-                    if message.provider == "twilio" else None
-                if reason and message.channel and message.recipient:
-                    suppress(session, message.channel, message.recipient, message.customer_id,
-                             reason, "twilio", now)
+        _apply(session, results, channel_of, provider_of, clock.now(), counts, token)
+
+
+def _record_sent(session: Session, results: list[SendResult], channel_of: dict[str, str],
+                 provider_of: dict[str, str], now: datetime, counts: DispatchCounts) -> set[str]:
+    """The answers "sent, with this id" among ``results``, in one statement without loading
+    the rows: the common case, recorded as a batch goes (see aftersale.call_marks). The rare
+    others wait for the end of the batch and :func:`_apply`. Returns the ids recorded."""
+    sent = [r for r in results if r.status == "sent" and r.provider_message_id]
+    if sent:
+        session.execute(update(Message), [
+            {"id": r.message_id, "status": "sent", "sent_at": now,
+             "provider": provider_of[r.message_id], "provider_message_id": r.provider_message_id}
+            for r in sent])
+        counts.sent += len(sent)
+        counts.sent_by_channel.update(channel_of[r.message_id] for r in sent)
+    return {r.message_id for r in sent}
+
+
+def _apply(session: Session, results: list[SendResult], channel_of: dict[str, str],
+           provider_of: dict[str, str], now: datetime, counts: DispatchCounts,
+           token: str) -> None:
+    """Write the provider's answers to their rows."""
+    rows = by_id(session, Message, {r.message_id for r in results})
+    for result in results:
+        message = rows[result.message_id]
+        if result.status != "sent" and not _still_ours(message, token):
+            # Decided on meanwhile (aftersale review), maybe claimed again by another
+            # sender: only "it went out" is news to them.
+            continue
+        if result.status == "later":  # never tried: not an attempt
+            message.status, message.sending_at = "pending", None
+            message.claim_token = message.call_started_at = None
+            message.due_at = now + timedelta(seconds=result.retry_after or 0)
+            message.attempts -= 1
+            message.status_reason = f"deferred: {result.error}"
+            counts.deferred += 1
+            counts.deferred_reasons[result.error or "rate limit"] += 1
+            continue
+        message.provider = provider_of[result.message_id]
+        message.provider_message_id = result.provider_message_id or message.provider_message_id
+        if result.status == "sent":
+            message.status, message.sent_at = "sent", now
+            counts.sent += 1
+            counts.sent_by_channel[channel_of[result.message_id]] += 1
+        elif result.error_code == AMBIGUOUS:
+            # The request went out and no answer came back: the provider may have
+            # accepted it. Neither provider takes an idempotency key, so a resend could
+            # reach the customer twice; flag it for review instead.
+            message.status = "unknown"
+            message.status_reason = f"no answer from the provider: {result.error}"
+            counts.unknown += 1
+        elif result.status == "retry" and message.attempts < MAX_ATTEMPTS:
+            # Back to pending with exponential backoff; the provider said "not now".
+            # Jitter spreads the retries of a batch that failed together.
+            backoff = RETRY_BASE * 2 ** (message.attempts - 1) * random.uniform(1.0, 1.5)
+            delay = max(backoff, timedelta(seconds=result.retry_after or 0))
+            message.status, message.due_at = "pending", now + delay
+            message.claim_token = message.call_started_at = None
+            message.status_reason = result.error
+            counts.retried += 1
+        else:
+            message.status, message.status_reason = "failed", result.error
+            counts.failed += 1
+            # 21610 (STOP), 21211 (invalid number)... come back from the send itself too:
+            # suppress the address before the next dispatch, as the callback would.
+            reason = twilio_error_suppression(result.error_code) \
+                if message.provider == "twilio" else None
+            if reason and message.channel and message.recipient:
+                suppress(session, message.channel, message.recipient, message.customer_id,
+                         reason, "twilio", now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,15 +46,33 @@ class SendResult:
     retry_after: float | None = None
 
 
+class CallGate(Protocol):
+    """What a sender needs to know of each provider call before it starts
+    (:class:`aftersale.call_marks.CallMarks`)."""
+
+    #: Set when the sender is stopping: no further call starts.
+    stop: threading.Event
+
+    def enter(self, message_id: str) -> str | None:
+        """Just before the call: None to make it, else the reason not to (it comes back
+        ``later`` with that reason)."""
+        ...
+
+    def done(self, result: SendResult) -> None:
+        """The answer to a call that ``enter`` let through, as soon as it is known."""
+        ...
+
+
 class Channel(Protocol):
     name: ChannelName
     provider: str
 
-    def send_batch(self, messages: Sequence[OutboundMessage],
-                   deadline: float | None = None) -> list[SendResult]:
+    def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,
+                   gate: CallGate | None = None) -> list[SendResult]:
         """Send each message once; one result per message, in order. Never raises for a
         single message's failure: it is reported in that message's result. No provider call
-        starts after ``deadline`` (epoch seconds): those messages come back ``later``."""
+        starts after ``deadline`` (epoch seconds), nor without passing ``gate``: those
+        messages come back ``later``."""
         ...
 
 
@@ -72,8 +91,8 @@ class SingleSendChannel:
         """Send; return the provider's message id. Raise Transient/PermanentProviderError."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def send_batch(self, messages: Sequence[OutboundMessage],
-                   deadline: float | None = None) -> list[SendResult]:
+    def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,
+                   gate: CallGate | None = None) -> list[SendResult]:
         if self.limiter is None:
             slots = [0.0] * len(messages)
         else:
@@ -82,22 +101,32 @@ class SingleSendChannel:
         # Due again once the slots this batch kept have passed.
         wait = max((slots[-1] if slots else deadline or 0.0) - time.time(), 1.0)
         waiting = [SendResult(m.id, "later", error="rate limit", retry_after=wait) for m in later]
-        deadlines = [deadline] * len(now)
         if self.concurrency <= 1 or len(now) <= 1:
-            return [self._send_at(m, slot, deadline) for m, slot in zip(now, slots, strict=True)
-                    ] + waiting
+            return [self._send_at(m, slot, deadline, gate)
+                    for m, slot in zip(now, slots, strict=True)] + waiting
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(now)),
                                 thread_name_prefix=f"send-{self.provider}") as pool:
-            return list(pool.map(self._send_at, now, slots, deadlines)) + waiting
+            return list(pool.map(self._send_at, now, slots, [deadline] * len(now),
+                                 [gate] * len(now))) + waiting
 
-    def _send_at(self, message: OutboundMessage, slot: float,
-                 deadline: float | None = None) -> SendResult:
+    def _send_at(self, message: OutboundMessage, slot: float, deadline: float | None = None,
+                 gate: CallGate | None = None) -> SendResult:
         if self.limiter is not None:
-            self.limiter.wait_until(slot)
+            self.limiter.wait_until(slot, None if gate is None else gate.stop)
         if deadline is not None and time.time() > deadline:
             # Its slot was in time but the calls before it were slow (timeouts): past the
             # deadline the claim may expire mid-call, so it waits for a later batch.
             return SendResult(message.id, "later", error="slow provider", retry_after=1.0)
+        if gate is None:
+            return self._call(message)
+        refused = gate.enter(message.id)
+        if refused is not None:
+            return SendResult(message.id, "later", error=refused, retry_after=0.0)
+        result = self._call(message)
+        gate.done(result)
+        return result
+
+    def _call(self, message: OutboundMessage) -> SendResult:
         try:
             return SendResult(message.id, "sent", self.send_one(message))
         except TransientProviderError as exc:

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from aftersale.channels.base import ChannelName, OutboundMessage, SendResult
+from aftersale.channels.base import CallGate, ChannelName, OutboundMessage, SendResult
 from aftersale.clock import Clock
 from aftersale.db.models import SandboxOutbox
 
@@ -30,10 +30,15 @@ class SandboxChannel:
         self._clock = clock
         self._folder = folder
 
-    def send_batch(self, messages: Sequence[OutboundMessage],
-                   deadline: float | None = None) -> list[SendResult]:
+    def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,
+                   gate: CallGate | None = None) -> list[SendResult]:
         if not messages:
             return []
+        if gate is not None and gate.stop.is_set():
+            return [SendResult(m.id, "later", error="sender stopped", retry_after=0.0)
+                    for m in messages]
+        # No call marks: the outbox is idempotent by our id, so a batch sent again after a
+        # crash records nothing twice, and its rows may go back to the queue.
         now = self._clock.now()
         rows = [{"message_id": m.id, "channel": self.name, "recipient": m.recipient,
                  "subject": m.subject, "body_text": m.text, "body_html": m.html,

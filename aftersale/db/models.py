@@ -268,6 +268,10 @@ class Message(Base):
     created_at: Mapped[datetime]
     due_at: Mapped[datetime]
     sending_at: Mapped[datetime | None]
+    # The claim a ``sending`` row belongs to; recording a provider's answer matches it.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    # Committed just before the provider call: after a crash only such a row is in doubt.
+    call_started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     # A survey asked by SMS/WhatsApp gets at most one "please answer with a number" reply.
     clarified_at: Mapped[datetime | None]

@@ -12,7 +12,8 @@ are used first, one per request, whatever the request is::
 A test can also hold answers back: after ``hold()``, each request is handled as usual (an
 accepted message is recorded) but its answer waits until ``release()`` or ``stop()``, so a
 test can stop a sender while the provider has accepted a message that the sender has not
-heard of. ``wait_for(...)`` waits on a condition of the emulator's state.
+heard of. ``wait_for(...)`` waits on a condition of the emulator's state. ``latency`` makes
+a slow provider: every answer comes that many seconds after the request was handled.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Emulator:
         self._open.set()
         self._hold_after = 0
         self.held = 0  # answers held back so far
+        self.latency = 0.0  # seconds before each answer (a slow provider)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -231,7 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
         reply, held = self.emulator._answer(request)
         if held and not self.emulator._wait_open():
             return
-        if reply.delay and self.emulator._stopping.wait(reply.delay):
+        delay = reply.delay or self.emulator.latency
+        if delay and self.emulator._stopping.wait(delay):
             return
         if isinstance(reply.body, bytes):
             payload, content_type = reply.body, "application/octet-stream"

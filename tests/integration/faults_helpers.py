@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from aftersale.channels.base import Channel, OutboundMessage, SendResult
+from aftersale.channels.base import CallGate, Channel, OutboundMessage, SendResult
 from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
 from aftersale.db.models import Customer, Enrollment, JourneyVersion, Message, Order, RateLimitState
@@ -157,9 +157,9 @@ class Recording:
     def provider(self) -> str:
         return self.inner.provider
 
-    def send_batch(self, messages: Sequence[OutboundMessage],
-                   deadline: float | None = None) -> list[SendResult]:
-        results = self.inner.send_batch(messages, deadline)
+    def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,
+                   gate: CallGate | None = None) -> list[SendResult]:
+        results = self.inner.send_batch(messages, deadline, gate)
         self.sent += [r.message_id for r in results if r.status == "sent"]
         return results
 

@@ -28,8 +28,9 @@ def _unknown_sends(rt: Runtime, count: int) -> list[str]:
     ids = seed_due_messages(rt, count, DIED_AT)
     with rt.factory() as session, session.begin():
         session.execute(update(Message).where(Message.id.in_(ids))
-                        .values(status="sending", sending_at=DIED_AT, attempts=1))
-    assert recover_stale(rt.factory, rt.clock) == count
+                        .values(status="sending", sending_at=DIED_AT, attempts=1,
+                                claim_token="a" * 32, call_started_at=DIED_AT))
+    assert recover_stale(rt.factory, rt.clock).flagged == count
     return ids
 
 
@@ -142,24 +143,74 @@ def test_the_review_commands(rt: Runtime, cli_env: dict[str, str], tmp_path: Pat
         assert session.scalar(select(InboxEvent.status)) == "pending"
 
 
-def test_a_late_answer_does_not_undo_a_newer_claim(rt: Runtime) -> None:
+@pytest.mark.parametrize("again", ["later", "in the same instant"])
+def test_a_late_answer_does_not_undo_a_newer_claim(rt: Runtime, again: str) -> None:
     """Sender A claimed at T1 and was slow; the row was flagged, resent by review and claimed
-    again by B at T2. A's "not now" must not put B's claim back in the queue (a third sender
-    would send it alongside B); A's "it went out" is still recorded."""
+    again by B, later or at the same instant (a simulated clock stands still within a tick).
+    A's "not now" must not put B's claim back in the queue (a third sender would send it
+    alongside B); A's "it went out" is still recorded."""
     from aftersale.channels.base import SendResult
     from aftersale.dispatch import DispatchCounts
     from aftersale.sending import _record
 
     first, second = seed_due_messages(rt, 2, DIED_AT)
-    again_at = START + timedelta(minutes=10)
+    again_at = DIED_AT if again == "in the same instant" else START + timedelta(minutes=10)
     with rt.factory() as session, session.begin():
         session.execute(update(Message).where(Message.id.in_([first, second]))
-                        .values(status="sending", sending_at=again_at))
+                        .values(status="sending", sending_at=again_at, claim_token="b" * 32))
     results = [SendResult(first, "retry", error="429"), SendResult(second, "sent", "SM1")]
     _record(rt.factory, results, {first: "email", second: "email"},
-            {first: "sendgrid", second: "sendgrid"}, rt.clock, DispatchCounts(), DIED_AT)
+            {first: "sendgrid", second: "sendgrid"}, rt.clock, DispatchCounts(), "a" * 32)
     with rt.factory() as session:
         kept, recorded = session.get(Message, first), session.get(Message, second)
         assert kept is not None and recorded is not None
         assert (kept.status, as_utc(kept.sending_at)) == ("sending", again_at)
         assert recorded.status == "sent" and recorded.provider_message_id == "SM1"
+
+
+def test_two_claims_in_the_same_instant_are_told_apart(rt: Runtime) -> None:
+    """Sender A waits for a slow provider; meanwhile the message is flagged, resent by review
+    and claimed again by sender B in the same instant (a simulated clock stands still within
+    a tick). A's "not now" must not take the message from B: B's claim stands, and B sends."""
+    import threading
+    from collections.abc import Sequence
+
+    from aftersale.channels.base import CallGate, OutboundMessage, SendResult
+    from aftersale.sending import send_pending
+
+    [message] = seed_due_messages(rt, 1, START)
+    definitions, links = rt.definitions(), rt.links()
+    sandbox = rt.channels()["email"]
+    b_claimed, b_may_answer = threading.Event(), threading.Event()
+
+    class Held:  # B's provider: answers once A has recorded its own answer
+        name, provider = "email", "sandbox"
+
+        def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,
+                       gate: CallGate | None = None) -> list[SendResult]:
+            b_claimed.set()
+            b_may_answer.wait(30)
+            return sandbox.send_batch(messages, deadline, gate)
+
+    sender_b = threading.Thread(target=send_pending, args=(
+        rt.factory, definitions, {"email": Held()}, links, rt.clock))
+
+    class Meanwhile:  # A's provider: "not now", once B holds the message
+        name, provider = "email", "sendgrid"
+
+        def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,
+                       gate: CallGate | None = None) -> list[SendResult]:
+            with rt.factory() as session, session.begin():
+                session.execute(update(Message).where(Message.id == message)
+                                .values(status="unknown"))
+            with rt.factory() as session, session.begin():
+                resend(session, [message], rt.now())
+            sender_b.start()
+            assert b_claimed.wait(30)
+            return [SendResult(message, "retry", error="503 try later")]
+
+    send_pending(rt.factory, definitions, {"email": Meanwhile()}, links, rt.clock)
+    assert statuses(rt)[message] == "sending"  # still B's, not back in the queue
+    b_may_answer.set()
+    sender_b.join(30)
+    assert statuses(rt)[message] == "sent" and _outbox_count(rt, message) == 1

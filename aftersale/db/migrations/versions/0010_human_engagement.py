@@ -1,14 +1,14 @@
 """survey clicks judged person or scanner, so a scanner's fetch is never an answer
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-04 14:00:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
