@@ -22,12 +22,11 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aftersale.db.lookup import in_chunks
 from aftersale.db.models import Customer, DeliveryEvent, InboundMessage, Message
+from aftersale.db.upsert import insert
 from aftersale.suppression import (
     BOUNCE,
     INVALID,
@@ -320,11 +319,10 @@ def _insert_events(session: Session, batch: list[Delivery], now: datetime) -> se
     """INSERT ... ON CONFLICT DO NOTHING; the keys that were new (RETURNING works on both)."""
     if not batch:
         return set()
-    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     new: set[tuple[str, str]] = set()
     for start in range(0, len(batch), CHUNK):
         rows = [_event_row(d, now) for d in batch[start:start + CHUNK]]
-        statement = builder(DeliveryEvent).values(rows).on_conflict_do_nothing(
+        statement = insert(session, DeliveryEvent).values(rows).on_conflict_do_nothing(
             index_elements=["provider", "provider_event_id"],
         ).returning(DeliveryEvent.provider, DeliveryEvent.provider_event_id)
         new.update((provider, event_id) for provider, event_id in session.execute(statement))
@@ -413,9 +411,8 @@ def apply_inbound(session: Session, inbound: Inbound, now: datetime,
         .order_by(Customer.updated_at.desc(), Customer.id).limit(1)).first()
     customer_id, locale = (customer[0], customer[1]) if customer else (None, None)
     keyword = inbound.keyword
-    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     inserted = session.execute(
-        builder(InboundMessage).values(
+        insert(session, InboundMessage).values(
             provider=inbound.provider, provider_message_id=inbound.provider_message_id,
             channel=inbound.channel, from_address=address, to_address=inbound.to_address,
             body=inbound.body, customer_id=customer_id, received_at=now, raw=inbound.raw,

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.db.models import RateLimitState
+from aftersale.db.upsert import insert
 
 
 class RateLimiter:
@@ -46,9 +45,8 @@ class RateLimiter:
                     .values(next_at=RateLimitState.next_at).returning(RateLimitState.next_at))
             next_at = session.execute(lock).scalar()
             if next_at is None:
-                dialect = session.get_bind().dialect.name
-                builder = pg_insert if dialect == "postgresql" else sqlite_insert
-                session.execute(builder(RateLimitState).values(provider=self.provider, next_at=0.0)
+                session.execute(insert(session, RateLimitState)
+                                .values(provider=self.provider, next_at=0.0)
                                 .on_conflict_do_nothing(index_elements=["provider"]))
                 next_at = session.execute(lock).scalar_one()
             start = max(next_at, self._now())  # idle for a while: no burst credit, start now

@@ -22,11 +22,10 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import Customer, Suppression
+from aftersale.db.upsert import insert
 
 Channel = Literal["email", "sms", "whatsapp"]
 CHANNELS: tuple[str, ...] = ("email", "sms", "whatsapp")
@@ -84,9 +83,8 @@ def suppress(session: Session, channel: str, address: str, customer_id: str | No
     address = normalize_address(channel, address)
     row = {"channel": channel, "address": address, "customer_id": customer_id, "reason": reason,
            "source": source, "created_at": now, "lifted_at": None}
-    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     inserted = session.execute(
-        builder(Suppression).values(row)
+        insert(session, Suppression).values(row)
         .on_conflict_do_nothing(index_elements=["channel", "address"])
         .returning(Suppression.id)).first() is not None
     changed = inserted

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import CallGate, ChannelName, OutboundMessage, SendResult
 from aftersale.clock import Clock
 from aftersale.db.models import SandboxOutbox
+from aftersale.db.upsert import insert
 
 
 class SandboxChannel:
@@ -44,9 +43,7 @@ class SandboxChannel:
                  "subject": m.subject, "body_text": m.text, "body_html": m.html,
                  "delivered_at": now} for m in messages]
         with self._factory() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            builder = pg_insert if dialect == "postgresql" else sqlite_insert
-            session.execute(builder(SandboxOutbox).values(rows)
+            session.execute(insert(session, SandboxOutbox).values(rows)
                             .on_conflict_do_nothing(index_elements=["message_id"]))
         if self._folder is not None:
             self._write_files(messages)

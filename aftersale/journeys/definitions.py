@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from aftersale.clock import Clock
 from aftersale.content import ContentLibrary
 from aftersale.db.models import DefinitionSet, JourneyVersion
+from aftersale.db.upsert import insert
 from aftersale.errors import DefinitionError, Problem
 from aftersale.journeys.loader import compile_journey, journey_from_source
 from aftersale.journeys.model import Journey, Send
@@ -179,28 +180,33 @@ def recorded(session: Session, digest: str, journeys_dir: Path, content_dir: Pat
 
 def _record(session: Session, definitions: Definitions, journeys_dir: Path, content_dir: Path,
             clock: Clock) -> None:
+    """Keep this set and its journey versions. Flow runs that start together (a webhook
+    triggers process-events and dispatch-messages at once) record the same set at the same
+    moment: ON CONFLICT DO NOTHING lets both through instead of failing one of them."""
     exists = session.scalar(select(DefinitionSet.id).where(DefinitionSet.digest == definitions.digest))
     if exists is None:
         segments_doc, _ = load_located(journeys_dir / SEGMENTS_FILE)
-        session.add(DefinitionSet(digest=definitions.digest, created_at=clock.now(),
-                                  journeys=definitions.sources,
-                                  segments={"source": segments_doc.data if segments_doc else {}},
-                                  content=_snapshot(content_dir)))
+        session.execute(insert(session, DefinitionSet).values(
+            digest=definitions.digest, created_at=clock.now(), journeys=definitions.sources,
+            segments={"source": segments_doc.data if segments_doc else {}},
+            content=_snapshot(content_dir)).on_conflict_do_nothing(index_elements=["digest"]))
     for journey in definitions.journeys.values():
         ensure_version(session, journey, clock)
     session.flush()
 
 
 def ensure_version(session: Session, journey: Journey, clock: Clock) -> int:
-    """The id of this journey version's row, creating it the first time it is seen."""
-    row_id = session.scalar(select(JourneyVersion.id).where(
-        JourneyVersion.journey == journey.name, JourneyVersion.version == journey.version))
+    """The id of this journey version's row, creating it the first time it is seen (by
+    whichever process gets there first)."""
+    found = select(JourneyVersion.id).where(JourneyVersion.journey == journey.name,
+                                            JourneyVersion.version == journey.version)
+    row_id = session.scalar(found)
     if row_id is None:
-        row = JourneyVersion(journey=journey.name, version=journey.version,
-                             definition=journey.source, created_at=clock.now())
-        session.add(row)
-        session.flush()
-        row_id = row.id
+        session.execute(insert(session, JourneyVersion).values(
+            journey=journey.name, version=journey.version, definition=journey.source,
+            created_at=clock.now()).on_conflict_do_nothing(index_elements=["journey", "version"]))
+        row_id = session.scalar(found)
+        assert row_id is not None  # inserted here, or by the process that won the race
     return row_id
 
 

@@ -155,15 +155,20 @@ def up(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[U
         time.sleep(2)  # the runner's first poll
         yield handle
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        interrupt(process, 30)
         handle.engine.dispose()
         asyncio.run(_remove_deployments())
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Ctrl-C, as an operator stops `aftersale up`; killed if it is not gone in ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _answers(url: str) -> bool:

@@ -7,7 +7,6 @@ the page said "Can't connect to Server API at http://127.0.0.1:4200/api"."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.e2e.test_prefect_trigger import TOKEN, _answers, _free_port, _post
+from tests.e2e.test_prefect_trigger import TOKEN, _answers, _free_port, _post, interrupt
 from tests.factories import follow, placed
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -71,13 +70,9 @@ def up_on_own_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Up]:
         _wait(lambda: _answers(f"{up.web}/healthz"), 180, "the web app did not answer", up)
         yield up
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        interrupt(process, 60)
+    # `up` stops the server it started: nothing is left answering on the chosen port.
+    assert not _answers(f"{up.api}/health")
 
 
 def _flow_run_count(api: str) -> int:

@@ -447,3 +447,38 @@ def test_an_answer_stored_after_an_outage_resumes_only_if_given_before_the_deadl
         assert onboarding.status == "completed"
     else:  # the timeout path: on to the 14-day wait before the NPS question
         assert onboarding.status == "active" and onboarding.waiting_for is None
+
+
+def test_two_processes_recording_the_same_set_at_once_both_go_on(rt: Runtime) -> None:
+    """A webhook starts process-events and dispatch-messages together, and on a fresh
+    database both record the definition set and its journey versions. The one that loses the
+    race waits for the winner's commit and then goes on with the same rows; it used to fail on
+    the unique digest, and its flow run crashed."""
+    import threading
+
+    from aftersale.db.models import DefinitionSet, JourneyVersion
+    from aftersale.journeys.definitions import activate
+
+    settings = rt.settings
+    results: list[object] = []
+
+    def second() -> None:
+        try:
+            with rt.factory() as session, session.begin():
+                definitions, _ = activate(session, settings.journeys_dir, settings.content_dir,
+                                          rt.clock)
+            results.append(definitions.digest)
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            results.append(exc)
+
+    with rt.factory() as session, session.begin():
+        first, _ = activate(session, settings.journeys_dir, settings.content_dir, rt.clock)
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(1.0)  # it waits for this transaction's writes (lock or unique index)
+    other.join(60)
+    assert results == [first.digest]
+    with rt.factory() as session:
+        assert session.scalar(select(func.count()).select_from(DefinitionSet)) == 1
+        versions = session.scalar(select(func.count()).select_from(JourneyVersion))
+    assert versions == len(first.journeys)
