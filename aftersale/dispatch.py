@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -232,14 +232,18 @@ def recover_stale(factory: sessionmaker[Session], clock: Clock,
     attempt. A sender marks a call only while the row is still its claim, so a row released
     here is never called by the sender that claimed it."""
     stale = and_(Message.status == "sending", Message.sending_at < clock.now() - claim)
+    # A claim without a token was taken by a release from before call marks (an old sender
+    # in a rolling deploy, or rows left by the one this upgrade stopped): it marked nothing,
+    # so any of its rows may have gone out.
+    in_doubt = or_(Message.call_started_at.is_not(None), Message.claim_token.is_(None))
     with factory() as session, session.begin():
         flagged = session.execute(
-            update(Message).where(stale, Message.call_started_at.is_not(None))
+            update(Message).where(stale, in_doubt)
             .values(status="unknown",
                     status_reason="sender stopped before recording the provider's answer; "
                                   "check the provider log before resending")).rowcount
         released = session.execute(
-            update(Message).where(stale, Message.call_started_at.is_(None))
+            update(Message).where(stale, not_(in_doubt))
             .values(status="pending", sending_at=None, claim_token=None,
                     attempts=Message.attempts - 1,
                     status_reason="queued again: its sender stopped before calling the "

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from aftersale.clock import SimulatedClock, as_utc
 from aftersale.db.models import InboxEvent, Message, Order, SandboxOutbox
-from aftersale.dispatch import recover_stale
+from aftersale.dispatch import Recovered, recover_stale
 from aftersale.pipeline import dispatch_due, drain_inbox
 from aftersale.review import NotUnderReview, confirm_sent, overview, requeue, resend
 from aftersale.runtime import Runtime
@@ -32,6 +32,24 @@ def _unknown_sends(rt: Runtime, count: int) -> list[str]:
                                 claim_token="a" * 32, call_started_at=DIED_AT))
     assert recover_stale(rt.factory, rt.clock).flagged == count
     return ids
+
+
+def test_stale_claims_are_flagged_only_where_a_call_may_have_started(rt: Runtime) -> None:
+    """After the claim expires: a row whose call was marked started is flagged; a row claimed
+    with a token but never called goes back to the queue; a row claimed without a token (by a
+    sender of the release before call marks, e.g. the one this upgrade stopped) marked nothing
+    and may have gone out, so it is flagged too, never sent again."""
+    marked, unmarked, legacy = seed_due_messages(rt, 3, DIED_AT)
+    with rt.factory() as session, session.begin():
+        session.execute(update(Message).where(Message.id.in_([marked, unmarked, legacy]))
+                        .values(status="sending", sending_at=DIED_AT, attempts=1))
+        session.execute(update(Message).where(Message.id == marked)
+                        .values(claim_token="a" * 32, call_started_at=DIED_AT))
+        session.execute(update(Message).where(Message.id == unmarked)
+                        .values(claim_token="a" * 32))
+    assert recover_stale(rt.factory, rt.clock) == Recovered(flagged=2, released=1)
+    now = statuses(rt)
+    assert [now[marked], now[unmarked], now[legacy]] == ["unknown", "pending", "unknown"]
 
 
 def _outbox_count(rt: Runtime, message_id: str) -> int:
