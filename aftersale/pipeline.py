@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing import get_context
@@ -131,14 +131,19 @@ def _send_stage(rt: Runtime, definitions: Definitions, max_batches: int,
             # This process stopped (done, failed, or told to stop): the helpers end after
             # the batch they are on, rather than go on sending unwatched; told to stop, they
             # also start no further provider call and queue the rest of their batch again.
-            if STOP.is_set():
-                halt.set()
             stop.set()
-            for future in started:
-                try:
-                    total.add(future.result())
-                except Exception as exc:  # noqa: BLE001 - every helper's counts first
-                    failures.append(exc)
+            waiting = set(started)
+            while waiting:
+                # Told to stop while waiting for them (the usual state of a backlog: this
+                # process ran out of batches first): a SIGTERM reaches only this process.
+                if STOP.is_set():
+                    halt.set()
+                done, waiting = wait(waiting, timeout=0.2)
+                for future in done:
+                    try:
+                        total.add(future.result())
+                    except Exception as exc:  # noqa: BLE001 - every helper's counts first
+                        failures.append(exc)
     if failures:
         raise failures[0]
 
@@ -170,9 +175,6 @@ def _start_helper(stop: Any, halt: Any) -> None:
     # Ctrl-C reaches the whole process group: the starting process decides when to stop,
     # and a helper ends its batch first, so nothing is left ``sending``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM to a helper itself (systemd stops the whole cgroup) or the starting process
-    # stopping on one: no further claim or call, in-flight calls recorded, the rest requeued.
-    stop_on_sigterm()
     threading.Thread(target=lambda: halt.wait() and STOP.set(), name="halt-watch",
                      daemon=True).start()
     # Our own progress at INFO; the clients' per-request INFO lines (twilio logs every
@@ -184,6 +186,9 @@ def _start_helper(stop: Any, halt: Any) -> None:
 
 def _send_in_helper(settings: dict[str, Any], clock: Clock, digest: str,
                     max_batches: int) -> DispatchCounts:
+    # SIGTERM to a helper itself (systemd stops the whole cgroup) or the starting process
+    # stopping on one: no further claim or call, in-flight calls recorded, the rest requeued.
+    stop_on_sigterm()
     rt = open_runtime(Settings(_env_file=None, **settings), clock,  # type: ignore[call-arg]
                       migrate=False)
     try:
@@ -195,6 +200,9 @@ def _send_in_helper(settings: dict[str, Any], clock: Clock, digest: str,
         return total
     finally:
         rt.engine.dispose()
+        # Done sending: an idle helper stops at once on SIGTERM, so none outlives a starting
+        # process that was killed (its pool's queue would keep it waiting for ever).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _send_loop(rt: Runtime, definitions: Definitions, max_batches: int,

@@ -235,3 +235,58 @@ def test_aftersale_run_told_to_stop_mid_batch_leaves_nothing_in_doubt_and_no_pro
     shown = figures("SIGTERM to aftersale run", rt, before, gone_out, sendgrid)
     assert shown["flagged unknown"] == 0 and shown["duplicates"] == 0
     rt.engine.dispose()
+
+
+def _dispatcher_waiting_for_its_helper(settings: dict[str, object], now: object) -> None:
+    """A dispatch run whose own process runs out of batches at once and waits for its send
+    helper, the usual state of a backlog (a module-level function: it runs in a spawned
+    process, and so does the helper, with the real send loop)."""
+    import aftersale.pipeline as pipeline
+
+    rt = open_runtime(Settings(_env_file=None, **settings), SimulatedClock(now),  # type: ignore[arg-type]
+                      migrate=False)
+
+    def helper_has_claimed_the_rest(*args: object, **kwargs: object) -> None:
+        def claimed() -> bool:
+            with rt.factory() as session:
+                return session.scalar(select(Message.id).where(Message.status == "sending")
+                                      .limit(1)) is not None
+        wait_until(claimed, timeout=60, what="the helper's claim")
+
+    pipeline.HELPER_BACKLOG = 100  # a helper for this backlog
+    pipeline._send_loop = helper_has_claimed_the_rest  # type: ignore[assignment]
+    dispatch_due(rt, rt.definitions())
+
+
+def test_a_sigterm_while_waiting_for_the_send_helpers_stops_them_too(
+        settings: Settings, sendgrid: SendGridEmulator) -> None:
+    """Under `docker stop` or a pod's termination only the main process gets SIGTERM, and
+    during a backlog it is mostly waiting for its helpers: they must stop calling, record
+    their calls in flight and queue the rest, as the main process would (nothing flagged)."""
+    import multiprocessing
+
+    rt, ids = slow_batch(settings, sendgrid)
+    rt.settings = rt.settings.model_copy(update={"send_processes": 2})
+    child = multiprocessing.get_context("spawn").Process(
+        target=_dispatcher_waiting_for_its_helper, args=(rt.settings.model_dump(), NOW))
+    child.start()  # not a daemon: a daemon process may not start the helper
+    try:
+        sendgrid.wait_for(lambda: len(sendgrid.sent) >= STOP_AFTER, timeout=120)
+        os.kill(child.pid, signal.SIGTERM)
+        child.join(60)
+    finally:
+        if child.is_alive():
+            kill(child)
+    assert child.exitcode == -signal.SIGTERM
+    gone_out = set(accepted_ids(sendgrid))
+    before = rows(rt)
+    assert len(gone_out) < BATCH / 2  # the helper stopped too, mid-batch
+    assert {i for i, m in before.items() if m.status == "sent"} == gone_out
+    assert {(m.status, m.attempts) for i, m in before.items() if i not in gone_out} == {
+        ("pending", 0)}
+    next_run(rt, timedelta(minutes=1))
+    accepted = accepted_ids(sendgrid)
+    assert set(accepted) == set(ids) and max(accepted.values()) == 1
+    shown = figures("SIGTERM while waiting for a helper", rt, before, gone_out, sendgrid)
+    assert shown["flagged unknown"] == 0 and shown["duplicates"] == 0
+    rt.engine.dispose()
