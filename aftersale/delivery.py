@@ -40,7 +40,7 @@ from aftersale.suppression import (
     normalize_address,
     suppress,
 )
-from aftersale.surveys.scanners import Click, Seen, burst_partners, suspect_reason
+from aftersale.surveys.scanners import BURST_LINKS, Click, Seen, burst_partners, suspect_reason
 from aftersale.surveys.sms_answers import ReplyOutcome, SurveyReplies, answer_from_reply
 
 CHUNK = 500
@@ -273,8 +273,9 @@ def _judge_clicks(session: Session, batch: list[Delivery]) -> list[Delivery]:
         click = Click(at=delivery.occurred_at, score=this.score, honeypot=this.score is None,
                       user_agent=_text_or_none(delivery.raw.get("useragent")),
                       sent_at=sent_at.get(delivery.message_id))
-        partners = burst_partners(click, seen.get(delivery.message_id, []))
-        reason = suspect_reason(click, partners) if delivery.kind == DeliveryKind.CLICKED else None
+        partners = burst_partners(click, seen.get(delivery.message_id, []), BURST_LINKS)
+        reason = (suspect_reason(click, partners, BURST_LINKS)
+                  if delivery.kind == DeliveryKind.CLICKED else None)
         for partner in partners:
             key = partner.key or 0
             if key < 0:  # one of this batch

@@ -12,9 +12,10 @@ as clicks, they answer every survey with every score and inflate the click count
   library (:data:`SCANNER_AGENTS`);
 - ``too_soon``: it came within :data:`SCANNER_SECONDS` after the send; people take longer to
   open a mail and pick a score;
-- ``burst``: another click on the same message came within :data:`BURST_SECONDS` of it with a
-  different score, or on the honeypot. People click one score; scanners all of them at once.
-  The earlier clicks of the burst turn suspect too (:func:`burst_partners`).
+- ``burst``: within :data:`BURST_SECONDS` of it, the message's clicks show at least
+  :data:`BURST_SCORES` different scores, or the honeypot. People click one score, and
+  sometimes a second one at once to correct a mis-tap; scanners fetch all of them. The
+  earlier clicks of the burst turn suspect too (:func:`burst_partners`).
 
 A click that passes every rule still waits :data:`BURST_SECONDS` before it counts, so that a
 burst it turns out to start can catch it (see :mod:`aftersale.surveys.clicks`).
@@ -33,6 +34,11 @@ SCANNER_SECONDS = 10
 #: Two different scores of one message (or a score and the honeypot) this close together are
 #: one burst: a person who changes their mind reads the thank-you page first.
 BURST_SECONDS = 3
+#: Different scores within BURST_SECONDS that make a burst: two are a person correcting a tap.
+BURST_SCORES = 3
+#: Different links of a message clicked within BURST_SECONDS that make a burst in a provider's
+#: click reports: a person reaches a second link of an e-mail only by going back to it.
+BURST_LINKS = 2
 
 Reason = Literal["honeypot", "prefetch", "scanner_agent", "too_soon", "burst"]
 REASONS: tuple[Reason, ...] = ("honeypot", "prefetch", "scanner_agent", "too_soon", "burst")
@@ -75,7 +81,8 @@ class Click:
     sent_at: datetime | None = None
 
 
-def suspect_reason(click: Click, recent: Iterable[Seen] = ()) -> Reason | None:
+def suspect_reason(click: Click, recent: Iterable[Seen] = (),
+                   burst_scores: int = BURST_SCORES) -> Reason | None:
     """Why ``click`` is most likely a machine's, or None when it may be a person's. The first
     rule that applies, in the order of the module docstring."""
     if click.honeypot:
@@ -92,19 +99,24 @@ def suspect_reason(click: Click, recent: Iterable[Seen] = ()) -> Reason | None:
     if (click.sent_at is not None
             and timedelta(0) <= click.at - click.sent_at < timedelta(seconds=SCANNER_SECONDS)):
         return "too_soon"
-    if burst_partners(click, recent):
+    if burst_partners(click, recent, burst_scores):
         return "burst"
     return None
 
 
-def burst_partners(click: Click, recent: Iterable[Seen]) -> list[Seen]:
-    """The clicks of ``recent`` that make a burst with ``click``: within BURST_SECONDS of it,
-    and the honeypot or a different score (the same score twice is a double click)."""
+def burst_partners(click: Click, recent: Iterable[Seen],
+                   burst_scores: int = BURST_SCORES) -> list[Seen]:
+    """The clicks of ``recent`` that make a burst with ``click``: when the clicks within
+    BURST_SECONDS of it show BURST_SCORES different scores or the honeypot, those with another
+    score than its own or on the honeypot (the same score twice is a double click)."""
     window = timedelta(seconds=BURST_SECONDS)
     score = None if click.honeypot else click.score
-    return [seen for seen in recent
-            if abs(click.at - seen.at) <= window
-            and (seen.score is None or score is None or seen.score != score)]
+    near = [seen for seen in recent if abs(click.at - seen.at) <= window]
+    scores = {seen.score for seen in near} | {score}
+    if None not in scores and len(scores) < burst_scores:
+        return []  # one score, or a person's correction
+    return [seen for seen in near
+            if seen.score is None or score is None or seen.score != score]
 
 
 def is_scanner_agent(agent: str | None) -> bool:

@@ -158,6 +158,19 @@ def test_a_double_click_is_one_answer(rt: Runtime, base_url: str) -> None:
                               .where(InboxEvent.type == "survey.responded")) == 1
 
 
+def test_a_person_correcting_a_mis_tap_at_once_keeps_the_second_score(
+        rt: Runtime, base_url: str) -> None:
+    """7, then 8 straight after (a phone's 0-10 grid): the answer is 8, not lost as a burst."""
+    message = survey_email(rt, "nps", "en", prefix="m")
+    links = every_link(rt, message.id, base_url)
+    for score in (7, 8):
+        link = next(u for u in links if u.endswith(f"score={score}"))
+        assert browser.get(link).status_code == 200
+    [response] = responses(rt)
+    assert response.score == 8
+    assert sorted(survey_clicks(rt, message.id)) == [(7, "answer", None), (8, "answer", None)]
+
+
 def test_a_scanner_hammering_a_link_is_slowed_down_alone_and_leaves_only_its_marks(
         settings: Settings, rt: Runtime, base_url: str) -> None:
     hammered = survey_email(rt, "nps", "en", prefix="h")

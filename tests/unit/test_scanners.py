@@ -65,13 +65,21 @@ def test_a_click_within_the_scanner_window_of_the_send_is_too_soon() -> None:
     assert suspect_reason(person(at=SENT - timedelta(seconds=1))) is None
 
 
-def test_different_scores_within_the_burst_window_are_a_burst_on_both_sides() -> None:
+def test_three_scores_within_the_burst_window_are_a_burst_on_every_side() -> None:
     window = timedelta(seconds=BURST_SECONDS)
-    earlier = Seen(LATER - window, 3, key=1)
-    assert suspect_reason(person(), [earlier]) == "burst"
-    assert burst_partners(person(), [earlier]) == [earlier]
-    # just outside the window: a second thought, not a burst
-    assert suspect_reason(person(), [Seen(LATER - window - timedelta(milliseconds=1), 3)]) is None
+    earlier = [Seen(LATER - window, 3, key=1), Seen(LATER - timedelta(seconds=1), 4, key=2)]
+    assert suspect_reason(person(), earlier) == "burst"
+    assert burst_partners(person(), earlier) == earlier
+    # one of them just outside the window: two scores, a correction, not a burst
+    outside = [Seen(LATER - window - timedelta(milliseconds=1), 3), earlier[1]]
+    assert suspect_reason(person(), outside) is None
+
+
+def test_a_person_correcting_a_mis_tap_at_once_is_not_a_burst() -> None:
+    """7, then 8 a second later on the thank-you page's own links: two answers in order (the
+    second changes the first), not a scanner."""
+    assert suspect_reason(person(score=8), [Seen(LATER - timedelta(seconds=1), 7)]) is None
+    assert burst_partners(person(score=8), [Seen(LATER - timedelta(seconds=1), 7)]) == []
 
 
 def test_the_same_score_twice_is_a_double_click_but_near_the_honeypot_it_is_a_burst() -> None:
