@@ -6,7 +6,7 @@ A click is stored in ``survey_clicks`` before anything else happens (the rules a
 - suspect (a mail scanner, most likely): kept with its reason and nothing more: no
   ``survey.responded`` event, so no journey resumes, no alert, no metric. A scanner hammering
   a link leaves one mark per score and reason, not one per request;
-- pending (a person, it seems): it becomes the answer :data:`BURST_SECONDS` later
+- pending (a person, it seems): it becomes the answer :data:`SETTLE_AFTER` later
   (:func:`settle_clicks`), unless a burst of other scores turns it suspect meanwhile;
 - a comment sent from the thank-you page is a person's act: it is the answer at once, and
   the message's pending clicks are settled into it (:func:`confirm_pending`).
@@ -24,6 +24,10 @@ from aftersale.surveys.answers import SurveyMessage, store_answer, survey_messag
 from aftersale.surveys.scanners import BURST_SECONDS, Click, Seen, burst_partners, suspect_reason
 
 PENDING, ANSWER, SUSPECT, VOID = "pending", "answer", "suspect", "void"
+#: A pending click becomes the answer this long after it: twice the burst window, so that a
+#: burst partner stamped inside the window whose request then waited (for the message's lock,
+#: in a scanner's storm of requests) still finds it pending and can mark it.
+SETTLE_AFTER = timedelta(seconds=2 * BURST_SECONDS)
 SETTLE_BATCH = 500
 
 
@@ -65,11 +69,11 @@ def record_click(session: Session, survey: SurveyMessage, click: Click) -> str:
 
 
 def settle_clicks(session: Session, now: datetime, limit: int = SETTLE_BATCH) -> int:
-    """Pending clicks older than the burst window become answers, oldest first: each a
+    """Pending clicks older than SETTLE_AFTER become answers, oldest first: each a
     ``survey.responded`` inbox event dated at its click. Returns how many. Safe to run from
     several processes at once: a click is claimed by a conditional update before its event
     is stored."""
-    due_before = now - timedelta(seconds=BURST_SECONDS)
+    due_before = now - SETTLE_AFTER
     query = (select(SurveyClick.id, SurveyClick.message_id, SurveyClick.kind, SurveyClick.score,
                     SurveyClick.clicked_at)
              .where(SurveyClick.verdict == PENDING, SurveyClick.clicked_at <= due_before)

@@ -17,7 +17,7 @@ as clicks, they answer every survey with every score and inflate the click count
   sometimes a second one at once to correct a mis-tap; scanners fetch all of them. The
   earlier clicks of the burst turn suspect too (:func:`burst_partners`).
 
-A click that passes every rule still waits :data:`BURST_SECONDS` before it counts, so that a
+A click that passes every rule still waits before it counts (twice BURST_SECONDS), so that a
 burst it turns out to start can catch it (see :mod:`aftersale.surveys.clicks`).
 """
 

@@ -57,8 +57,14 @@ from aftersale.surveys.answers import (
     store_answer,
     survey_message,
 )
-from aftersale.surveys.clicks import PENDING, confirm_pending, record_click, settle_clicks
-from aftersale.surveys.scanners import BURST_SECONDS, Click
+from aftersale.surveys.clicks import (
+    PENDING,
+    SETTLE_AFTER,
+    confirm_pending,
+    record_click,
+    settle_clicks,
+)
+from aftersale.surveys.scanners import Click
 from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import LANGUAGES, PAGE_HEADERS, accepted_language, shop_texts
 from aftersale.web.throttle import ClientBuckets
@@ -111,7 +117,7 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
             settling.add(task)
             task.add_done_callback(settling.discard)
 
-        loop.call_later(BURST_SECONDS + 0.5, start)
+        loop.call_later(SETTLE_AFTER.total_seconds() + 0.5, start)
 
     async def record(request: Request, claims: _Claims, score: int | None, comment: str | None,
                      store: bool, what: str, click: Click | None = None,

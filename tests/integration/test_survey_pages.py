@@ -28,7 +28,7 @@ from aftersale.links import Signer, referral_code
 from aftersale.pipeline import drain_inbox, settle_survey_clicks
 from aftersale.runtime import Runtime
 from aftersale.surveys.answers import COMMENT_LIMIT
-from aftersale.surveys.scanners import BURST_SECONDS
+from aftersale.surveys.clicks import SETTLE_AFTER
 from aftersale.web.surveys import TEXTS_FILE, check_page_texts, surveys_router, with_ref
 from tests.conftest import START
 from tests.factories import days, follow, placed
@@ -102,7 +102,7 @@ def signed(settings: Settings, payload: dict[str, Any]) -> str:
 
 def settle(rt: Runtime) -> None:
     """Let the burst window of the clicks so far pass: they become answers in the inbox."""
-    rt.clock.advance(timedelta(seconds=BURST_SECONDS + 1))  # type: ignore[attr-defined]
+    rt.clock.advance(SETTLE_AFTER + timedelta(seconds=1))  # type: ignore[attr-defined]
     settle_survey_clicks(rt)
 
 

@@ -218,3 +218,35 @@ def test_the_honeypot_is_hidden_from_people_and_absent_from_the_text_part(
     assert PUBLIC + "/s/" in outbox.body_text  # the text part keeps its score links
     with rt.factory() as session:
         assert session.scalar(select(func.count()).select_from(SurveyClick)) == 0
+
+
+def test_a_burst_partner_slowed_by_the_storm_still_finds_the_first_click_pending(
+        rt: Runtime) -> None:
+    """A scanner's first click looks like a person's; its partners, stamped within the burst
+    window, reach the database only later (queued behind the storm's own requests). A settle
+    in between (the web process's timer, a process-events run) must not have made the first
+    one an answer already."""
+    from aftersale.surveys.answers import survey_message
+    from aftersale.surveys.clicks import record_click, settle_clicks
+    from aftersale.surveys.scanners import BURST_SECONDS, Click
+
+    message = survey_email(rt, "nps", "en", prefix="r")
+    first = rt.now() + timedelta(minutes=5)
+    headers = {"user-agent": CHROME}
+
+    def click(at: datetime, score: int) -> str:
+        with rt.factory() as session, session.begin():
+            survey = survey_message(session, message.id, "nps")
+            assert survey is not None
+            return record_click(session, survey, Click(at=at, score=score, headers=headers,
+                                                       sent_at=message.sent_at))
+
+    assert click(first, 0) == "pending"
+    with rt.factory() as session, session.begin():  # half a second after the burst window
+        assert settle_clicks(session, first + timedelta(seconds=BURST_SECONDS + 0.5)) == 0
+    click(first + timedelta(seconds=2.5), 1)  # the partners, committed only now
+    click(first + timedelta(seconds=2.9), 2)
+    with rt.factory() as session, session.begin():
+        assert settle_clicks(session, first + timedelta(minutes=1)) == 0
+    assert [v for _, v, _ in survey_clicks(rt, message.id)] == ["suspect"] * 3
+    assert count(rt, SurveyResponse) == 0
