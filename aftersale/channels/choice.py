@@ -30,7 +30,7 @@ class Contact:
     phone: str | None
     consent: dict[str, bool]  # marketing consent per channel; missing means no
     suppressed: dict[str, str] = field(default_factory=dict)  # channel -> why (bounce, STOP...)
-    whatsapp_window_open: bool = True
+    whatsapp_window_open: bool = False  # closed unless the caller knows: fails safe
     order_updates: dict[str, bool] = field(default_factory=dict)  # sms / whatsapp opt-ins
 
 

@@ -11,7 +11,7 @@ from aftersale.channels.choice import Choice, Contact, choose_channel
 
 ALL = {"email", "sms", "whatsapp"}
 EMAIL, PHONE = "ayse@example.com", "+905321234567"
-FULL = Contact(EMAIL, PHONE, {"email": True, "sms": True, "whatsapp": True})
+FULL = Contact(EMAIL, PHONE, {"email": True, "sms": True, "whatsapp": True}, whatsapp_window_open=True)
 
 
 def everything(channel: str) -> bool:
