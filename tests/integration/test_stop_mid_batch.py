@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -129,10 +130,11 @@ def test_a_sender_killed_mid_batch_leaves_only_its_calls_in_flight_for_review(
     rt.engine.dispose()
 
 
-def test_a_sender_told_to_stop_mid_batch_finishes_its_calls_and_requeues_the_rest(
-        settings: Settings, sendgrid: SendGridEmulator) -> None:
-    rt, ids = slow_batch(settings, sendgrid)
-    child = start_dispatcher(rt.settings, NOW)
+def stopped_by_sigterm(kind: str, rt: Runtime, ids: list[str], child: Any,
+                       sendgrid: SendGridEmulator) -> None:
+    """SIGTERM to ``child`` once STOP_AFTER e-mails went out: it winds down and then stops as
+    SIGTERM stops it (the handler it had before); nothing is left in doubt: what went out is
+    recorded, the rest is queued again, not counted as an attempt; the next run sends it."""
     try:
         sendgrid.wait_for(lambda: len(sendgrid.sent) >= STOP_AFTER, timeout=120)
         os.kill(child.pid, signal.SIGTERM)
@@ -140,24 +142,27 @@ def test_a_sender_told_to_stop_mid_batch_finishes_its_calls_and_requeues_the_res
     finally:
         if child.is_alive():
             kill(child)
-    # Wound down, then stopped as SIGTERM stops it (the handler it had before).
     assert child.exitcode == -signal.SIGTERM
     gone_out = set(accepted_ids(sendgrid))
     before = rows(rt)
-    assert len(gone_out) < BATCH / 2
-    # Nothing in doubt: what went out is recorded, the rest is queued again, not an attempt.
+    assert len(gone_out) < BATCH / 2  # stopped mid-batch indeed
     assert {i for i, m in before.items() if m.status == "sent"} == gone_out
     assert {(m.status, m.attempts, m.status_reason) for i, m in before.items()
             if i not in gone_out} == {("pending", 0, "deferred: sender stopped")}
 
     next_run(rt, timedelta(minutes=1))
-    final = rows(rt)
-    assert {m.status for m in final.values()} == {"sent"}
+    assert {m.status for m in rows(rt).values()} == {"sent"}
     accepted = accepted_ids(sendgrid)
     assert set(accepted) == set(ids) and max(accepted.values()) == 1
-    shown = figures("SIGTERM", rt, before, gone_out, sendgrid)
+    shown = figures(kind, rt, before, gone_out, sendgrid)
     assert shown["flagged unknown"] == 0 and shown["duplicates"] == 0
     rt.engine.dispose()
+
+
+def test_a_sender_told_to_stop_mid_batch_finishes_its_calls_and_requeues_the_rest(
+        settings: Settings, sendgrid: SendGridEmulator) -> None:
+    rt, ids = slow_batch(settings, sendgrid)
+    stopped_by_sigterm("SIGTERM", rt, ids, start_dispatcher(rt.settings, NOW), sendgrid)
 
 
 def children_of(pid: int) -> set[int]:
@@ -270,23 +275,4 @@ def test_a_sigterm_while_waiting_for_the_send_helpers_stops_them_too(
     child = multiprocessing.get_context("spawn").Process(
         target=_dispatcher_waiting_for_its_helper, args=(rt.settings.model_dump(), NOW))
     child.start()  # not a daemon: a daemon process may not start the helper
-    try:
-        sendgrid.wait_for(lambda: len(sendgrid.sent) >= STOP_AFTER, timeout=120)
-        os.kill(child.pid, signal.SIGTERM)
-        child.join(60)
-    finally:
-        if child.is_alive():
-            kill(child)
-    assert child.exitcode == -signal.SIGTERM
-    gone_out = set(accepted_ids(sendgrid))
-    before = rows(rt)
-    assert len(gone_out) < BATCH / 2  # the helper stopped too, mid-batch
-    assert {i for i, m in before.items() if m.status == "sent"} == gone_out
-    assert {(m.status, m.attempts) for i, m in before.items() if i not in gone_out} == {
-        ("pending", 0)}
-    next_run(rt, timedelta(minutes=1))
-    accepted = accepted_ids(sendgrid)
-    assert set(accepted) == set(ids) and max(accepted.values()) == 1
-    shown = figures("SIGTERM while waiting for a helper", rt, before, gone_out, sendgrid)
-    assert shown["flagged unknown"] == 0 and shown["duplicates"] == 0
-    rt.engine.dispose()
+    stopped_by_sigterm("SIGTERM while waiting for a helper", rt, ids, child, sendgrid)
