@@ -94,23 +94,23 @@ class CallMarks:
     def _flush(self, ids: Sequence[str]) -> None:
         with self._answers_lock:
             answers = list(self._answers)
-        tries: list[DispatchCounts] = []  # the last one committed; the others counted nothing
 
-        def write() -> tuple[set[str], set[str]]:
-            tries.append(DispatchCounts())
+        def write() -> tuple[set[str], set[str], DispatchCounts]:
+            counted = DispatchCounts()  # a try that rolled back counted nothing
             with self._factory() as session, session.begin():
-                recorded = self._record(session, answers, tries[-1]) if answers else set()
+                recorded = self._record(session, answers, counted) if answers else set()
                 return recorded, set(session.scalars(
                     update(Message)
                     .where(Message.id.in_(ids), Message.claim_token == self._token,
                            Message.status == "sending")
                     .values(call_started_at=self._clock.now())
-                    .returning(Message.id)))
+                    .returning(Message.id))), counted
 
         try:
             # Retried while the database is away for a moment, as recording is: given up, the
             # rest of the batch would go back to the queue.
-            recorded, marked = while_away(write, f"marking {len(ids)} provider calls as started")
+            recorded, marked, counted = while_away(
+                write, f"marking {len(ids)} provider calls as started")
         except SQLAlchemyError as exc:
             # Unmarked, a call would be lost to review after a crash: none starts. The answers
             # are recorded at the end of the batch, where recording is retried.
@@ -123,4 +123,4 @@ class CallMarks:
         with self._answers_lock:
             del self._answers[:len(answers)]  # answers only ever come in at the end
         self.recorded |= recorded
-        self.counts.add(tries[-1])
+        self.counts.add(counted)

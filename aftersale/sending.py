@@ -349,14 +349,12 @@ def _record(factory: sessionmaker[Session], results: list[SendResult],
     lost changes nothing."""
     if not results:
         return
-    tries: list[DispatchCounts] = []  # the last one committed; the others counted nothing
+    def write() -> DispatchCounts:
+        counted = DispatchCounts()  # a try that rolled back counted nothing
+        _record_once(factory, results, channel_of, provider_of, clock, counted, token)
+        return counted
 
-    def write() -> None:
-        tries.append(DispatchCounts())
-        _record_once(factory, results, channel_of, provider_of, clock, tries[-1], token)
-
-    while_away(write, f"recording {len(results)} provider answers")
-    counts.add(tries[-1])
+    counts.add(while_away(write, f"recording {len(results)} provider answers"))
 
 
 def _still_ours(message: Message, token: str) -> bool:
