@@ -249,13 +249,11 @@ def _judge_clicks(session: Session, batch: list[Delivery]) -> list[Delivery]:
     clicks = [d for d in batch if d.kind in engaged and d.message_id]
     if not clicks:
         return batch
-    ids = sorted({d.message_id for d in clicks if d.message_id})
     sent_at: dict[str, datetime | None] = {}
     seen: dict[str, list[Seen]] = {}
     links: dict[str, int] = {}  # each distinct link a number, as a score is for survey links
     stored: dict[int, DeliveryEvent] = {}
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+    for chunk in in_chunks(d.message_id for d in clicks):
         sent_at.update({mid: at for mid, at in session.execute(
             select(Message.id, Message.sent_at).where(Message.id.in_(chunk)))})
         for row in session.scalars(select(DeliveryEvent).where(

@@ -45,6 +45,7 @@ from aftersale.journeys.engine import (
     Skip,
     Status,
     advance,
+    in_time,
 )
 from aftersale.journeys.model import Journey
 
@@ -154,13 +155,13 @@ def _could_not_advance(enrollment: Enrollment, exc: Exception, now: datetime,
 def _given_in_time(enrollment: Enrollment, answers: list[SurveyResponse], now: datetime
                    ) -> list[SurveyResponse]:
     """A ``wait_for`` past its deadline is decided as of the deadline: the engine takes the
-    timeout path for an answer given after it (``engine._arrived``), and the steps that follow
+    timeout path for an answer given after it (``engine.in_time``), and the steps that follow
     must not read that answer either, or a reply stored months late, after an outage, would
     still raise the alert of the branch after a ``continue`` timeout."""
     deadline = enrollment.wait_until
     if enrollment.waiting_for is None or deadline is None or deadline > now:
         return answers
-    return [a for a in answers if a.responded_at < deadline]
+    return [a for a in answers if in_time(a.responded_at, deadline)]
 
 
 def _position(enrollment: Enrollment) -> Position:

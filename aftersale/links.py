@@ -22,6 +22,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+#: The query parameter of a survey e-mail's hidden link (:meth:`Links.honeypot`).
+HONEYPOT_PARAM = "hp"
+
+
 class BadToken(ValueError):
     """Tampered, malformed or signed with another key."""
 
@@ -55,14 +59,16 @@ class Links:
     signer: Signer
 
     def survey(self, message_id: str, customer_id: str, kind: str, score: int) -> str:
-        token = self.signer.sign({"m": message_id, "c": customer_id, "k": kind})
-        return f"{self.public_url.rstrip('/')}/s/{token}?score={score}"
+        return f"{self._survey_page(message_id, customer_id, kind)}?score={score}"
 
     def honeypot(self, message_id: str, customer_id: str, kind: str) -> str:
         """The survey e-mail's hidden link: no person sees it, so whatever fetches it is a
         machine (aftersale.surveys.scanners)."""
+        return f"{self._survey_page(message_id, customer_id, kind)}?{HONEYPOT_PARAM}=1"
+
+    def _survey_page(self, message_id: str, customer_id: str, kind: str) -> str:
         token = self.signer.sign({"m": message_id, "c": customer_id, "k": kind})
-        return f"{self.public_url.rstrip('/')}/s/{token}?hp=1"
+        return f"{self.public_url.rstrip('/')}/s/{token}"
 
     def unsubscribe(self, message_id: str, customer_id: str, channel: str) -> str:
         token = self.signer.sign({"m": message_id, "c": customer_id, "ch": channel})

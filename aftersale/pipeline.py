@@ -26,7 +26,7 @@ from aftersale.processing import ProcessCounts, process_batch
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.sending import Rules, send_pending
 from aftersale.stopping import STOP, graceful, stop_on_sigterm
-from aftersale.surveys.clicks import settle_clicks
+from aftersale.surveys.clicks import settle_due
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000,
 def settle_survey_clicks(rt: Runtime) -> int:
     """Survey clicks that waited out their burst window become answers in the inbox, so the
     drain that follows takes them (aftersale.surveys.clicks)."""
-    with rt.factory() as session, session.begin():
-        return settle_clicks(session, rt.now())
+    return settle_due(rt.factory, rt.now())
 
 
 def dispatch_due(rt: Runtime, definitions: Definitions, max_batches: int = 1000) -> DispatchCounts:

@@ -51,7 +51,7 @@ from aftersale.events import STORED, Event, EventType
 from aftersale.facts import purchases_among, segment_context
 from aftersale.forget import scrub_payload
 from aftersale.journeys.definitions import Definitions, VersionCache, ensure_version
-from aftersale.journeys.engine import Status, in_holdout
+from aftersale.journeys.engine import Status, in_holdout, in_time
 from aftersale.journeys.model import Journey, Reentry
 from aftersale.links import referral_code
 
@@ -391,13 +391,6 @@ def _history_needed(events: list[Event], orders: dict[str, Order],
     return needed
 
 
-def _before_deadline(event: Event, enrollment: Enrollment) -> bool:
-    """An event that happened after the wait ended (an answer stored late, after an outage)
-    does not wake it: the enrollment is already due at its deadline and dispatch takes the
-    timeout path, as the engine decides it (``engine._arrived``)."""
-    return enrollment.wait_until is None or event.occurred_at < enrollment.wait_until
-
-
 @dataclass
 class _Applier:
     session: Session
@@ -592,8 +585,8 @@ class _Applier:
                 enrollment.end_reason = f"exit event {event.type.value}"
                 enrollment.due_at = None
                 self.counts.exited += 1
-            elif enrollment.waiting_for == event.type.value and _before_deadline(
-                    event, enrollment):
+            elif enrollment.waiting_for == event.type.value and in_time(
+                    event.occurred_at, enrollment.wait_until):  # a late one does not wake it
                 enrollment.due_at = now
                 self.counts.resumed += 1
 

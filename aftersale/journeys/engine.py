@@ -159,15 +159,21 @@ def _arrived(step: WaitFor, pos: Position, facts: Facts, now: datetime) -> bool:
     seen_at = facts.seen.get(step.event)
     if seen_at is None:
         return False
-    # An event that happened after the deadline came too late, even if it is seen before the
-    # timeout is (dispatch was down, or the answer was stored after an outage): the step
-    # times out, as it would have at its deadline.
-    if pos.wait_until is not None and seen_at >= pos.wait_until:
+    if not in_time(seen_at, pos.wait_until):
         return False
     if step.event in STATE_EVENTS:
         return True
     started = now if pos.wait_until is None else pos.wait_until - step.timeout
     return seen_at >= started
+
+
+def in_time(happened_at: datetime, deadline: datetime | None) -> bool:
+    """Whether an event that happened at ``happened_at`` counts for a wait ending at
+    ``deadline`` (None: no deadline). One that happened after it came too late, even if it is
+    seen before the timeout is (dispatch was down, the answer was stored after an outage): the
+    step times out, as it would have at its deadline. Processing (no wake-up), dispatch (the
+    steps after the timeout do not read it) and this engine all decide by this."""
+    return deadline is None or happened_at < deadline
 
 
 def in_holdout(journey_name: str, customer_id: str, percent: float) -> bool:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aftersale.metrics.model import JourneyLift, Lift, Mean, Metric, MetricsReport, Nps, Rate, SegmentMetrics
-from aftersale.metrics.snapshots import engagement_totals
+from aftersale.metrics.snapshots import ENGAGEMENT, engagement_totals
 
 ALL_SEGMENT = "all"  # every customer in any segment, counted once (DESIGN.md section 4)
 NULL = "–"  # what a metric without data (denominator 0) shows as: never 0
@@ -136,8 +136,7 @@ def engagement_table(report: MetricsReport) -> Table:
     for name in ("sent", "opened", "clicked", "machine opens", "scanner clicks"):
         table.add_column(name, justify="right", no_wrap=True)
     for journey, t in engagement_totals(report).items():
-        table.add_row(journey, *(str(t[k]) for k in ("sent", "opened", "clicked",
-                                                     "machine_opened", "suspect_clicked")))
+        table.add_row(journey, *(str(t[k]) for k in ENGAGEMENT))
     return table
 
 

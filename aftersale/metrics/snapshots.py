@@ -22,6 +22,8 @@ FUNNEL_KEY = "metrics-funnel"
 FUNNEL_COLUMNS = ("journey", "step", "template", "channel", "sent", "delivered", "opened",
                   "clicked", "machine_opened", "suspect_clicked", "bounced", "failed",
                   "unsubscribed")
+#: Per journey, in this order: sent, people's opens and clicks, the machines' beside them.
+ENGAGEMENT = ("sent", "opened", "clicked", "machine_opened", "suspect_clicked")
 TABLE_METRICS = ("nps", "csat", "ces", "response_rate_nps", "response_rate_csat",
                  "repeat_purchase_rate", "retention_90d", "churn_90d", "referral_rate",
                  "median_days_to_second_order", "messages_per_customer")
@@ -80,8 +82,7 @@ def summary_markdown(report: MetricsReport) -> str:
                   "| journey | sent | opened | clicked | machine opens | scanner clicks |",
                   "|---|---:|---:|---:|---:|---:|"]
         for journey, t in engagement_totals(report).items():
-            lines.append(f"| {journey} | {t['sent']} | {t['opened']} | {t['clicked']} "
-                         f"| {t['machine_opened']} | {t['suspect_clicked']} |")
+            lines.append(f"| {journey} | " + " | ".join(str(t[k]) for k in ENGAGEMENT) + " |")
     return "\n".join(lines)
 
 
@@ -89,8 +90,7 @@ def engagement_totals(report: MetricsReport) -> dict[str, dict[str, int]]:
     """Per journey: sent, people's opens and clicks, and the machines' beside them."""
     totals: dict[str, dict[str, int]] = {}
     for step in report.funnel:
-        t = totals.setdefault(step.journey, dict.fromkeys(
-            ("sent", "opened", "clicked", "machine_opened", "suspect_clicked"), 0))
+        t = totals.setdefault(step.journey, dict.fromkeys(ENGAGEMENT, 0))
         for name in t:
             t[name] += getattr(step, name)
     return dict(sorted(totals.items()))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.db.models import Message, SurveyClick
 from aftersale.surveys.answers import SurveyMessage, store_answer, survey_message
@@ -95,6 +95,13 @@ def settle_clicks(session: Session, now: datetime, limit: int = SETTLE_BATCH) ->
                         .values(event_id=event.id).execution_options(synchronize_session=False))
         settled += 1
     return settled
+
+
+def settle_due(factory: sessionmaker[Session], now: datetime) -> int:
+    """:func:`settle_clicks` in a transaction of its own: what the web process's timer and
+    every process-events run call."""
+    with factory() as session, session.begin():
+        return settle_clicks(session, now)
 
 
 def confirm_pending(session: Session, message_id: str, event_id: str) -> int:

@@ -47,7 +47,7 @@ from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
 from aftersale.errors import Problem
 from aftersale.events import SURVEY_SCALES
 from aftersale.intake import notify
-from aftersale.links import BadToken, Signer
+from aftersale.links import HONEYPOT_PARAM, BadToken, Signer
 from aftersale.runtime import Runtime
 from aftersale.surveys.answers import (
     COMMENT_LIMIT,
@@ -62,7 +62,7 @@ from aftersale.surveys.clicks import (
     SETTLE_AFTER,
     confirm_pending,
     record_click,
-    settle_clicks,
+    settle_due,
 )
 from aftersale.surveys.scanners import Click
 from aftersale.web.bodies import read_limited
@@ -78,7 +78,6 @@ MAX_FORM = 12 * COMMENT_LIMIT + 1024
 # referral_code() gives "R" + base32 (A-Z, 2-7); Customer.referral_code is 32 characters wide.
 REFERRAL_CODE = re.compile(r"R[A-Z2-7]{1,31}")
 _SCORE = re.compile(r"[0-9]{1,2}")  # not int(): it takes "+7", " 7", "1_0" and "７"
-HONEYPOT_PARAM = "hp"  # the e-mail's hidden link (aftersale.links.Links.honeypot)
 
 
 def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
@@ -100,7 +99,7 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
 
     async def settle() -> None:
         try:
-            settled = await run_in_threadpool(_settle, runtime)
+            settled = await run_in_threadpool(settle_due, runtime.factory, runtime.now())
         except Exception:  # the next process-events run settles them
             log.exception("settling survey clicks failed")
             return
@@ -287,11 +286,6 @@ def _answer(settings: Settings, runtime: Runtime, claims: _Claims, score: int | 
     if stored:  # after the commit: the nudge must never announce an event that is not there
         notify.inbox_received(settings, 1, "survey")
     return survey, locale, current, verdict
-
-
-def _settle(runtime: Runtime) -> int:
-    with runtime.factory() as session, session.begin():
-        return settle_clicks(session, runtime.now())
 
 
 def _record_click(runtime: Runtime, code: str, now: datetime) -> bool:

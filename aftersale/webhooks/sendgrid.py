@@ -25,6 +25,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 
 from aftersale.config import Settings
 from aftersale.delivery import Delivery, DeliveryKind
+from aftersale.links import HONEYPOT_PARAM
 from aftersale.suppression import normalize_address
 from aftersale.surveys.scanners import Click, suspect_reason
 from aftersale.webhooks import WebhookRejected
@@ -36,7 +37,6 @@ RETRY_PERIOD = timedelta(hours=24)
 MARGIN = timedelta(hours=1)  # queueing on SendGrid's side, and our clock against theirs
 CLOCK_SKEW = timedelta(minutes=5)
 MESSAGE_ID_ARG = "aftersale_message_id"  # our id, sent in custom_args (channels/sendgrid.py)
-HONEYPOT_PARAM = "hp"  # as in aftersale.links.Links.honeypot
 
 _KINDS: dict[str, DeliveryKind] = {
     "processed": DeliveryKind.PROCESSED,
