@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from aftersale.clock import SimulatedClock, as_utc
 from aftersale.config import Settings, load_settings
-from aftersale.durations import parse_duration
-from aftersale.errors import ConfigError, DefinitionError
+from aftersale.core.clock import SimulatedClock, as_utc
+from aftersale.core.durations import parse_duration
+from aftersale.core.errors import ConfigError, DefinitionError
 
 if TYPE_CHECKING:
     from aftersale.runtime import Runtime
@@ -50,7 +50,7 @@ def _parse_time(text: str) -> datetime:
 @app.command()
 def validate() -> None:
     """Check journeys, segments and content; print every problem as path:line."""
-    from aftersale.journeys.definitions import check_definitions
+    from aftersale.pipeline.definitions import check_definitions
     from aftersale.surveys.sms_answers import check_reply_texts
     from aftersale.web.surveys import check_page_texts
 
@@ -145,18 +145,18 @@ def run(
              "oldest pending event)")] = None,
 ) -> None:
     """Process the inbox and dispatch due work now, or step a simulated clock to --until."""
+    from aftersale.db.clock_state import load_clock
+    from aftersale.orchestration.flow_context import using_runtime
+    from aftersale.pipeline.stopping import exit_on_sigterm
     from aftersale.runtime import open_runtime
-    from aftersale.state import load_clock
-    from aftersale.stopping import exit_on_sigterm
-    from flows.common import using_runtime
 
-    # Stopped by SIGTERM, the run winds down (see aftersale.stopping) and exits through its
+    # Stopped by SIGTERM, the run winds down (see aftersale.pipeline.stopping) and exits through its
     # atexit handlers, which stop the temporary Prefect server it may have started.
     exit_on_sigterm()
     settings = _settings()
     if until is None:
-        from flows.dispatch_messages import dispatch_messages
-        from flows.process_events import process_events
+        from aftersale.orchestration.dispatch_messages import dispatch_messages
+        from aftersale.orchestration.process_events import process_events
 
         with using_runtime(open_runtime(settings)):
             processed = process_events(reason="cli")
@@ -174,7 +174,7 @@ def run(
         err.print(f"--until {target.isoformat()} is before the clock ({begin.isoformat()})")
         raise typer.Exit(2)
     rt.clock = SimulatedClock(begin)
-    from flows.run_until import run_until
+    from aftersale.orchestration.run_until import run_until
 
     with using_runtime(rt):
         summary = run_until(until=target, tick=step)
@@ -201,7 +201,7 @@ def preview(
         help="assume a survey answer, e.g. --response nps=3 (repeatable)")] = None,
 ) -> None:
     """Print the timeline of messages this customer would get, rendered, in local time."""
-    from aftersale.preview import PreviewError, preview_journey, print_timeline
+    from aftersale.ops.preview import PreviewError, preview_journey, print_timeline
     from aftersale.runtime import open_runtime
 
     settings = _settings()
@@ -215,7 +215,7 @@ def preview(
 
 
 def _responses(values: list[str]) -> dict[str, int]:
-    from aftersale.events import SURVEY_SCALES
+    from aftersale.core.events import SURVEY_SCALES
 
     answers = {}
     for value in values:
@@ -342,7 +342,7 @@ def up(
 ) -> None:
     """Run it all on this machine until Ctrl-C: a Prefect server, the web app and the flows,
     which webhooks start within seconds (plus their safety schedules)."""
-    from aftersale.up import UpError, run_up
+    from aftersale.orchestration.up import UpError, run_up
 
     settings = _settings()
     try:
@@ -411,7 +411,7 @@ def forget(
     address so they go on holding; running it again is harmless."""
     from rich.table import Table
 
-    from aftersale.forget import UnknownCustomer, erase_sandbox_files, forget_customer
+    from aftersale.pipeline.erasure import UnknownCustomer, erase_sandbox_files, forget_customer
     from aftersale.runtime import open_runtime
 
     settings = _settings()
@@ -457,7 +457,7 @@ def review_show(
     """Counts by status, then the sends whose outcome is unknown and the failed events."""
     from rich.table import Table
 
-    from aftersale.review import overview
+    from aftersale.ops.review import overview
     from aftersale.runtime import open_runtime
 
     rt = open_runtime(_settings())
@@ -503,7 +503,7 @@ def review_show(
 
 
 def _decide(decision: str, ids: list[str] | None) -> int:
-    from aftersale.review import NotUnderReview, confirm_sent, requeue, resend
+    from aftersale.ops.review import NotUnderReview, confirm_sent, requeue, resend
     from aftersale.runtime import open_runtime
 
     rt = open_runtime(_settings())

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aftersale.errors import ConfigError
+from aftersale.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from aftersale.sending_rules import FrequencyCap, QuietHours
+    from aftersale.core.sending_rules import FrequencyCap, QuietHours
 
 PREFIX = "AFTERSALE_"
 
@@ -92,14 +92,14 @@ class Settings(BaseSettings):
     @field_validator("quiet_hours", "frequency_cap")
     @classmethod
     def _rule(cls, value: str, info: Any) -> str:
-        from aftersale.sending_rules import parse_frequency_cap, parse_quiet_hours
+        from aftersale.core.sending_rules import parse_frequency_cap, parse_quiet_hours
 
         if value != "off":
             (parse_quiet_hours if info.field_name == "quiet_hours" else parse_frequency_cap)(value)
         return value
 
     def sending_rules(self) -> tuple[QuietHours | None, FrequencyCap | None]:
-        from aftersale.sending_rules import parse_frequency_cap, parse_quiet_hours
+        from aftersale.core.sending_rules import parse_frequency_cap, parse_quiet_hours
 
         quiet = None if self.quiet_hours == "off" else parse_quiet_hours(self.quiet_hours)
         cap = None if self.frequency_cap == "off" else parse_frequency_cap(self.frequency_cap)

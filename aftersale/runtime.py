@@ -13,15 +13,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, SingleSendChannel
+from aftersale.channels.ratelimit import RateLimiter
 from aftersale.channels.sandbox import SandboxChannel
-from aftersale.clock import Clock, SystemClock
 from aftersale.config import Settings
+from aftersale.core.clock import Clock, SystemClock
+from aftersale.core.errors import ConfigError, Problem
+from aftersale.core.links import Links, Signer
 from aftersale.db.migrate import ensure_current
 from aftersale.db.session import make_engine, session_factory
-from aftersale.errors import ConfigError, Problem
-from aftersale.journeys.definitions import Definitions, activate
-from aftersale.links import Links, Signer
-from aftersale.ratelimit import RateLimiter
+from aftersale.pipeline.definitions import Definitions, activate
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from prefect import flow
 
-from aftersale.events import parse_event
+from aftersale.core.events import parse_event
 from aftersale.intake.inbox import store_events
-from flows.common import runtime
-from flows.dispatch_messages import dispatch_messages
-from flows.process_events import process_events
+from aftersale.orchestration.dispatch_messages import dispatch_messages
+from aftersale.orchestration.flow_context import runtime
+from aftersale.orchestration.process_events import process_events
 
 
 @flow(name="bench-one-event")

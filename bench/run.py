@@ -47,11 +47,11 @@ from sqlalchemy.orm import Session
 
 from aftersale.db.session import make_engine
 from aftersale.metrics.anchors import anchor_table
+from aftersale.metrics.by_segment import segment_metrics
 from aftersale.metrics.cohorts import cohorts
 from aftersale.metrics.compute import compute, tune_for_reports
 from aftersale.metrics.journeys import funnel, journey_lifts
 from aftersale.metrics.model import MetricsReport
-from aftersale.metrics.segments import segment_metrics
 from bench import throughput
 from bench.world import REPORT_END, SURVEY_KINDS, WorldStats, build_world, stored_world, world_key
 

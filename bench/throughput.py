@@ -5,14 +5,14 @@ each beside a baseline measured in the same run, on SQLite and PostgreSQL.
   :func:`aftersale.intake.importer.import_jsonl`, validation included), in a child process
   whose peak RSS is reported; baseline: the same rows bulk-inserted into the same table
   (SQLite ``executemany``, PostgreSQL ``COPY``) in a fresh database.
-- processing: the inbox drained by :func:`aftersale.processing.process_batch` (what the
+- processing: the inbox drained by :func:`aftersale.pipeline.apply_events.process_batch` (what the
   process-events flow's task calls), a realistic mix so upserts, enrollments and resumed waits
   happen; between batches (untimed) ``advance_due`` moves new enrollments to their waits, as
   dispatch-messages would. Baseline: reading every payload and marking it processed in raw SQL.
 - dispatch: queued messages sent by ``dispatch_due`` (claim, rules, channel choice, rendering,
   official SendGrid/Twilio clients, recording) to the emulators, which run in their own process;
   with the default ``send_processes`` a backlog this size is sent from up to one process per
-  core (``aftersale.pipeline.sending_processes``). Baseline: the emulators' raw request rate
+  core (``aftersale.pipeline.passes.sending_processes``). Baseline: the emulators' raw request rate
   from a trivial keep-alive HTTP client at the same concurrency, in one process.
 - end to end: one Prefect flow run per event (the naive design) against the batched flows
   (process-events + dispatch-messages), on the same events, against a local Prefect server.
@@ -40,8 +40,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text, update
 
-from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
+from aftersale.core.clock import SimulatedClock
 from aftersale.db.migrate import upgrade
 from aftersale.db.models import InboxEvent, Message
 from aftersale.db.session import make_engine
@@ -289,8 +289,8 @@ def _floor_pass(rt: Runtime, batch: int) -> int:
 
 def bench_processing(database: str, count: int, pg_url: str, log: Callable[[str], None]
                      ) -> Result:
-    from aftersale.dispatch import advance_due
-    from aftersale.processing import ProcessCounts, process_batch
+    from aftersale.pipeline.advance import advance_due
+    from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 
     url = fresh_database(database, "processing", pg_url)
     # The configured batch (1000); toy sizes take ten batches, so waits resume in between.
@@ -423,8 +423,8 @@ def _dispatch_events(count: int) -> Iterator[dict[str, Any]]:
 
 
 def bench_dispatch(database: str, count: int, pg_url: str, log: Callable[[str], None]) -> Result:
-    from aftersale.dispatch import advance_due
-    from aftersale.pipeline import dispatch_due, drain_inbox, sending_processes
+    from aftersale.pipeline.advance import advance_due
+    from aftersale.pipeline.passes import dispatch_due, drain_inbox, sending_processes
 
     url = fresh_database(database, "dispatch", pg_url)
     with Emulators() as emulators:
@@ -473,10 +473,10 @@ def bench_dispatch(database: str, count: int, pg_url: str, log: Callable[[str], 
 
 def bench_e2e(database: str, count: int, pg_url: str, log: Callable[[str], None]) -> Result:
     """Needs a Prefect API (see :func:`prefect_server`)."""
+    from aftersale.orchestration.dispatch_messages import dispatch_messages
+    from aftersale.orchestration.flow_context import using_runtime
+    from aftersale.orchestration.process_events import process_events
     from bench.naive import one_event_flow
-    from flows.common import using_runtime
-    from flows.dispatch_messages import dispatch_messages
-    from flows.process_events import process_events
 
     events = [e for e in generate(count, start=END - timedelta(hours=30),
                                   span=timedelta(hours=24), seed=14, prefix="e")]

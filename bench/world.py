@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, text
 
+from aftersale.core.links import referral_code
 from aftersale.db.migrate import upgrade
 from aftersale.db.session import make_engine
-from aftersale.links import referral_code
 
 #: The report time the world is built for: twelve months of history end here.
 REPORT_END = datetime(2026, 3, 1, tzinfo=UTC)

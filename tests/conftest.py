@@ -27,8 +27,8 @@ for _name in [n for n in os.environ if n.startswith("AFTERSALE_")]:
 import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from aftersale.clock import SimulatedClock  # noqa: E402
 from aftersale.config import Settings  # noqa: E402
+from aftersale.core.clock import SimulatedClock  # noqa: E402
 from aftersale.runtime import Runtime, open_runtime  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

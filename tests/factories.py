@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from aftersale.events import Event, parse_event
+from aftersale.core.events import Event, parse_event
 
 
 def customer(cid: str = "c-1", **overrides: Any) -> dict[str, Any]:

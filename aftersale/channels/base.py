@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from aftersale.errors import PermanentProviderError, TransientProviderError
+from aftersale.core.errors import PermanentProviderError, TransientProviderError
 
 if TYPE_CHECKING:
-    from aftersale.ratelimit import RateLimiter
+    from aftersale.channels.ratelimit import RateLimiter
 
 ChannelName = Literal["email", "sms", "whatsapp"]
 
@@ -48,7 +48,7 @@ class SendResult:
 
 class CallGate(Protocol):
     """What a sender needs to know of each provider call before it starts
-    (:class:`aftersale.call_marks.CallMarks`)."""
+    (:class:`aftersale.pipeline.call_marks.CallMarks`)."""
 
     #: Set when the sender is stopping: no further call starts.
     stop: threading.Event

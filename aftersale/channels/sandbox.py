@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import CallGate, ChannelName, OutboundMessage, SendResult
-from aftersale.clock import Clock
+from aftersale.core.clock import Clock
 from aftersale.db.models import SandboxOutbox
 from aftersale.db.upsert import insert
 

@@ -25,7 +25,7 @@ from python_http_client.exceptions import HTTPError as SendGridHTTPError
 
 from aftersale.channels.base import OutboundMessage, SingleSendChannel
 from aftersale.config import Settings
-from aftersale.errors import ConfigError, PermanentProviderError, TransientProviderError
+from aftersale.core.errors import ConfigError, PermanentProviderError, TransientProviderError
 
 PROVIDER = "sendgrid"
 DEFAULT_TIMEOUT = 10.0  # seconds, for connect and for each read

@@ -34,7 +34,7 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from aftersale.channels.base import OutboundMessage, SingleSendChannel
 from aftersale.config import Settings
-from aftersale.errors import ConfigError, PermanentProviderError, TransientProviderError
+from aftersale.core.errors import ConfigError, PermanentProviderError, TransientProviderError
 
 PROVIDER = "twilio"
 DEFAULT_TIMEOUT = 10.0  # seconds, for connect and for each read

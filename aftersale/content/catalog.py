@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aftersale.content.render import field, normalize_locale, pick_locale
-from aftersale.errors import Problem
+from aftersale.core.errors import Problem
 
 #: ``path inside the YAML document -> (line of the key, first line of the value's text)``.
 Lines = Mapping[tuple[str | int, ...], tuple[int, int]]

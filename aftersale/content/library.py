@@ -70,8 +70,8 @@ from aftersale.content.render import (
     normalize_locale,
     pick_locale,
 )
-from aftersale.errors import AftersaleError, DefinitionError, Problem
-from aftersale.yamlsource import ALIAS_HINT, MAX_VALUES
+from aftersale.core.errors import AftersaleError, DefinitionError, Problem
+from aftersale.core.yaml_lines import ALIAS_HINT, MAX_VALUES
 
 CHANNELS = ("email", "sms", "whatsapp")
 _EMAIL_PARTS = ("subject", "text", "html")

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from aftersale.clock import as_utc
+from aftersale.core.clock import as_utc
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -91,19 +91,19 @@ class Customer(Base):
     consent_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
     # consent_* is marketing consent; these are the transactional opt-ins ("text me about my
-    # order"), which let order updates go by SMS / WhatsApp (aftersale.channels.choice).
+    # order"), which let order updates go by SMS / WhatsApp (aftersale.core.channel_choice).
     order_updates_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     order_updates_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
     # Column -> occurred_at (ISO, UTC) of the newest event that stated it: a late or requeued
-    # event must not overwrite a newer fact (aftersale.processing). NULL: none recorded yet.
+    # event must not overwrite a newer fact (aftersale.pipeline.apply_events). NULL: none recorded yet.
     fact_times: Mapped[dict[str, Any] | None]
     # WhatsApp allows free-form text only within 24 h of the customer's last message to us.
     whatsapp_last_inbound_at: Mapped[datetime | None]
-    # Stable and unique (aftersale.links.referral_code): orders carrying it are referrals.
+    # Stable and unique (aftersale.core.links.referral_code): orders carrying it are referrals.
     referral_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    # Set by ``aftersale forget`` (aftersale.forget): personal data erased, counts kept.
+    # Set by ``aftersale forget`` (aftersale.pipeline.erasure): personal data erased, counts kept.
     forgotten_at: Mapped[datetime | None]
 
     __table_args__ = (UniqueConstraint("referral_code", name="uq_customer_referral_code"),)
@@ -158,7 +158,7 @@ class SurveyResponse(Base):
 
 class SurveyClick(Base):
     """A fetch of a survey e-mail's link (a score or the hidden honeypot), judged by
-    :mod:`aftersale.surveys.scanners`. ``pending``: looks like a person, waiting out the burst
+    :mod:`aftersale.core.scanners`. ``pending``: looks like a person, waiting out the burst
     window; ``answer``: became the answer (``event_id``, the inbox event); ``suspect``: most
     likely a mail scanner (``reason``), never an answer. No address or user agent is kept."""
 

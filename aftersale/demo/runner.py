@@ -1,18 +1,12 @@
-"""``aftersale demo``: a synthetic shop through the real intake, engine and sandbox channels.
-
-The simulator only plays the outside world: it hands the shop's events to the inbox when their
-time comes, and after each dispatch it lets the customers who got a message react (answer a
-survey, buy again) by sending events through the same intake. Every number printed at the end
-is read back from the database.
-"""
+"""``aftersale demo``: a synthetic shop through the real intake, engine and sandbox channels,
+run as the demo-shop Prefect flow; every number printed at the end is read back from the
+database."""
 
 from __future__ import annotations
 
-import heapq
 import random
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,248 +14,21 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from aftersale.clock import SimulatedClock, as_utc
 from aftersale.config import Settings
-from aftersale.db.models import (
-    AlertRecord,
-    Enrollment,
-    Message,
-    MetricsSnapshot,
-    Order,
-    SurveyResponse,
-)
-from aftersale.delivery import Delivery, DeliveryKind, Inbound, apply_deliveries, apply_inbound
-from aftersale.demo.behaviour import react
-from aftersale.demo.shop import (
-    SyntheticShop,
-    basket,
-    build_shop,
-    currency_for,
-    fulfilment_events,
-    order_event,
-)
-from aftersale.dispatch import DispatchCounts
-from aftersale.errors import EventError
-from aftersale.events import parse_event
-from aftersale.intake.inbox import store_events
-from aftersale.journeys.definitions import Definitions
+from aftersale.core.clock import SimulatedClock
+from aftersale.db.models import AlertRecord, Enrollment, Message, MetricsSnapshot, Order, SurveyResponse
+from aftersale.demo.shop import build_shop
+from aftersale.demo.simulator import TAIL, Simulator, feed
 from aftersale.metrics.compute import nps_by_month
 from aftersale.metrics.model import MetricsReport
 from aftersale.metrics.present import print_table
 from aftersale.metrics.report import write_report
-from aftersale.pipeline import dispatch_due, drain_inbox
-from aftersale.processing import ProcessCounts
+from aftersale.orchestration.compute_metrics import compute_metrics
+from aftersale.orchestration.demo_shop import demo_shop, simulating
+from aftersale.orchestration.flow_context import using_runtime
 from aftersale.runtime import Runtime, open_runtime
-from aftersale.suppression import set_consent, suppress
-from aftersale.surveys.answers import store_answer, survey_message
 from aftersale.surveys.sms_answers import SurveyReplies, load_reply_texts, survey_kinds
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TICK = timedelta(hours=4)  # fine enough for waits measured in days
-TAIL = timedelta(days=60)  # after the last order, let journeys run to their end
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A customer's own message to us, as the Twilio inbound webhook would deliver it."""
-
-    customer_id: str
-    channel: str  # sms | whatsapp | email (email: the unsubscribe link)
-    body: str
-    key: str
-
-
-@dataclass(frozen=True)
-class Click:
-    """A score link in a survey e-mail, clicked: what ``GET /s/{token}?score=N`` stores."""
-
-    message_id: str
-    kind: str
-    score: int
-    comment: str | None
-
-
-Item = dict[str, Any] | Reply | Click | Delivery
-
-
-@dataclass(order=True)
-class _Scheduled:
-    at: datetime
-    seq: int
-    item: Item = field(compare=False)
-
-WHATSAPP_QUESTION = {"en": "Hi! Any news on my order?", "tr": "Merhaba, siparişim ne durumda?",
-                     "pl": "Dzień dobry, co z moim zamówieniem?"}
-
-
-@dataclass
-class Simulator:
-    """The outside world: the shop's own events and customers' reactions, fed on time."""
-
-    shop: SyntheticShop
-    rng: random.Random
-    queue: list[_Scheduled] = field(default_factory=list)
-    next_order: int = 0
-    watermark: datetime = EPOCH  # messages sent after it are new to the customers
-    seq: int = 0
-    reactions: int = 0
-    rejected: list[str] = field(default_factory=list)
-    surveys: SurveyReplies | None = None  # what the Twilio inbound webhook answers surveys with
-
-    def schedule(self, at: datetime, item: Item) -> None:
-        self.seq += 1
-        heapq.heappush(self.queue, _Scheduled(as_utc(at), self.seq, item))
-
-    def due(self, after: datetime, until: datetime) -> list[Item]:
-        items: list[Item] = []
-        for event in self.shop.events_between(after, until):
-            items.append(event)
-            if event["type"] == "order.placed":
-                self.maybe_ask_on_whatsapp(event)
-        while self.queue and self.queue[0].at <= until:
-            items.append(heapq.heappop(self.queue).item)
-        return items
-
-    def maybe_ask_on_whatsapp(self, event: dict[str, Any]) -> None:
-        """Some customers who use WhatsApp write to the shop after ordering, which opens the
-        24-hour window for free-form WhatsApp messages."""
-        persona = self.shop.personas.get(event["customer"]["id"])
-        if persona is None or not persona.phone or not persona.consent.get("whatsapp"):
-            return
-        if self.rng.random() < 0.5:
-            when = datetime.fromisoformat(event["occurred_at"]) + timedelta(
-                hours=self.rng.uniform(20, 60))
-            self.schedule(when, Reply(persona.customer_id, "whatsapp",
-                                      WHATSAPP_QUESTION.get(persona.language, "Hi!"),
-                                      f"wa-{event['id']}"))
-
-    def react_to(self, message: Message, definitions: Definitions, sent_at: datetime) -> None:
-        persona = self.shop.personas.get(message.customer_id)
-        if persona is None or message.channel is None:
-            return
-        kind = definitions.content.survey_kind(message.template)
-        reaction = react(persona, message.template, message.channel, kind, self.rng)
-        self.reactions += 1
-        self.report_delivery(message, sent_at, reaction.reply_delay, reaction.opened,
-                             reaction.clicked)
-        if kind is not None and reaction.survey_score is not None:
-            # Answered the way a real customer would: a score link in an e-mail, a text reply
-            # ("9 great service") on SMS and WhatsApp.
-            answer: Click | Reply
-            if message.channel == "email":
-                answer = Click(message.id, kind, reaction.survey_score, reaction.comment)
-            else:
-                text = f"{reaction.survey_score} {reaction.comment or ''}".strip()
-                answer = Reply(persona.customer_id, message.channel, text, f"answer-{message.id}")
-            self.schedule(sent_at + reaction.reply_delay, answer)
-        if reaction.buys_again_in is not None:
-            self.buy(persona.customer_id, sent_at + reaction.buys_again_in)
-        if reaction.unsubscribed:
-            body = "STOP" if message.channel != "email" else "unsubscribe"
-            self.schedule(sent_at + reaction.reply_delay,
-                          Reply(persona.customer_id, message.channel, body, f"stop-{message.id}"))
-
-    def report_delivery(self, message: Message, sent_at: datetime, delay: timedelta,
-                        opened: bool, clicked: bool) -> None:
-        """What the provider's webhook would report: delivered, then opened (read, on
-        WhatsApp) and clicked, as the customer did. SMS reports no opens."""
-        kinds = [(DeliveryKind.DELIVERED, sent_at + timedelta(minutes=1))]
-        if opened and message.channel != "sms":
-            kinds.append((DeliveryKind.READ if message.channel == "whatsapp" else DeliveryKind.OPENED,
-                          sent_at + delay))
-        if clicked:
-            kinds.append((DeliveryKind.CLICKED, sent_at + delay + timedelta(minutes=1)))
-        for kind, when in kinds:
-            self.schedule(when, Delivery(
-                provider="demo", provider_event_id=f"{message.id}-{kind.value}", kind=kind,
-                message_id=message.id, provider_message_id=None, recipient=message.recipient,
-                occurred_at=when, channel=message.channel))
-
-    def buy(self, customer_id: str, when: datetime) -> None:
-        persona = self.shop.personas[customer_id]
-        self.next_order += 1
-        number = self.shop.order_count + self.next_order
-        order_id = f"o-{number:06d}"
-        currency = currency_for(persona.country)
-        placed = order_event(persona, order_id, f"#{1000 + number}", when,
-                             basket(persona, self.rng, currency), currency, [], None,
-                             f"evt-{order_id}-placed")
-        self.schedule(when, placed)
-        for follow in fulfilment_events(persona, order_id, when, self.rng):
-            self.schedule(datetime.fromisoformat(follow["occurred_at"]), follow)
-
-
-def feed(rt: Runtime, sim: Simulator, items: list[Item]) -> int:
-    """Events go through the real intake (the validation a POST /events gets); replies and
-    clicks through what the Twilio inbound webhook, the survey and the unsubscribe pages do once
-    a request is verified."""
-    parsed = []
-    for raw in items:
-        if not isinstance(raw, dict):
-            continue
-        try:
-            parsed.append(parse_event(raw))
-        except EventError as exc:
-            sim.rejected.append(f"{raw.get('id')}: {exc}")
-    with rt.factory() as session, session.begin():
-        stored = store_events(session, parsed, "demo", rt.now()).stored
-        for item in items:
-            if isinstance(item, Reply):
-                _reply(session, sim, item, rt.now())
-            elif isinstance(item, Delivery):
-                apply_deliveries(session, [item], rt.now())
-            elif isinstance(item, Click):
-                survey = survey_message(session, item.message_id, item.kind)
-                if survey is not None:
-                    store_answer(session, survey, item.score, item.comment, "email", rt.now())
-    return stored
-
-
-def _reply(session: Session, sim: Simulator, reply: Reply, now: datetime) -> None:
-    persona = sim.shop.personas[reply.customer_id]
-    if reply.channel == "email":
-        if persona.email:
-            suppress(session, "email", persona.email, persona.customer_id, "unsubscribe",
-                     "unsubscribe_link", now)
-            set_consent(session, "email", False, now, customer_id=persona.customer_id)
-        return
-    if persona.phone:
-        apply_inbound(session, Inbound(
-            provider="demo", provider_message_id=reply.key, channel=reply.channel,  # type: ignore[arg-type]
-            from_address=persona.phone, to_address=None, body=reply.body), now,
-            surveys=sim.surveys)
-
-
-def let_customers_react(rt: Runtime, sim: Simulator, definitions: Definitions) -> None:
-    """Customers see the messages sent since the last look (simulated time only moves on)."""
-    with rt.factory() as session:
-        rows = session.scalars(
-            select(Message)
-            .where(Message.status == "sent", Message.sent_at > sim.watermark,
-                   Message.sent_at <= rt.now())
-            .order_by(Message.sent_at, Message.enrollment_id, Message.step_key)).all()
-    sim.watermark = rt.now()
-    for message in rows:
-        sim.react_to(message, definitions, message.sent_at or rt.now())
-
-
-def simulate(rt: Runtime, sim: Simulator, definitions: Definitions, until: datetime
-             ) -> tuple[ProcessCounts, DispatchCounts]:
-    """Step the clock to ``until``: feed what happened, process, dispatch, react."""
-    assert isinstance(rt.clock, SimulatedClock)
-    processed, dispatched = ProcessCounts(), DispatchCounts()
-    while rt.now() < until:
-        before = rt.now()
-        rt.clock.set(min(before + TICK, until))
-        feed(rt, sim, sim.due(before, rt.now()))
-        processed.add(drain_inbox(rt, definitions, due_by=rt.now()))
-        counts = dispatch_due(rt, definitions)
-        dispatched.add(counts)
-        if counts.sent:
-            let_customers_react(rt, sim, definitions)
-    return processed, dispatched
 
 
 def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: int,
@@ -283,10 +50,6 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     # The shop's history before the window is imported first; it is too old to start
     # journeys, but it is what makes returning customers "at risk" or "repeat".
     feed(rt, sim, sim.due(shop.start - timedelta(days=3650), shop.start))
-    from flows.common import using_runtime
-    from flows.compute_metrics import compute_metrics
-    from flows.demo_shop import demo_shop, simulating
-
     with using_runtime(rt), simulating(sim, out):
         summary = demo_shop(sim_end=(shop.end + TAIL).isoformat())
         compute_metrics()  # the snapshot and artifacts operators see after a daily run

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
-from aftersale.links import referral_code
+from aftersale.core.links import referral_code
 
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 HISTORY_DAYS = 400  # how far before `start` a "previous" order may lie

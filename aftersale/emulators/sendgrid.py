@@ -13,7 +13,7 @@ import json
 import uuid
 from typing import Any
 
-from aftersale.emulators import Emulator, Recorded, Reply
+from aftersale.emulators.server import Emulator, Recorded, Reply
 
 MAIL_SEND = "/v3/mail/send"
 

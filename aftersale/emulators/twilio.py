@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from aftersale.emulators import Emulator, Recorded, Reply
+from aftersale.emulators.server import Emulator, Recorded, Reply
 
 API = "/2010-04-01"
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-f]{32})/Messages\.json$")

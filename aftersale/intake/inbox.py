@@ -11,8 +11,8 @@ from sqlalchemy import Engine, Text, bindparam, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from aftersale.core.events import Event
 from aftersale.db.models import InboxEvent
-from aftersale.events import Event
 
 CHUNK = 2000
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aftersale.errors import EventError
-from aftersale.events import Event, parse_event
+from aftersale.core.errors import EventError
+from aftersale.core.events import Event, parse_event
 from aftersale.intake.jsontext import JSONTextError, loads
 
 T = TypeVar("T")

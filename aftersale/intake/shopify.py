@@ -1,6 +1,6 @@
 """Shopify webhooks -> normalized events. Pure code: no I/O, no clock (the caller passes times).
 
-One webhook maps to zero or more :class:`aftersale.events.Event`: orders become
+One webhook maps to zero or more :class:`aftersale.core.events.Event`: orders become
 ``order.placed`` / ``order.cancelled``, refunds ``order.refunded``, fulfillments
 ``order.shipped`` / ``order.delivered``, the customer consent topics ``consent.changed``.
 
@@ -27,8 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from aftersale.errors import AftersaleError, EventError
-from aftersale.events import Event, normalize_phone, parse_event
+from aftersale.core.errors import AftersaleError, EventError
+from aftersale.core.events import Event, normalize_phone, parse_event
 from aftersale.intake.jsonl import LineError, ParsedFile
 from aftersale.intake.jsontext import JSONTextError, loads
 

@@ -19,9 +19,10 @@ from datetime import UTC, date, datetime, time
 from sqlalchemy import Engine, case, distinct, extract, func, select, text
 from sqlalchemy.orm import Session
 
-from aftersale.clock import as_utc
+from aftersale.core.clock import as_utc
 from aftersale.db.models import Enrollment, SurveyResponse
 from aftersale.metrics.anchors import anchor_table
+from aftersale.metrics.by_segment import segment_metrics
 from aftersale.metrics.cohorts import cohorts
 from aftersale.metrics.journeys import funnel, journey_lifts
 from aftersale.metrics.model import (
@@ -33,7 +34,6 @@ from aftersale.metrics.model import (
     SegmentMetrics,
 )
 from aftersale.metrics.present import MonthNps
-from aftersale.metrics.segments import segment_metrics
 
 _FORMATS = "a date such as 2026-03-31 or a date-time with an offset such as 2026-03-31T18:00+03:00"
 

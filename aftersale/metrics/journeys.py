@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import FunctionElement
 
 from aftersale.db.models import DeliveryEvent, Enrollment, Message, Order, SurveyResponse
-from aftersale.delivery import DeliveryKind as K
 from aftersale.metrics.anchors import is_purchase, orders_t
 from aftersale.metrics.model import FunnelStep, GroupOutcome, JourneyLift, Nps, Rate
 from aftersale.metrics.stats import as_lift, difference_ci, nps_difference_ci, verdict
+from aftersale.pipeline.send_outcomes import DeliveryKind as K
 
 
 def in_period(column: Any, start: datetime | None, end: datetime) -> ColumnElement[bool]:
@@ -170,7 +170,7 @@ def _lift(journey: str, treated: _Group, holdout: _Group) -> JourneyLift:
 # hides the open of a mail that is then clicked; yet a click or a spam report cannot happen to
 # a message that never arrived. WhatsApp's "read" is "opened".
 # Opens and clicks count people only: an Apple Mail Privacy Protection open and a click a mail
-# scanner most likely made (aftersale.surveys.scanners) prove delivery, and are counted beside,
+# scanner most likely made (aftersale.core.scanners) prove delivery, and are counted beside,
 # as ``machine_opened`` and ``suspect_clicked``, never inside ``opened`` and ``clicked``.
 _OPENED = (K.OPENED, K.READ, K.CLICKED)
 _MACHINE = (K.MACHINE_OPENED, K.SUSPECT_CLICKED)

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aftersale.core.events import SURVEY_SCALES, Event, EventType
 from aftersale.db.models import Enrollment, Message, SurveyResponse
-from aftersale.events import SURVEY_SCALES, Event, EventType
 from aftersale.intake.inbox import store_events
 
 # Comments longer than this are cut (with an ellipsis) before they are stored: enough for a

@@ -1,7 +1,7 @@
 """Survey links clicked in e-mails: judged on arrival, an answer only once it is a person's.
 
 A click is stored in ``survey_clicks`` before anything else happens (the rules are in
-:mod:`aftersale.surveys.scanners`):
+:mod:`aftersale.core.scanners`):
 
 - suspect (a mail scanner, most likely): kept with its reason and nothing more: no
   ``survey.responded`` event, so no journey resumes, no alert, no metric. A scanner hammering
@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from aftersale.core.scanners import BURST_SECONDS, Click, Seen, burst_partners, suspect_reason
 from aftersale.db.models import Message, SurveyClick
 from aftersale.surveys.answers import SurveyMessage, store_answer, survey_message
-from aftersale.surveys.scanners import BURST_SECONDS, Click, Seen, burst_partners, suspect_reason
 
 PENDING, ANSWER, SUSPECT, VOID = "pending", "answer", "suspect", "void"
 #: A pending click becomes the answer this long after it: twice the burst window, so that a

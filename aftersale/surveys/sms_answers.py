@@ -35,11 +35,11 @@ from sqlalchemy.orm import Session
 from aftersale.content import read_yaml
 from aftersale.content.library import ContentLibrary
 from aftersale.content.render import pick_locale
+from aftersale.core.errors import Problem
+from aftersale.core.events import SURVEY_SCALES
+from aftersale.core.survey_replies import parse_reply
 from aftersale.db.models import InboxEvent, Message, SurveyResponse
-from aftersale.errors import Problem
-from aftersale.events import SURVEY_SCALES
 from aftersale.surveys.answers import store_answer, survey_message
-from aftersale.surveys.replies import parse_reply
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from aftersale.config import Settings
-from aftersale.errors import EventError
-from aftersale.events import parse_event
+from aftersale.core.errors import EventError
+from aftersale.core.events import parse_event
 from aftersale.intake import jsontext
 from aftersale.intake.inbox import store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.runtime import Runtime, open_runtime
 from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import feedback_router
-from aftersale.web.shopify import shopify_router
+from aftersale.web.shopify_webhook import shopify_router
 from aftersale.web.surveys import surveys_router
 
 MAX_BODY = 5 * 1024 * 1024

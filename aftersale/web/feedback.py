@@ -30,22 +30,22 @@ from starlette.concurrency import run_in_threadpool
 from aftersale.config import Settings
 from aftersale.content import read_yaml
 from aftersale.content.render import locale_candidates, pick_locale
+from aftersale.core.errors import WebhookRejected
+from aftersale.core.links import BadToken, Signer
 from aftersale.db.models import Customer, Message
-from aftersale.delivery import (
+from aftersale.intake import jsontext
+from aftersale.intake.notify import inbox_received
+from aftersale.pipeline.send_outcomes import (
     DeliveryCounts,
     Inbound,
     InboundResult,
     apply_deliveries,
     apply_inbound,
 )
-from aftersale.intake import jsontext
-from aftersale.intake.notify import inbox_received
-from aftersale.links import BadToken, Signer
+from aftersale.pipeline.suppression import CHANNELS, UNSUBSCRIBE, set_consent, suppress
 from aftersale.runtime import Runtime
-from aftersale.suppression import CHANNELS, UNSUBSCRIBE, set_consent, suppress
 from aftersale.surveys.sms_answers import CachedSurveyKinds, SurveyReplies, load_reply_texts
 from aftersale.web.bodies import read_limited
-from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import sendgrid as sendgrid_webhook
 from aftersale.webhooks import twilio as twilio_webhook
 

@@ -13,7 +13,7 @@ scale 400 with the buttons again. Each answer is a ``survey.responded`` event in
 a text reply, so journeys resume and branch the same way whichever way the customer answered.
 
 Mail scanners fetch every link of a message: a click is judged first
-(:mod:`aftersale.surveys.scanners`, :mod:`aftersale.surveys.clicks`). Everyone gets the same
+(:mod:`aftersale.core.scanners`, :mod:`aftersale.surveys.clicks`). Everyone gets the same
 page whatever the verdict, which is never shown; a suspect click is only marked. ``HEAD`` is
 answered like ``GET`` (without a body) and is a suspect click. One client address gets
 ``SURVEY_RATE_PER_SECOND`` requests a second (``SURVEY_RATE_BURST`` at once); more are 429.
@@ -43,11 +43,12 @@ from starlette.concurrency import run_in_threadpool
 from aftersale.config import Settings
 from aftersale.content import read_yaml
 from aftersale.content.render import pick_locale
+from aftersale.core.errors import Problem
+from aftersale.core.events import SURVEY_SCALES
+from aftersale.core.links import HONEYPOT_PARAM, BadToken, Signer
+from aftersale.core.scanners import Click
 from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
-from aftersale.errors import Problem
-from aftersale.events import SURVEY_SCALES
 from aftersale.intake import notify
-from aftersale.links import HONEYPOT_PARAM, BadToken, Signer
 from aftersale.runtime import Runtime
 from aftersale.surveys.answers import (
     COMMENT_LIMIT,
@@ -64,7 +65,6 @@ from aftersale.surveys.clicks import (
     record_click,
     settle_due,
 )
-from aftersale.surveys.scanners import Click
 from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import LANGUAGES, PAGE_HEADERS, accepted_language, shop_texts
 from aftersale.web.throttle import ClientBuckets

@@ -1,5 +1,5 @@
 """SendGrid's signed Event Webhook: verify the ECDSA signature over the exact raw body, then
-parse the JSON array into :class:`aftersale.delivery.Delivery` reports.
+parse the JSON array into :class:`aftersale.pipeline.send_outcomes.Delivery` reports.
 
 The library's ``EventWebhook.verify_signature`` checks ``timestamp + body`` but not the
 timestamp's age. SendGrid retries a POST that did not get a 2xx "at increasing intervals for up
@@ -24,11 +24,11 @@ from urllib.parse import parse_qsl, urlsplit
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from aftersale.config import Settings
-from aftersale.delivery import Delivery, DeliveryKind
-from aftersale.links import HONEYPOT_PARAM
-from aftersale.suppression import normalize_address
-from aftersale.surveys.scanners import Click, suspect_reason
-from aftersale.webhooks import WebhookRejected
+from aftersale.core.errors import WebhookRejected
+from aftersale.core.links import HONEYPOT_PARAM
+from aftersale.core.scanners import Click, suspect_reason
+from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind
+from aftersale.pipeline.suppression import normalize_address
 
 PROVIDER = "sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -138,8 +138,8 @@ def _engagement(kind: DeliveryKind, event: Mapping[str, Any], received_at: datet
                 ) -> tuple[DeliveryKind, str | None]:
     """Opens and clicks that are not a person's are kept apart: an open Apple Mail Privacy
     Protection made (``sg_machine_open``), a click on the e-mail's hidden honeypot link or
-    with a scanner's user agent (aftersale.surveys.scanners; the rules that need the send
-    time and the other clicks run when the events are applied, aftersale.delivery)."""
+    with a scanner's user agent (aftersale.core.scanners; the rules that need the send
+    time and the other clicks run when the events are applied, aftersale.pipeline.send_outcomes)."""
     if kind == DeliveryKind.OPENED and _flag(event.get("sg_machine_open")):
         return DeliveryKind.MACHINE_OPENED, "sg_machine_open"
     if kind != DeliveryKind.CLICKED:
@@ -155,7 +155,7 @@ def _flag(value: Any) -> bool:
 
 
 def _is_honeypot(url: str | None) -> bool:
-    """Our survey link's hidden twin (aftersale.links.Links.honeypot): ``/s/TOKEN?hp=1``."""
+    """Our survey link's hidden twin (aftersale.core.links.Links.honeypot): ``/s/TOKEN?hp=1``."""
     if not url:
         return False
     parts = urlsplit(url)

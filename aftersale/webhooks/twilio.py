@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl
 from twilio.request_validator import RequestValidator
 
 from aftersale.config import Settings
-from aftersale.delivery import Delivery, DeliveryKind, Inbound
-from aftersale.suppression import WHATSAPP_PREFIX, normalize_address
-from aftersale.webhooks import WebhookRejected
+from aftersale.core.errors import WebhookRejected
+from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, Inbound
+from aftersale.pipeline.suppression import WHATSAPP_PREFIX, normalize_address
 
 PROVIDER = "twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"

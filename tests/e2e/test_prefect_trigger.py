@@ -28,8 +28,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
 from aftersale.db.models import InboxEvent, Message
-from aftersale.deployments import LINGER_SECONDS, SPECS
 from aftersale.intake import notify
+from aftersale.orchestration.deployments import LINGER_SECONDS, SPECS
 from tests.factories import follow, placed
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -132,7 +132,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Up]:
-    """`python -m aftersale.up` (what `aftersale up` runs) on that server, from an empty
+    """`python -m aftersale.orchestration.up` (what `aftersale up` runs) on that server, from an empty
     directory, with a fresh database and the sandbox channels."""
     home = tmp_path_factory.mktemp("up")
     database = home / "aftersale.db"
@@ -146,7 +146,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[U
     log = home / "up.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "aftersale.up", "--port", str(port), "--prefect-port",
+            [sys.executable, "-m", "aftersale.orchestration.up", "--port", str(port), "--prefect-port",
              str(_free_port())], cwd=home, env=env, stdout=sink, stderr=subprocess.STDOUT)
     handle = Up(process, f"http://127.0.0.1:{port}", create_engine(f"sqlite:///{database}"), log)
     try:

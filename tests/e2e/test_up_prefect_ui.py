@@ -47,7 +47,7 @@ def _wait(check: object, timeout: float, what: str, up: _Up) -> None:
 
 @pytest.fixture(scope="module")
 def up_on_own_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Up]:
-    """`python -m aftersale.up` with no PREFECT_API_URL, so it starts a Prefect server of its
+    """`python -m aftersale.orchestration.up` with no PREFECT_API_URL, so it starts a Prefect server of its
     own on a free port (never 4200, which must not answer for the test to mean anything)."""
     home = tmp_path_factory.mktemp("up-ui")
     web_port, prefect_port = _free_port(), _free_port()
@@ -63,7 +63,7 @@ def up_on_own_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Up]:
     log = home / "up.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "aftersale.up", "--port", str(web_port), "--prefect-port",
+            [sys.executable, "-m", "aftersale.orchestration.up", "--port", str(web_port), "--prefect-port",
              str(prefect_port)], cwd=home, env=env, stdout=sink, stderr=subprocess.STDOUT)
     up = _Up(process, f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{prefect_port}/api", log)
     try:

@@ -22,12 +22,12 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from aftersale.channels.base import CallGate, Channel, OutboundMessage, SendResult
-from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
+from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import Customer, Enrollment, JourneyVersion, Message, Order, RateLimitState
 from aftersale.emulators.sendgrid import SendGridEmulator
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.pipeline import dispatch_due
+from aftersale.pipeline.passes import dispatch_due
 from aftersale.runtime import Runtime, open_runtime
 
 ACCOUNT = "AC" + "2" * 32
@@ -166,7 +166,7 @@ class Recording:
 
 def dispatcher(settings: dict[str, Any], now: datetime, name: str = "", ready: Any = None,
                go: Any = None, results: Any = None) -> None:
-    """One dispatch run (``aftersale.pipeline.dispatch_due``, as the dispatch-messages flow
+    """One dispatch run (``aftersale.pipeline.passes.dispatch_due``, as the dispatch-messages flow
     does) in this process, on a clock stopped at ``now``. With ``ready``/``go`` (events) it
     waits for the starting signal; with ``results`` (a queue) it reports what it sent."""
     rt = open_runtime(Settings(_env_file=None, **settings), SimulatedClock(now),  # type: ignore[call-arg]

@@ -17,13 +17,13 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from aftersale.clock import SimulatedClock
+from aftersale.core.clock import SimulatedClock
+from aftersale.core.events import parse_event
+from aftersale.core.journeys.engine import in_holdout
 from aftersale.db.models import Message
-from aftersale.events import parse_event
 from aftersale.intake.inbox import StoreResult, store_events
-from aftersale.journeys.definitions import Definitions
-from aftersale.journeys.engine import in_holdout
-from aftersale.pipeline import dispatch_due, drain_inbox
+from aftersale.pipeline.definitions import Definitions
+from aftersale.pipeline.passes import dispatch_due, drain_inbox
 from aftersale.runtime import Runtime
 
 

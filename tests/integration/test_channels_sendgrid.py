@@ -11,9 +11,9 @@ import pytest
 from aftersale.channels.base import OutboundMessage, SendResult
 from aftersale.channels.sendgrid import SendGridEmailChannel, reset_in_seconds, retry_after_seconds
 from aftersale.config import Settings
-from aftersale.emulators import Reply, closed_port
+from aftersale.core.errors import ConfigError
 from aftersale.emulators.sendgrid import MAIL_SEND, SendGridEmulator
-from aftersale.errors import ConfigError
+from aftersale.emulators.server import Reply, closed_port
 
 API_KEY = "SG.aftersale-test.5ecret-key-never-in-errors"
 TIMEOUT = 1.0

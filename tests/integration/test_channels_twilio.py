@@ -20,9 +20,9 @@ from aftersale.channels.twilio import (
     whatsapp_address,
 )
 from aftersale.config import Settings
-from aftersale.emulators import Reply, closed_port
+from aftersale.core.errors import ConfigError
+from aftersale.emulators.server import Reply, closed_port
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.errors import ConfigError
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "auth-token-5ecret-never-in-errors"

@@ -12,7 +12,7 @@ import pytest
 
 from aftersale.metrics.compute import nps_by_month
 from aftersale.metrics.present import CSV_COLUMNS
-from aftersale.pipeline import drain_inbox
+from aftersale.pipeline.passes import drain_inbox
 from aftersale.runtime import Runtime
 from tests.conftest import START
 from tests.factories import answer, days, placed

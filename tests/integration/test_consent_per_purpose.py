@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import update
 
 from aftersale.db.models import Customer, Message
-from aftersale.pipeline import dispatch_due, drain_inbox
+from aftersale.pipeline.passes import dispatch_due, drain_inbox
 from aftersale.runtime import Runtime
 from tests.conftest import START
 from tests.factories import follow, placed

@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
+from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import Message, Suppression
-from aftersale.emulators import Reply
 from aftersale.emulators.sendgrid import SendGridEmulator
+from aftersale.emulators.server import Reply
 from aftersale.emulators.twilio import TwilioEmulator
 from aftersale.runtime import Runtime, open_runtime
 from tests.conftest import START
@@ -127,7 +127,7 @@ def test_a_suppressed_email_matches_whatever_its_case(
         providers: tuple[Runtime, SendGridEmulator, TwilioEmulator]) -> None:
     rt, sendgrid, _ = providers
     with rt.factory() as session, session.begin():
-        from aftersale.suppression import suppress
+        from aftersale.pipeline.suppression import suppress
 
         suppress(session, "email", "Ayse.Y@Example.com", None, "bounce", "test", START)
     feed(rt, placed("o-1", START, "c-1", email="Ayse.Y@example.com", phone=None),
@@ -139,7 +139,7 @@ def test_a_suppressed_email_matches_whatever_its_case(
 
 
 def test_real_providers_refuse_to_send_links_nobody_could_verify(settings: Settings) -> None:
-    from aftersale.errors import ConfigError
+    from aftersale.core.errors import ConfigError
 
     configured = Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
         "secret_key": None, "sms_provider": "twilio", "twilio_account_sid": ACCOUNT,

@@ -17,15 +17,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from aftersale import dispatch
-from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
+from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import Enrollment, InboxEvent, Message, Order, SandboxOutbox
-from aftersale.emulators import Emulator, Reply
 from aftersale.emulators.sendgrid import SendGridEmulator
+from aftersale.emulators.server import Emulator, Reply
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.journeys.definitions import Definitions
-from aftersale.pipeline import dispatch_due, drain_inbox
+from aftersale.pipeline import advance as dispatch
+from aftersale.pipeline.definitions import Definitions
+from aftersale.pipeline.passes import dispatch_due, drain_inbox
 from aftersale.runtime import Runtime, open_runtime
 from tests.conftest import PG_URL, START, make_settings, needs_postgres, postgres_schema
 from tests.factories import days, follow, placed

@@ -15,19 +15,19 @@ import pytest
 from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 
-import flows.dispatch_messages as dispatch_messages_module
-import flows.process_events as process_events_module
+import aftersale.orchestration.dispatch_messages as dispatch_messages_module
+import aftersale.orchestration.process_events as process_events_module
+from aftersale.db.clock_state import load_clock
 from aftersale.db.models import Enrollment, Message, MetricsSnapshot, Order
 from aftersale.intake import notify
 from aftersale.metrics.snapshots import SEGMENTS_KEY, SUMMARY_KEY
-from aftersale.pipeline import drain_inbox
+from aftersale.orchestration.compute_metrics import compute_metrics
+from aftersale.orchestration.dispatch_messages import dispatch_messages
+from aftersale.orchestration.flow_context import using_runtime
+from aftersale.orchestration.process_events import process_events
+from aftersale.orchestration.run_until import run_until
+from aftersale.pipeline.passes import drain_inbox
 from aftersale.runtime import Runtime
-from aftersale.state import load_clock
-from flows.common import using_runtime
-from flows.compute_metrics import compute_metrics
-from flows.dispatch_messages import dispatch_messages
-from flows.process_events import process_events
-from flows.run_until import run_until
 from tests.conftest import START
 from tests.factories import answer, days, follow, placed
 from tests.integration.helpers import feed, treated_customer

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from aftersale.config import Settings
+from aftersale.core.links import referral_code
 from aftersale.db.models import (
     AlertRecord,
     Base,
@@ -27,14 +28,13 @@ from aftersale.db.models import (
     SandboxOutbox,
     Suppression,
 )
-from aftersale.delivery import Delivery, DeliveryKind, Inbound, apply_deliveries, apply_inbound
-from aftersale.dispatch import advance_due
-from aftersale.forget import REASON, ForgetSummary, UnknownCustomer, forget_customer
-from aftersale.links import referral_code
 from aftersale.metrics.compute import compute
-from aftersale.pipeline import drain_inbox
+from aftersale.pipeline.advance import advance_due
+from aftersale.pipeline.erasure import REASON, ForgetSummary, UnknownCustomer, forget_customer
+from aftersale.pipeline.passes import drain_inbox
+from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, Inbound, apply_deliveries, apply_inbound
+from aftersale.pipeline.suppression import is_suppressed
 from aftersale.runtime import Runtime
-from aftersale.suppression import is_suppressed
 from aftersale.surveys.answers import store_answer, survey_message
 from aftersale.surveys.sms_answers import survey_kinds
 from tests.conftest import START

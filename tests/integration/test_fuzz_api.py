@@ -34,8 +34,8 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from aftersale.config import Settings
+from aftersale.core.links import Signer, referral_code
 from aftersale.db.models import Base
-from aftersale.links import Signer, referral_code
 from aftersale.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START

@@ -94,8 +94,8 @@ def test_a_cancellation_after_the_message_was_queued_stops_it(rt: Runtime) -> No
     definitions = rt.definitions()
     cid = treated_customer("onboarding", 10)
     feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START, cid))
-    from aftersale.dispatch import advance_due
-    from aftersale.pipeline import dispatch_due, drain_inbox
+    from aftersale.pipeline.advance import advance_due
+    from aftersale.pipeline.passes import dispatch_due, drain_inbox
 
     drain_inbox(rt, definitions)
     advance_due(rt.factory, definitions, rt.clock)  # queued, not yet sent
@@ -252,7 +252,7 @@ def test_a_recorded_set_is_found_by_its_digest_after_the_files_changed(
     """What a send helper process runs: the set the process that started it activated,
     even if the files changed in between, and without recording anything itself."""
     from aftersale.db.models import DefinitionSet
-    from aftersale.journeys.definitions import recorded
+    from aftersale.pipeline.definitions import recorded
 
     journeys, content = definitions_dirs
     first = rt.definitions()
@@ -418,7 +418,7 @@ def test_the_frequency_cap_counts_messages_from_every_journey(
                          ids=["answered-in-time", "answered-after-the-deadline"])
 def test_an_answer_stored_after_an_outage_resumes_only_if_given_before_the_deadline(
         rt: Runtime, answered: timedelta, resumes: bool) -> None:
-    from aftersale.pipeline import dispatch_due, drain_inbox
+    from aftersale.pipeline.passes import dispatch_due, drain_inbox
 
     definitions = rt.definitions()
     cid = treated_customer("onboarding", 10)
@@ -457,7 +457,7 @@ def test_two_processes_recording_the_same_set_at_once_both_go_on(rt: Runtime) ->
     import threading
 
     from aftersale.db.models import DefinitionSet, JourneyVersion
-    from aftersale.journeys.definitions import activate
+    from aftersale.pipeline.definitions import activate
 
     settings = rt.settings
     results: list[object] = []

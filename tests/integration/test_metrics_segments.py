@@ -31,8 +31,8 @@ from aftersale.db.models import (
     Referral,
     SurveyResponse,
 )
+from aftersale.metrics.by_segment import segment_metrics
 from aftersale.metrics.model import Mean, Nps, Rate, SegmentMetrics
-from aftersale.metrics.segments import segment_metrics
 from aftersale.runtime import Runtime
 
 T = datetime(2026, 1, 1, tzinfo=UTC)

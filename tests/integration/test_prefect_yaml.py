@@ -1,4 +1,4 @@
-"""prefect.yaml and aftersale/deployments.py declare the same deployments, for real flows, and
+"""prefect.yaml and aftersale/orchestration/deployments.py declare the same deployments, for real flows, and
 listen to the events the intake emits; `prefect deploy --all` accepts the file."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from aftersale.deployments import (
+from aftersale.intake import notify
+from aftersale.orchestration.deployments import (
     LINGER_SECONDS,
     SPECS,
     TRIGGER_WINDOW_SECONDS,
     runner_deployments,
 )
-from aftersale.intake import notify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,8 @@ def test_served_deployments_carry_the_triggers_schedules_and_limits() -> None:
         assert deployment.concurrency_limit == 1
         assert deployment.concurrency_options is not None
         assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
-        assert deployment.entrypoint.startswith("flows.")  # a module path: any working directory
+        # A module path inside the installed package: any working directory.
+        assert deployment.entrypoint.startswith("aftersale.orchestration.")
     assert process.parameters["linger_seconds"] == LINGER_SECONDS
     assert [t.expect for t in process.triggers] == [{notify.EVENT}]
     assert [t.expect for t in dispatch.triggers] == [{notify.EVENT}, {notify.WORK_DUE_EVENT}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from aftersale.preview import PreviewError, preview_journey, print_timeline
+from aftersale.ops.preview import PreviewError, preview_journey, print_timeline
 from aftersale.runtime import Runtime
 from tests.conftest import START
 from tests.factories import placed

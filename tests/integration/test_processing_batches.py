@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from aftersale.clock import SimulatedClock
+from aftersale.core.clock import SimulatedClock
+from aftersale.core.links import referral_code
 from aftersale.db.models import (
     Customer,
     Enrollment,
@@ -22,8 +23,7 @@ from aftersale.db.models import (
     Referral,
     SurveyResponse,
 )
-from aftersale.links import referral_code
-from aftersale.processing import ProcessCounts, _Applier, process_batch
+from aftersale.pipeline.apply_events import ProcessCounts, _Applier, process_batch
 from aftersale.runtime import Runtime, open_runtime
 from bench.events import generate
 from tests.conftest import START, make_settings, postgres_schema
@@ -223,7 +223,7 @@ def test_a_journey_version_first_seen_by_a_failed_event_is_stored_by_the_next(
     """Replayed event by event, the first event to enroll into a journey version not yet
     stored creates its row inside its savepoint. If that event then fails, the row is rolled
     back with it, and the next event must not use the id it had."""
-    from aftersale.journeys.definitions import check_definitions
+    from aftersale.pipeline.definitions import check_definitions
 
     definitions, problems = check_definitions(rt.settings.journeys_dir, rt.settings.content_dir)
     assert definitions is not None and not problems  # loaded, but no version stored yet

@@ -8,11 +8,11 @@ import threading
 import time
 
 from aftersale.channels.base import OutboundMessage
+from aftersale.channels.ratelimit import RateLimiter
 from aftersale.channels.twilio import TwilioSmsChannel
 from aftersale.config import Settings
-from aftersale.emulators import Reply
+from aftersale.emulators.server import Reply
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.ratelimit import RateLimiter
 from aftersale.runtime import Runtime
 
 ACCOUNT = "AC" + "2" * 32

@@ -1,5 +1,5 @@
 """The operator's decisions on what is never retried by itself: sends whose outcome is unknown
-and events that failed (aftersale.review and ``aftersale review``), on SQLite and PostgreSQL."""
+and events that failed (aftersale.ops.review and ``aftersale review``), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from aftersale.clock import SimulatedClock, as_utc
+from aftersale.core.clock import SimulatedClock, as_utc
 from aftersale.db.models import InboxEvent, Message, Order, SandboxOutbox
-from aftersale.dispatch import Recovered, recover_stale
-from aftersale.pipeline import dispatch_due, drain_inbox
-from aftersale.review import NotUnderReview, confirm_sent, overview, requeue, resend
+from aftersale.ops.review import NotUnderReview, confirm_sent, overview, requeue, resend
+from aftersale.pipeline.advance import Recovered, recover_stale
+from aftersale.pipeline.passes import dispatch_due, drain_inbox
 from aftersale.runtime import Runtime
 from tests.conftest import START
 from tests.factories import follow, placed
@@ -168,8 +168,8 @@ def test_a_late_answer_does_not_undo_a_newer_claim(rt: Runtime, again: str) -> N
     A's "not now" must not put B's claim back in the queue (a third sender would send it
     alongside B); A's "it went out" is still recorded."""
     from aftersale.channels.base import SendResult
-    from aftersale.dispatch import DispatchCounts
-    from aftersale.sending import _record
+    from aftersale.pipeline.advance import DispatchCounts
+    from aftersale.pipeline.send import _record
 
     first, second = seed_due_messages(rt, 2, DIED_AT)
     again_at = DIED_AT if again == "in the same instant" else START + timedelta(minutes=10)
@@ -194,7 +194,7 @@ def test_two_claims_in_the_same_instant_are_told_apart(rt: Runtime) -> None:
     from collections.abc import Sequence
 
     from aftersale.channels.base import CallGate, OutboundMessage, SendResult
-    from aftersale.sending import send_pending
+    from aftersale.pipeline.send import send_pending
 
     [message] = seed_due_messages(rt, 1, START)
     definitions, links = rt.definitions(), rt.links()

@@ -24,10 +24,10 @@ from sqlalchemy import select, text
 
 from aftersale.config import Settings
 from aftersale.db.models import Customer, Enrollment, InboxEvent, Message, Order
-from aftersale.pipeline import drain_inbox
+from aftersale.pipeline.passes import drain_inbox
 from aftersale.runtime import Runtime
-from aftersale.web import shopify as shopify_web
-from aftersale.web.shopify import shopify_router
+from aftersale.web import shopify_webhook as shopify_web
+from aftersale.web.shopify_webhook import shopify_router
 from tests.conftest import START
 from tests.factories import days
 from tests.integration.helpers import run_to, serve
@@ -184,7 +184,7 @@ def test_without_an_event_id_the_webhook_id_dedupes(base_url: str, rt: Runtime) 
 
 def test_an_unknown_topic_is_200_ignored_and_logged(base_url: str, rt: Runtime,
                                                     caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="aftersale.web.shopify"):
+    with caplog.at_level(logging.INFO, logger="aftersale.web.shopify_webhook"):
         response = deliver(base_url, "products_update")
     assert response.status_code == 200
     assert response.json() == {"ignored": "products/update"}

@@ -15,6 +15,7 @@ from pydantic import AnyHttpUrl
 from sqlalchemy import func, select
 
 from aftersale.config import Settings
+from aftersale.core.links import Signer, referral_code
 from aftersale.db.models import (
     Customer,
     InboxEvent,
@@ -24,8 +25,7 @@ from aftersale.db.models import (
     SurveyClick,
     SurveyResponse,
 )
-from aftersale.links import Signer, referral_code
-from aftersale.pipeline import drain_inbox, settle_survey_clicks
+from aftersale.pipeline.passes import drain_inbox, settle_survey_clicks
 from aftersale.runtime import Runtime
 from aftersale.surveys.answers import COMMENT_LIMIT
 from aftersale.surveys.clicks import SETTLE_AFTER

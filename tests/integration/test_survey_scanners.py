@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from aftersale.config import Settings
 from aftersale.db.models import AlertRecord, InboxEvent, SandboxOutbox, SurveyClick, SurveyResponse
 from aftersale.metrics.compute import compute
-from aftersale.pipeline import drain_inbox
+from aftersale.pipeline.passes import drain_inbox
 from aftersale.runtime import Runtime
 from aftersale.surveys.sms_answers import survey_kinds
 from tests.integration.helpers import run_to, sent, serve
@@ -226,9 +226,9 @@ def test_a_burst_partner_slowed_by_the_storm_still_finds_the_first_click_pending
     window, reach the database only later (queued behind the storm's own requests). A settle
     in between (the web process's timer, a process-events run) must not have made the first
     one an answer already."""
+    from aftersale.core.scanners import BURST_SECONDS, Click
     from aftersale.surveys.answers import survey_message
     from aftersale.surveys.clicks import record_click, settle_clicks
-    from aftersale.surveys.scanners import BURST_SECONDS, Click
 
     message = survey_email(rt, "nps", "en", prefix="r")
     first = rt.now() + timedelta(minutes=5)

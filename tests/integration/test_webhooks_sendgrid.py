@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import func, select, text
 
 from aftersale.config import Settings
+from aftersale.core.errors import WebhookRejected
 from aftersale.db.models import Customer, DeliveryEvent, Message, Suppression
 from aftersale.metrics.journeys import funnel
+from aftersale.pipeline.suppression import is_suppressed
 from aftersale.runtime import Runtime
-from aftersale.suppression import is_suppressed
 from aftersale.web.app import create_app
-from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import sendgrid as sg
 from tests.conftest import START
 from tests.factories import follow, placed

@@ -16,13 +16,13 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from aftersale.clock import SimulatedClock
 from aftersale.config import Settings
+from aftersale.core.clock import SimulatedClock
+from aftersale.core.errors import WebhookRejected
 from aftersale.db.models import Customer, DeliveryEvent, InboundMessage, Message, Suppression
+from aftersale.pipeline.suppression import is_suppressed
 from aftersale.runtime import Runtime
-from aftersale.suppression import is_suppressed
 from aftersale.web.app import create_app
-from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import twilio as tw
 from tests.conftest import START
 from tests.factories import follow, placed

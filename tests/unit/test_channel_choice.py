@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.channels.choice import Choice, Contact, choose_channel
+from aftersale.core.channel_choice import Choice, Contact, choose_channel
 
 ALL = {"email", "sms", "whatsapp"}
 EMAIL, PHONE = "ayse@example.com", "+905321234567"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.conditions import FIELDS, METHODS, NAMES, Condition, ConditionError, parse_condition
+from aftersale.core.conditions import FIELDS, METHODS, NAMES, Condition, ConditionError, parse_condition
 
 
 def order(categories=(), skus=(), codes=(), **fields):

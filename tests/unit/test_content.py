@@ -13,7 +13,7 @@ from jinja2.sandbox import SecurityError
 
 from aftersale.content import ContentLibrary, Guide, UnknownTemplate, read_yaml, sample_context
 from aftersale.content.render import Compiler
-from aftersale.errors import DefinitionError, Problem
+from aftersale.core.errors import DefinitionError, Problem
 
 CONTENT = Path(__file__).resolve().parents[2] / "content"
 
@@ -270,7 +270,7 @@ def test_a_fallback_for_none_still_works(tmp_path: Path) -> None:
 def test_a_stored_order_gives_templates_the_types_of_the_sample_order() -> None:
     # What `aftersale validate` renders against must behave as a real order does.
     from aftersale.db.models import Order
-    from aftersale.facts import order_context
+    from aftersale.pipeline.contexts import order_context
 
     stored = Order(id="o-9", customer_id="c-9", number="#9", total=Decimal("259.80"),
                    currency="TRY", placed_at=datetime(2026, 3, 1, tzinfo=UTC),

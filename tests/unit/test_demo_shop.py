@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aftersale.core.links import referral_code
 from aftersale.demo.behaviour import SCALES, react, sentiment
 from aftersale.demo.shop import (
     ARCHETYPES,
@@ -27,7 +28,6 @@ from aftersale.demo.shop import (
     catalogue,
     order_event,
 )
-from aftersale.links import referral_code
 
 MONEY = re.compile(r"^\d+\.\d{2}$")
 TYPES = {"order.placed", "order.shipped", "order.delivered", "order.cancelled", "order.refunded"}

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aftersale.journeys.engine import (
+from aftersale.core.journeys.engine import (
     STATE_EVENTS,
     AlertAction,
     Facts,
@@ -22,9 +22,9 @@ from aftersale.journeys.engine import (
     advance,
     in_holdout,
 )
-from aftersale.journeys.loader import compile_journey
-from aftersale.journeys.model import Journey
-from aftersale.yamlsource import parse_located
+from aftersale.core.journeys.loader import compile_journey
+from aftersale.core.journeys.model import Journey
+from aftersale.core.yaml_lines import parse_located
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

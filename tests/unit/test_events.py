@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.errors import EventError
-from aftersale.events import STORED, SURVEY_SCALES, Event, EventType, normalize_phone, parse_event
+from aftersale.core.errors import EventError
+from aftersale.core.events import STORED, SURVEY_SCALES, Event, EventType, normalize_phone, parse_event
 from aftersale.intake.inbox import event_row
 
 DESIGN_EVENT = {

@@ -27,21 +27,20 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from aftersale.config import Settings
-from aftersale.delivery import Delivery, Inbound
-from aftersale.errors import EventError, Problem
-from aftersale.events import SURVEY_SCALES, Event, EventType, parse_event
+from aftersale.core.errors import EventError, Problem, WebhookRejected
+from aftersale.core.events import SURVEY_SCALES, Event, EventType, parse_event
+from aftersale.core.journeys.loader import compile_journey, journey_from_source
+from aftersale.core.journeys.model import Journey
+from aftersale.core.links import BadToken, Signer
+from aftersale.core.survey_replies import ParsedReply, parse_reply
+from aftersale.core.yaml_lines import parse_located
 from aftersale.intake import jsonl, jsontext
 from aftersale.intake import shopify as shopify_intake
-from aftersale.journeys.loader import compile_journey, journey_from_source
-from aftersale.journeys.model import Journey
-from aftersale.links import BadToken, Signer
+from aftersale.pipeline.send_outcomes import Delivery, Inbound
 from aftersale.surveys.answers import COMMENT_LIMIT
-from aftersale.surveys.replies import ParsedReply, parse_reply
 from aftersale.web import feedback, surveys
-from aftersale.webhooks import WebhookRejected
 from aftersale.webhooks import sendgrid as sg
 from aftersale.webhooks import twilio as tw
-from aftersale.yamlsource import parse_located
 
 EXAMPLES = int(os.environ.get("AFTERSALE_FUZZ_EXAMPLES", "0")) or None
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 
-from aftersale.errors import Problem
-from aftersale.journeys.loader import (
+from aftersale.core.errors import Problem
+from aftersale.core.journeys.loader import (
     compile_journey,
     journey_from_source,
     parse_holdout,
     version_of,
 )
-from aftersale.journeys.model import (
+from aftersale.core.journeys.model import (
     Alert,
     End,
     Journey,
@@ -26,8 +26,8 @@ from aftersale.journeys.model import (
     Wait,
     WaitFor,
 )
-from aftersale.journeys.model import Test as Case  # not "Test*": pytest would try to collect it
-from aftersale.yamlsource import parse_located
+from aftersale.core.journeys.model import Test as Case  # not "Test*": pytest would try to collect it
+from aftersale.core.yaml_lines import parse_located
 
 PATH = "journeys/x.yaml"
 
@@ -678,7 +678,7 @@ def test_problems_print_as_path_line_message_and_hint():
 def test_the_shipped_journeys_compile_without_problems():
     from pathlib import Path
 
-    from aftersale.yamlsource import load_located
+    from aftersale.core.yaml_lines import load_located
 
     root = Path(__file__).resolve().parents[2] / "journeys"
     files = sorted(p for p in root.glob("*.yaml") if p.name != "segments.yaml")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.links import BadToken, Links, Signer, referral_code
+from aftersale.core.links import BadToken, Links, Signer, referral_code
 
 SIGNER = Signer(b"test-secret-key")
 PAYLOAD = {"m": "msg-1", "c": "c-1", "k": "nps"}

@@ -26,8 +26,8 @@ from aftersale.db.models import (
     Referral,
     SurveyResponse,
 )
+from aftersale.metrics.by_segment import segment_metrics
 from aftersale.metrics.model import Nps, Rate
-from aftersale.metrics.segments import segment_metrics
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KINDS = {"nps_survey": "nps", "csat_checkin": "csat", "ces_checkin": "ces"}

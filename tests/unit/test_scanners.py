@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aftersale.surveys.scanners import (
+from aftersale.core.scanners import (
     BURST_SECONDS,
     SCANNER_SECONDS,
     Click,

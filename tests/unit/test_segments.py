@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.errors import Problem
-from aftersale.segments import OrderFact, SegmentSet, compile_segments, customer_facts
-from aftersale.yamlsource import load_located, parse_located
+from aftersale.core.errors import Problem
+from aftersale.core.segment_rules import OrderFact, SegmentSet, compile_segments, customer_facts
+from aftersale.core.yaml_lines import load_located, parse_located
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PATH = "journeys/segments.yaml"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.channels.choice import Contact, choose_channel
-from aftersale.sending_rules import (
+from aftersale.core.channel_choice import Contact, choose_channel
+from aftersale.core.sending_rules import (
     FrequencyCap,
     QuietHours,
     parse_frequency_cap,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from aftersale.errors import EventError
-from aftersale.events import Event, EventType
+from aftersale.core.errors import EventError
+from aftersale.core.events import Event, EventType
 from aftersale.intake import shopify
 from aftersale.intake.jsonl import LineError, ParsedFile
 from aftersale.intake.shopify import (

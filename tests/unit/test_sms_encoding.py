@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.channels.sms_encoding import GSM7_BASIC, GSM7_EXTENSION, is_gsm7, sms_segments
+from aftersale.core.sms_encoding import GSM7_BASIC, GSM7_EXTENSION, is_gsm7, sms_segments
 
 ASCII_PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 GSM_ASCII = "".join(c for c in ASCII_PRINTABLE if c in GSM7_BASIC)  # no ` (backtick)

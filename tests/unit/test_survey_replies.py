@@ -9,9 +9,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from aftersale.events import SURVEY_SCALES
+from aftersale.core.events import SURVEY_SCALES
+from aftersale.core.survey_replies import NUMBER_WORDS, ParsedReply, fold, parse_reply
 from aftersale.surveys.answers import COMMENT_LIMIT
-from aftersale.surveys.replies import NUMBER_WORDS, ParsedReply, fold, parse_reply
 
 READ = [
     # (reply, kind, score, comment)

@@ -1,0 +1,103 @@
+"""A journey compiled to a flat program: what the engine executes.
+
+Nested ``branch`` blocks are flattened into tests and jumps so an enrollment's position is one
+integer (``pc``) that survives restarts. Each instruction keeps a ``key`` derived from where the
+step stands in the file (``3``, ``7.0.1``): messages are unique per (enrollment, key), and an
+enrollment stays on the version it started with, so keys never shift under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from aftersale.core.conditions import Condition
+from aftersale.core.sending_rules import FrequencyCap, QuietHours
+
+
+class Reentry(StrEnum):
+    ONCE_PER_ORDER = "once_per_order"
+    ONCE_PER_CUSTOMER = "once_per_customer"
+
+
+class OnTimeout(StrEnum):
+    CONTINUE = "continue"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class Send:
+    key: str
+    template: str
+    channels: tuple[str, ...]
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    key: str
+    duration: timedelta
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
+class WaitFor:
+    key: str
+    event: str
+    timeout: timedelta
+    on_timeout: OnTimeout = OnTimeout.CONTINUE
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    key: str
+    kind: str
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
+class End:
+    key: str
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Test:
+    """``branch`` case: fall through into the case's steps if true, else jump to ``on_false``."""
+
+    key: str
+    condition: Condition | None  # None is the ``else`` case
+    on_false: int
+
+
+@dataclass(frozen=True)
+class Jump:
+    key: str
+    target: int
+
+
+Instruction = Send | Wait | WaitFor | Alert | End | Test | Jump
+
+
+@dataclass(frozen=True)
+class Journey:
+    name: str
+    trigger: str
+    segments: tuple[str, ...]
+    exit_on: tuple[str, ...]
+    holdout_percent: float
+    reentry: Reentry
+    program: tuple[Instruction, ...]
+    version: str
+    source: dict[str, Any] = field(repr=False, compare=False)
+    description: str = ""
+    path: str = ""
+    # None: the defaults from settings; False: switched off for this journey.
+    quiet_hours: QuietHours | Literal[False] | None = None
+    frequency_cap: FrequencyCap | Literal[False] | None = None
+
+    def templates(self) -> set[str]:
+        return {i.template for i in self.program if isinstance(i, Send)}

@@ -1,0 +1,63 @@
+"""process-events: drain the inbox in batches (one task per batch of BATCH_SIZE events).
+
+Started by the ``aftersale.inbox.received`` trigger (reason and count come from the event,
+and the run lingers to absorb the rest of a burst) or by the safety schedule (one pass).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from aftersale.intake import notify
+from aftersale.orchestration.flow_context import linger, publish_counts, runtime, work, working_with
+from aftersale.pipeline.apply_events import ProcessCounts, process_batch
+from aftersale.pipeline.backlog import inbox_pending
+from aftersale.pipeline.passes import settle_survey_clicks
+
+
+@task(name="process-batch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def process_batch_task() -> ProcessCounts:
+    rt, definitions = work()
+    settle_survey_clicks(rt)  # pending survey clicks become answers first, taken by this batch
+    return process_batch(rt.factory, definitions, rt.clock, rt.settings.batch_size,
+                         timedelta(hours=rt.settings.max_trigger_age_hours))
+
+
+@flow(name="process-events")
+def process_events(max_batches: int = 100, reason: str = "schedule", count: int | None = None,
+                   linger_seconds: float = 0) -> dict[str, Any]:
+    """``count``: new events the triggering event announced (None on a schedule).
+    ``linger_seconds``: after the inbox runs dry, keep polling it this long for more."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    rt = runtime()
+    definitions = rt.definitions()
+    for problem in rt.problems:
+        logger.error("invalid definitions refused, running the last valid set: %s", problem)
+    total = ProcessCounts()
+
+    def drain() -> None:
+        drained = ProcessCounts()
+        for _ in range(max_batches):
+            counts = process_batch_task()
+            drained.add(counts)
+            logger.info("batch: %s", counts.summary())
+            if counts.events < rt.settings.batch_size:
+                break
+        total.add(drained)
+        # Enrolled and resumed journeys may have a step due now: wake dispatch-messages
+        # rather than leaving them to its interval.
+        notify.work_due(rt.settings, drained.enrolled + drained.resumed, "process-events")
+
+    with working_with(rt, definitions):
+        drain()
+        passes = 1 + linger(linger_seconds, lambda: inbox_pending(rt.factory), drain, started)
+    summary = {**total.summary(), "passes": passes}
+    logger.info("process-events (%s, %s announced): %s", reason, count, summary)
+    publish_counts("process-events-counts", summary, f"Events processed in the last run ({reason})")
+    return summary
