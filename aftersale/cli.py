@@ -16,7 +16,7 @@ from aftersale.core.durations import parse_duration
 from aftersale.core.errors import ConfigError, DefinitionError
 
 if TYPE_CHECKING:
-    from aftersale.runtime import Runtime
+    from aftersale.pipeline.runtime import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Post-purchase journeys, surveys and retention metrics.")
@@ -98,7 +98,7 @@ def ingest(
     from aftersale.intake.importer import default_workers, import_jsonl
     from aftersale.intake.inbox import store_events
     from aftersale.intake.notify import inbox_received
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
 
     if format not in ("jsonl", "shopify"):
         err.print(f"unknown format '{format}'; use jsonl or shopify")
@@ -147,8 +147,8 @@ def run(
     """Process the inbox and dispatch due work now, or step a simulated clock to --until."""
     from aftersale.db.clock_state import load_clock
     from aftersale.orchestration.flow_context import using_runtime
+    from aftersale.pipeline.runtime import open_runtime
     from aftersale.pipeline.stopping import exit_on_sigterm
-    from aftersale.runtime import open_runtime
 
     # Stopped by SIGTERM, the run winds down (see aftersale.pipeline.stopping) and exits through its
     # atexit handlers, which stop the temporary Prefect server it may have started.
@@ -202,7 +202,7 @@ def preview(
 ) -> None:
     """Print the timeline of messages this customer would get, rendered, in local time."""
     from aftersale.ops.preview import PreviewError, preview_journey, print_timeline
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
 
     settings = _settings()
     rt = open_runtime(settings)
@@ -289,7 +289,7 @@ def _metrics_inputs(from_text: str | None, to_text: str | None, segments: list[s
     unknown segment exits 1 with one line saying what to fix."""
     from aftersale.metrics.compute import PeriodError, known_segments, parse_period
     from aftersale.metrics.present import ALL_SEGMENT
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
     from aftersale.surveys.sms_answers import survey_kinds
 
     settings = _settings()
@@ -412,7 +412,7 @@ def forget(
     from rich.table import Table
 
     from aftersale.pipeline.erasure import UnknownCustomer, erase_sandbox_files, forget_customer
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
 
     settings = _settings()
     rt = open_runtime(settings)
@@ -458,7 +458,7 @@ def review_show(
     from rich.table import Table
 
     from aftersale.ops.review import overview
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
 
     rt = open_runtime(_settings())
     try:
@@ -504,7 +504,7 @@ def review_show(
 
 def _decide(decision: str, ids: list[str] | None) -> int:
     from aftersale.ops.review import NotUnderReview, confirm_sent, requeue, resend
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
 
     rt = open_runtime(_settings())
     try:

@@ -12,7 +12,7 @@ each beside a baseline measured in the same run, on SQLite and PostgreSQL.
 - dispatch: queued messages sent by ``dispatch_due`` (claim, rules, channel choice, rendering,
   official SendGrid/Twilio clients, recording) to the emulators, which run in their own process;
   with the default ``send_processes`` a backlog this size is sent from up to one process per
-  core (``aftersale.pipeline.passes.sending_processes``). Baseline: the emulators' raw request rate
+  core (``aftersale.orchestration.passes.sending_processes``). Baseline: the emulators' raw request rate
   from a trivial keep-alive HTTP client at the same concurrency, in one process.
 - end to end: one Prefect flow run per event (the naive design) against the batched flows
   (process-events + dispatch-messages), on the same events, against a local Prefect server.
@@ -46,7 +46,7 @@ from aftersale.db.migrate import upgrade
 from aftersale.db.models import InboxEvent, Message
 from aftersale.db.session import make_engine
 from aftersale.intake.importer import default_workers, import_jsonl
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from bench.events import generate, write_jsonl
 
 HERE = Path(__file__).resolve().parent
@@ -423,8 +423,8 @@ def _dispatch_events(count: int) -> Iterator[dict[str, Any]]:
 
 
 def bench_dispatch(database: str, count: int, pg_url: str, log: Callable[[str], None]) -> Result:
+    from aftersale.orchestration.passes import dispatch_due, drain_inbox, sending_processes
     from aftersale.pipeline.advance import advance_due
-    from aftersale.pipeline.passes import dispatch_due, drain_inbox, sending_processes
 
     url = fresh_database(database, "dispatch", pg_url)
     with Emulators() as emulators:

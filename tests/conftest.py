@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from aftersale.config import Settings  # noqa: E402
 from aftersale.core.clock import SimulatedClock  # noqa: E402
-from aftersale.runtime import Runtime, open_runtime  # noqa: E402
+from aftersale.pipeline.runtime import Runtime, open_runtime  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("AFTERSALE_TEST_POSTGRES_URL",

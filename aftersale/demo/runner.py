@@ -19,7 +19,7 @@ from aftersale.config import Settings
 from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import AlertRecord, Enrollment, Message, MetricsSnapshot, Order, SurveyResponse
 from aftersale.demo.shop import build_shop
-from aftersale.demo.simulator import TAIL, Simulator, feed
+from aftersale.demo.simulator import TAIL, Simulator, feed, simulate
 from aftersale.metrics.compute import nps_by_month
 from aftersale.metrics.model import MetricsReport
 from aftersale.metrics.present import print_table
@@ -27,7 +27,7 @@ from aftersale.metrics.report import write_report
 from aftersale.orchestration.compute_metrics import compute_metrics
 from aftersale.orchestration.demo_shop import demo_shop, simulating
 from aftersale.orchestration.flow_context import using_runtime
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from aftersale.surveys.sms_answers import SurveyReplies, load_reply_texts, survey_kinds
 
 
@@ -50,7 +50,8 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     # The shop's history before the window is imported first; it is too old to start
     # journeys, but it is what makes returning customers "at risk" or "repeat".
     feed(rt, sim, sim.due(shop.start - timedelta(days=3650), shop.start))
-    with using_runtime(rt), simulating(sim, out):
+    with using_runtime(rt), simulating(
+            lambda rt, definitions, until: simulate(rt, sim, definitions, until), out):
         summary = demo_shop(sim_end=(shop.end + TAIL).isoformat())
         compute_metrics()  # the snapshot and artifacts operators see after a daily run
     report = summarize(rt)

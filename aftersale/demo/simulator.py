@@ -33,13 +33,13 @@ from aftersale.demo.shop import (
     order_event,
 )
 from aftersale.intake.inbox import store_events
+from aftersale.orchestration.passes import dispatch_due, drain_inbox
 from aftersale.pipeline.advance import DispatchCounts
 from aftersale.pipeline.apply_events import ProcessCounts
 from aftersale.pipeline.definitions import Definitions
-from aftersale.pipeline.passes import dispatch_due, drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, Inbound, apply_deliveries, apply_inbound
 from aftersale.pipeline.suppression import set_consent, suppress
-from aftersale.runtime import Runtime
 from aftersale.surveys.answers import store_answer, survey_message
 from aftersale.surveys.sms_answers import SurveyReplies
 

@@ -29,8 +29,8 @@ from aftersale.core.journeys.engine import (
 )
 from aftersale.db.models import Customer, Order
 from aftersale.pipeline.contexts import segment_context
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.send import render_context
-from aftersale.runtime import Runtime
 
 SHIP_AFTER = timedelta(days=2)
 DELIVER_AFTER = timedelta(days=3)

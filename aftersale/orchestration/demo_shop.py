@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -12,10 +12,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 
-from aftersale.demo.simulator import Simulator, simulate
 from aftersale.orchestration.flow_context import publish_counts, runtime, work, working_with
 from aftersale.pipeline.advance import DispatchCounts
 from aftersale.pipeline.apply_events import ProcessCounts
+from aftersale.pipeline.definitions import Definitions
+from aftersale.pipeline.runtime import Runtime
 
 
 @task(name="simulate-week", cache_policy=NO_CACHE)
@@ -23,16 +24,19 @@ def simulate_week(until: datetime) -> tuple[ProcessCounts, DispatchCounts]:
     rt, definitions = work()
     world = _world.get()
     assert world is not None
-    return simulate(rt, world[0], definitions, until)
+    return world[0](rt, definitions, until)
 
 
-_world: ContextVar[tuple[Simulator, Console] | None] = ContextVar("demo_world", default=None)
+# The demo's world, stepped to a time: the shop's events and the customers' reactions. `aftersale
+# demo` hands it in, so this flow runs the demo without importing it (demo/ sits above us).
+Simulate = Callable[[Runtime, Definitions, datetime], tuple[ProcessCounts, DispatchCounts]]
+_world: ContextVar[tuple[Simulate, Console] | None] = ContextVar("demo_world", default=None)
 
 
 @contextmanager
-def simulating(sim: Simulator, out: Console) -> Iterator[None]:
-    """Hand the simulator to the flow without making it a (stored) flow parameter."""
-    token = _world.set((sim, out))
+def simulating(simulate: Simulate, out: Console) -> Iterator[None]:
+    """Hand the simulation to the flow without making it a (stored) flow parameter."""
+    token = _world.set((simulate, out))
     try:
         yield
     finally:

@@ -14,9 +14,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aftersale.orchestration.flow_context import linger, publish_counts, runtime, work, working_with
+from aftersale.orchestration.passes import dispatch_due
 from aftersale.pipeline.advance import DispatchCounts
 from aftersale.pipeline.backlog import dispatch_due_now
-from aftersale.pipeline.passes import dispatch_due
 
 
 @task(name="dispatch-due", cache_policy=NO_CACHE)

@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 
 from aftersale.config import load_settings
 from aftersale.pipeline.definitions import Definitions
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 
 _injected: ContextVar[Runtime | None] = ContextVar("aftersale_runtime", default=None)
 _working: ContextVar[tuple[Runtime, Definitions] | None] = ContextVar("aftersale_work",

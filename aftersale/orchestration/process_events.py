@@ -15,9 +15,9 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.intake import notify
 from aftersale.orchestration.flow_context import linger, publish_counts, runtime, work, working_with
+from aftersale.orchestration.passes import settle_survey_clicks
 from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.backlog import inbox_pending
-from aftersale.pipeline.passes import settle_survey_clicks
 
 
 @task(name="process-batch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

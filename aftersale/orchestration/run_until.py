@@ -15,9 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from aftersale.core.clock import SimulatedClock
 from aftersale.db.clock_state import save_clock
 from aftersale.orchestration.flow_context import publish_counts, runtime, work, working_with
+from aftersale.orchestration.passes import dispatch_due, drain_inbox
 from aftersale.pipeline.advance import DispatchCounts
 from aftersale.pipeline.apply_events import ProcessCounts
-from aftersale.pipeline.passes import dispatch_due, drain_inbox
 
 
 @task(name="simulate-day", cache_policy=NO_CACHE)

@@ -181,7 +181,7 @@ def run_up(settings: Settings, host: str = LOCALHOST, port: int = 8000, prefect_
     """Start everything, serve the deployments until Ctrl-C (or SIGTERM), then stop it all."""
     from aftersale.intake.notify import prefect_events_enabled
     from aftersale.orchestration.deployments import SPECS, runner_deployments
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
 
     out = out or Console()
     _interrupt_on_sigterm()  # so a SIGTERM while starting also stops the children

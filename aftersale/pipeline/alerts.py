@@ -52,7 +52,7 @@ from aftersale.pipeline.contexts import customer_context, order_context
 if TYPE_CHECKING:
     from aftersale.config import Settings
     from aftersale.content.library import ContentLibrary
-    from aftersale.runtime import Runtime
+    from aftersale.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from aftersale.core.events import parse_event
 from aftersale.intake import jsontext
 from aftersale.intake.inbox import store_events
 from aftersale.intake.notify import inbox_received
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import feedback_router
 from aftersale.web.shopify_webhook import shopify_router

@@ -35,6 +35,7 @@ from aftersale.core.links import BadToken, Signer
 from aftersale.db.models import Customer, Message
 from aftersale.intake import jsontext
 from aftersale.intake.notify import inbox_received
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.send_outcomes import (
     DeliveryCounts,
     Inbound,
@@ -43,7 +44,6 @@ from aftersale.pipeline.send_outcomes import (
     apply_inbound,
 )
 from aftersale.pipeline.suppression import CHANNELS, UNSUBSCRIBE, set_consent, suppress
-from aftersale.runtime import Runtime
 from aftersale.surveys.sms_answers import CachedSurveyKinds, SurveyReplies, load_reply_texts
 from aftersale.web.bodies import read_limited
 from aftersale.webhooks import sendgrid as sendgrid_webhook

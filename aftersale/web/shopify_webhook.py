@@ -22,7 +22,7 @@ from aftersale.core.events import Event
 from aftersale.intake import jsontext, shopify
 from aftersale.intake.inbox import StoreResult, store_events
 from aftersale.intake.notify import inbox_received
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from aftersale.web.bodies import read_limited
 
 log = logging.getLogger(__name__)

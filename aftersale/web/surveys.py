@@ -49,7 +49,7 @@ from aftersale.core.links import HONEYPOT_PARAM, BadToken, Signer
 from aftersale.core.scanners import Click
 from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
 from aftersale.intake import notify
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from aftersale.surveys.answers import (
     COMMENT_LIMIT,
     SurveyMessage,

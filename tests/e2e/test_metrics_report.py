@@ -13,7 +13,7 @@ from aftersale.metrics.compute import compute, nps_by_month
 from aftersale.metrics.model import Nps
 from aftersale.metrics.present import MonthNps
 from aftersale.metrics.report import TITLE, write_report
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from aftersale.surveys.sms_answers import survey_kinds
 from tests.conftest import START
 from tests.unit.test_metrics_present import sample_report

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from aftersale.config import Settings
 from aftersale.db.models import InboxEvent, SandboxOutbox, SurveyResponse
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from tests.integration.helpers import serve
 from tests.integration.test_survey_pages import PUBLIC, settle, survey_app, survey_email, token_of
 

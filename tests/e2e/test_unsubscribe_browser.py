@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from aftersale.config import Settings
 from aftersale.db.models import Customer, Suppression
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import days, follow, placed

@@ -27,8 +27,8 @@ from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import Customer, Enrollment, JourneyVersion, Message, Order, RateLimitState
 from aftersale.emulators.sendgrid import SendGridEmulator
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.pipeline.passes import dispatch_due
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.orchestration.passes import dispatch_due
+from aftersale.pipeline.runtime import Runtime, open_runtime
 
 ACCOUNT = "AC" + "2" * 32
 TOKEN = "twilio-fault-token"
@@ -166,7 +166,7 @@ class Recording:
 
 def dispatcher(settings: dict[str, Any], now: datetime, name: str = "", ready: Any = None,
                go: Any = None, results: Any = None) -> None:
-    """One dispatch run (``aftersale.pipeline.passes.dispatch_due``, as the dispatch-messages flow
+    """One dispatch run (``aftersale.orchestration.passes.dispatch_due``, as the dispatch-messages flow
     does) in this process, on a clock stopped at ``now``. With ``ready``/``go`` (events) it
     waits for the starting signal; with ``results`` (a queue) it reports what it sent."""
     rt = open_runtime(Settings(_env_file=None, **settings), SimulatedClock(now),  # type: ignore[call-arg]

@@ -22,9 +22,9 @@ from aftersale.core.events import parse_event
 from aftersale.core.journeys.engine import in_holdout
 from aftersale.db.models import Message
 from aftersale.intake.inbox import StoreResult, store_events
+from aftersale.orchestration.passes import dispatch_due, drain_inbox
 from aftersale.pipeline.definitions import Definitions
-from aftersale.pipeline.passes import dispatch_due, drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 
 
 def feed(rt: Runtime, *raw: dict[str, Any]) -> StoreResult:

@@ -27,7 +27,7 @@ from aftersale.db.models import (
     SandboxOutbox,
 )
 from aftersale.pipeline.alerts import MAX_ATTEMPTS, _claim, deliver_alerts
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import START
 from tests.factories import answer, days, follow, placed
 from tests.integration.helpers import feed, run_to, sent, serve, treated_customer
@@ -348,7 +348,7 @@ def test_a_claimed_alert_is_left_to_its_deliverer_and_resumed_after_a_crash(
 
 def test_dispatch_due_delivers_alerts_and_counts_them(
         make_rt: Callable[..., Runtime], receiver: Receiver) -> None:
-    from aftersale.pipeline.passes import dispatch_due
+    from aftersale.orchestration.passes import dispatch_due
 
     rt = make_rt(alert_email=ALERT_EMAIL, alert_webhook_url=receiver.url)
     _alert(rt, 1)
@@ -362,8 +362,8 @@ def test_dispatch_due_delivers_alerts_and_counts_them(
 def test_alerts_still_go_out_when_sending_messages_fails(
         make_rt: Callable[..., Runtime], receiver: Receiver,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import aftersale.pipeline.passes
-    from aftersale.pipeline.passes import dispatch_due
+    import aftersale.orchestration.passes
+    from aftersale.orchestration.passes import dispatch_due
 
     rt = make_rt(alert_email=ALERT_EMAIL, alert_webhook_url=receiver.url)
     alert_id = _alert(rt, 1)
@@ -371,7 +371,7 @@ def test_alerts_still_go_out_when_sending_messages_fails(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the email channel is misconfigured")
 
-    monkeypatch.setattr(aftersale.pipeline.passes, "send_pending", broken)
+    monkeypatch.setattr(aftersale.orchestration.passes, "send_pending", broken)
     with pytest.raises(RuntimeError, match="misconfigured"):
         dispatch_due(rt, rt.definitions())
     # The send stage failed the run, yet the stage after it delivered the alert.
@@ -380,7 +380,7 @@ def test_alerts_still_go_out_when_sending_messages_fails(
 
     # Two failed stages: both errors reach the run, and the alerts stage still runs.
     second = _alert(rt, 2)
-    monkeypatch.setattr(aftersale.pipeline.passes, "advance_due", broken)
+    monkeypatch.setattr(aftersale.orchestration.passes, "advance_due", broken)
     with pytest.raises(ExceptionGroup) as failed:
         dispatch_due(rt, rt.definitions())
     assert len(failed.value.exceptions) == 2

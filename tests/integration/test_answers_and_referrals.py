@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from aftersale.core.links import referral_code
 from aftersale.db.models import Customer, InboxEvent, Message, Referral, SurveyResponse
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from aftersale.surveys.answers import COMMENT_LIMIT, clean_comment, store_answer, survey_message
 from tests.conftest import START
 from tests.factories import days, follow, placed

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from aftersale.db.batchrows import RowSet
 from aftersale.db.models import Customer, Enrollment, JourneyVersion, Order
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 
 

@@ -118,7 +118,7 @@ def test_the_streaming_import_keeps_the_ingest_rules(tmp_path: Path) -> None:
 
     from aftersale.db.models import InboxEvent
     from aftersale.intake.importer import import_jsonl
-    from aftersale.runtime import open_runtime
+    from aftersale.pipeline.runtime import open_runtime
     from bench.events import generate
 
     rt = open_runtime(throughput.bench_settings(f"sqlite:///{tmp_path / 'inbox.db'}"))

@@ -12,8 +12,8 @@ import pytest
 
 from aftersale.metrics.compute import nps_by_month
 from aftersale.metrics.present import CSV_COLUMNS
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import answer, days, placed
 from tests.integration.helpers import aftersale, feed

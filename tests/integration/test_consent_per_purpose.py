@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import update
 
 from aftersale.db.models import Customer, Message
-from aftersale.pipeline.passes import dispatch_due, drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import dispatch_due, drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import follow, placed
 from tests.integration.helpers import feed, run_to, sent

@@ -15,7 +15,7 @@ from aftersale.db.models import Message, Suppression
 from aftersale.emulators.sendgrid import SendGridEmulator
 from aftersale.emulators.server import Reply
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import START
 from tests.factories import days, follow, placed
 from tests.integration.helpers import feed, run_to, sent, treated_customer

@@ -23,10 +23,10 @@ from aftersale.db.models import Enrollment, InboxEvent, Message, Order, SandboxO
 from aftersale.emulators.sendgrid import SendGridEmulator
 from aftersale.emulators.server import Emulator, Reply
 from aftersale.emulators.twilio import TwilioEmulator
+from aftersale.orchestration.passes import dispatch_due, drain_inbox
 from aftersale.pipeline import advance as dispatch
 from aftersale.pipeline.definitions import Definitions
-from aftersale.pipeline.passes import dispatch_due, drain_inbox
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import PG_URL, START, make_settings, needs_postgres, postgres_schema
 from tests.factories import days, follow, placed
 from tests.integration.faults_helpers import (

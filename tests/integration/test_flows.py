@@ -24,10 +24,10 @@ from aftersale.metrics.snapshots import SEGMENTS_KEY, SUMMARY_KEY
 from aftersale.orchestration.compute_metrics import compute_metrics
 from aftersale.orchestration.dispatch_messages import dispatch_messages
 from aftersale.orchestration.flow_context import using_runtime
+from aftersale.orchestration.passes import drain_inbox
 from aftersale.orchestration.process_events import process_events
 from aftersale.orchestration.run_until import run_until
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import answer, days, follow, placed
 from tests.integration.helpers import feed, treated_customer

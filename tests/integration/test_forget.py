@@ -29,12 +29,12 @@ from aftersale.db.models import (
     Suppression,
 )
 from aftersale.metrics.compute import compute
+from aftersale.orchestration.passes import drain_inbox
 from aftersale.pipeline.advance import advance_due
 from aftersale.pipeline.erasure import REASON, ForgetSummary, UnknownCustomer, forget_customer
-from aftersale.pipeline.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, Inbound, apply_deliveries, apply_inbound
 from aftersale.pipeline.suppression import is_suppressed
-from aftersale.runtime import Runtime
 from aftersale.surveys.answers import store_answer, survey_message
 from aftersale.surveys.sms_answers import survey_kinds
 from tests.conftest import START

@@ -36,7 +36,7 @@ from twilio.request_validator import RequestValidator
 from aftersale.config import Settings
 from aftersale.core.links import Signer, referral_code
 from aftersale.db.models import Base
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.integration.helpers import serve

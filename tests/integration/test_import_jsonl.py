@@ -14,7 +14,7 @@ from sqlalchemy import select
 from aftersale.db.models import InboxEvent
 from aftersale.intake import importer
 from aftersale.intake.importer import ImportResult, import_jsonl
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from bench.events import generate
 from tests.conftest import START
 

@@ -18,7 +18,7 @@ from aftersale.db.models import (
     SandboxOutbox,
     SurveyResponse,
 )
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import answer, days, follow, placed
 from tests.integration.helpers import feed, holdout_customer, run_to, sent, treated_customer
@@ -94,8 +94,8 @@ def test_a_cancellation_after_the_message_was_queued_stops_it(rt: Runtime) -> No
     definitions = rt.definitions()
     cid = treated_customer("onboarding", 10)
     feed(rt, placed("o-1", START, cid), follow("shipped", "o-1", START, cid))
+    from aftersale.orchestration.passes import dispatch_due, drain_inbox
     from aftersale.pipeline.advance import advance_due
-    from aftersale.pipeline.passes import dispatch_due, drain_inbox
 
     drain_inbox(rt, definitions)
     advance_due(rt.factory, definitions, rt.clock)  # queued, not yet sent
@@ -418,7 +418,7 @@ def test_the_frequency_cap_counts_messages_from_every_journey(
                          ids=["answered-in-time", "answered-after-the-deadline"])
 def test_an_answer_stored_after_an_outage_resumes_only_if_given_before_the_deadline(
         rt: Runtime, answered: timedelta, resumes: bool) -> None:
-    from aftersale.pipeline.passes import dispatch_due, drain_inbox
+    from aftersale.orchestration.passes import dispatch_due, drain_inbox
 
     definitions = rt.definitions()
     cid = treated_customer("onboarding", 10)

@@ -23,7 +23,7 @@ from aftersale.metrics.cohorts import cohorts
 from aftersale.metrics.compute import compute
 from aftersale.metrics.journeys import funnel, journey_lifts
 from aftersale.metrics.model import FunnelStep, Lift, Nps, Rate
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 END = datetime(2026, 7, 1, tzinfo=UTC)

@@ -33,7 +33,7 @@ from aftersale.db.models import (
 )
 from aftersale.metrics.by_segment import segment_metrics
 from aftersale.metrics.model import Mean, Nps, Rate, SegmentMetrics
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)

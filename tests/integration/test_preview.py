@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from aftersale.ops.preview import PreviewError, preview_journey, print_timeline
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import placed
 from tests.integration.helpers import feed, run_to

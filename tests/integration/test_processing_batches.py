@@ -24,7 +24,7 @@ from aftersale.db.models import (
     SurveyResponse,
 )
 from aftersale.pipeline.apply_events import ProcessCounts, _Applier, process_batch
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from bench.events import generate
 from tests.conftest import START, make_settings, postgres_schema
 from tests.factories import answer, follow, placed

@@ -13,7 +13,7 @@ from aftersale.channels.twilio import TwilioSmsChannel
 from aftersale.config import Settings
 from aftersale.emulators.server import Reply
 from aftersale.emulators.twilio import TwilioEmulator
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 
 ACCOUNT = "AC" + "2" * 32
 

@@ -12,9 +12,9 @@ from sqlalchemy import func, select, update
 from aftersale.core.clock import SimulatedClock, as_utc
 from aftersale.db.models import InboxEvent, Message, Order, SandboxOutbox
 from aftersale.ops.review import NotUnderReview, confirm_sent, overview, requeue, resend
+from aftersale.orchestration.passes import dispatch_due, drain_inbox
 from aftersale.pipeline.advance import Recovered, recover_stale
-from aftersale.pipeline.passes import dispatch_due, drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import follow, placed
 from tests.integration.faults_helpers import seed_due_messages, statuses

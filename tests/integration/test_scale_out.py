@@ -19,7 +19,7 @@ from aftersale.config import Settings
 from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import Message
 from aftersale.emulators.sendgrid import SendGridEmulator
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import START, make_settings, needs_postgres, postgres_schema
 from tests.integration.faults_helpers import (
     KEY,
@@ -136,10 +136,10 @@ def test_a_backlog_is_sent_from_helper_processes_each_message_once(
     this process claim their own batches; every message reaches SendGrid exactly once."""
     import contextlib
 
-    import aftersale.pipeline.passes
-    from aftersale.pipeline.passes import dispatch_due
+    import aftersale.orchestration.passes
+    from aftersale.orchestration.passes import dispatch_due
 
-    monkeypatch.setattr(aftersale.pipeline.passes, "HELPER_BACKLOG", 40)
+    monkeypatch.setattr(aftersale.orchestration.passes, "HELPER_BACKLOG", 40)
     with contextlib.ExitStack() as stack:
         sendgrid = stack.enter_context(SendGridEmulator(api_key=KEY))
         url = (stack.enter_context(postgres_schema()) if database == "postgresql"
@@ -150,7 +150,7 @@ def test_a_backlog_is_sent_from_helper_processes_each_message_once(
         rt = open_runtime(settings, SimulatedClock(NOW))
         stack.callback(rt.engine.dispose)
         ids = seed_due_messages(rt, 130, START)
-        with caplog.at_level("INFO", logger="aftersale.pipeline.passes"):
+        with caplog.at_level("INFO", logger="aftersale.orchestration.passes"):
             counts = dispatch_due(rt, rt.definitions())
         assert "sending from 3 processes" in caplog.text
         assert counts.sent == 130
@@ -159,7 +159,7 @@ def test_a_backlog_is_sent_from_helper_processes_each_message_once(
         # A backlog this process clears alone starts no helper.
         more = seed_due_messages(rt, 30, START, prefix="t")
         caplog.clear()
-        with caplog.at_level("INFO", logger="aftersale.pipeline.passes"):
+        with caplog.at_level("INFO", logger="aftersale.orchestration.passes"):
             dispatch_due(rt, rt.definitions())
         assert "processes" not in caplog.text
         accepted_once_each(sendgrid, ids + more)
@@ -170,26 +170,26 @@ def test_helpers_stop_with_the_process_that_started_them(
     """This process's own sending fails at once: the helpers are told to stop before their
     next batch, so the run fails without leaving anything half-sent, and the next run sends
     everything exactly once."""
-    import aftersale.pipeline.passes
-    from aftersale.pipeline.passes import dispatch_due
+    import aftersale.orchestration.passes
+    from aftersale.orchestration.passes import dispatch_due
 
     with SendGridEmulator(api_key=KEY) as sendgrid:
         settings = with_providers(base, sendgrid, send_processes=2, batch_size=20,
                                   sendgrid_rate_per_second=1_000_000.0)
         rt = open_runtime(settings, SimulatedClock(NOW))
         ids = seed_due_messages(rt, 100, START)
-        monkeypatch.setattr(aftersale.pipeline.passes, "HELPER_BACKLOG", 40)
-        real_loop = aftersale.pipeline.passes._send_loop
+        monkeypatch.setattr(aftersale.orchestration.passes, "HELPER_BACKLOG", 40)
+        real_loop = aftersale.orchestration.passes._send_loop
 
         def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("this process's sending broke")
 
-        monkeypatch.setattr(aftersale.pipeline.passes, "_send_loop", broken)
+        monkeypatch.setattr(aftersale.orchestration.passes, "_send_loop", broken)
         with pytest.raises(RuntimeError, match="sending broke"):
             dispatch_due(rt, rt.definitions())
         # Told to stop as they started, the helpers claimed nothing.
         assert set(statuses(rt).values()) == {"pending"} and not sendgrid.requests
-        monkeypatch.setattr(aftersale.pipeline.passes, "_send_loop", real_loop)
+        monkeypatch.setattr(aftersale.orchestration.passes, "_send_loop", real_loop)
         dispatch_due(rt, rt.definitions())
         accepted_once_each(sendgrid, ids)
         rt.engine.dispose()

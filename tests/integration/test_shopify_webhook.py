@@ -24,8 +24,8 @@ from sqlalchemy import select, text
 
 from aftersale.config import Settings
 from aftersale.db.models import Customer, Enrollment, InboxEvent, Message, Order
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from aftersale.web import shopify_webhook as shopify_web
 from aftersale.web.shopify_webhook import shopify_router
 from tests.conftest import START

@@ -26,8 +26,8 @@ from aftersale.config import Settings
 from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import Message
 from aftersale.emulators.sendgrid import SendGridEmulator
-from aftersale.pipeline.passes import dispatch_due
-from aftersale.runtime import Runtime, open_runtime
+from aftersale.orchestration.passes import dispatch_due
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import START
 from tests.integration.faults_helpers import (
     KEY,
@@ -246,7 +246,7 @@ def _dispatcher_waiting_for_its_helper(settings: dict[str, object], now: object)
     """A dispatch run whose own process runs out of batches at once and waits for its send
     helper, the usual state of a backlog (a module-level function: it runs in a spawned
     process, and so does the helper, with the real send loop)."""
-    import aftersale.pipeline.passes as pipeline
+    import aftersale.orchestration.passes as pipeline
 
     rt = open_runtime(Settings(_env_file=None, **settings), SimulatedClock(now),  # type: ignore[arg-type]
                       migrate=False)

@@ -25,8 +25,8 @@ from aftersale.db.models import (
     SurveyClick,
     SurveyResponse,
 )
-from aftersale.pipeline.passes import drain_inbox, settle_survey_clicks
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox, settle_survey_clicks
+from aftersale.pipeline.runtime import Runtime
 from aftersale.surveys.answers import COMMENT_LIMIT
 from aftersale.surveys.clicks import SETTLE_AFTER
 from aftersale.web.surveys import TEXTS_FILE, check_page_texts, surveys_router, with_ref

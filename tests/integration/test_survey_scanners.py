@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from aftersale.config import Settings
 from aftersale.db.models import AlertRecord, InboxEvent, SandboxOutbox, SurveyClick, SurveyResponse
 from aftersale.metrics.compute import compute
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from aftersale.surveys.sms_answers import survey_kinds
 from tests.integration.helpers import run_to, sent, serve
 from tests.integration.test_survey_pages import (

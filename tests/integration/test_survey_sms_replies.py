@@ -17,8 +17,8 @@ from twilio.request_validator import RequestValidator
 
 from aftersale.config import Settings
 from aftersale.db.models import InboundMessage, InboxEvent, Message, SurveyResponse
-from aftersale.pipeline.passes import drain_inbox
-from aftersale.runtime import Runtime
+from aftersale.orchestration.passes import drain_inbox
+from aftersale.pipeline.runtime import Runtime
 from aftersale.surveys.sms_answers import TEXTS_FILE, check_reply_texts, load_reply_texts
 from aftersale.web.app import create_app
 from aftersale.webhooks import twilio as tw

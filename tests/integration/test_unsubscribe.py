@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from aftersale.config import Settings
 from aftersale.core.links import Signer
 from aftersale.db.models import Customer, Message, Suppression
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.suppression import is_suppressed, lift, suppress, suppressed_addresses
-from aftersale.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import follow, placed

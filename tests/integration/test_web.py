@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from aftersale.config import Settings
 from aftersale.db.models import InboxEvent
-from aftersale.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import follow, placed

@@ -21,8 +21,8 @@ from aftersale.config import Settings
 from aftersale.core.errors import WebhookRejected
 from aftersale.db.models import Customer, DeliveryEvent, Message, Suppression
 from aftersale.metrics.journeys import funnel
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.suppression import is_suppressed
-from aftersale.runtime import Runtime
 from aftersale.web.app import create_app
 from aftersale.webhooks import sendgrid as sg
 from tests.conftest import START

@@ -20,8 +20,8 @@ from aftersale.config import Settings
 from aftersale.core.clock import SimulatedClock
 from aftersale.core.errors import WebhookRejected
 from aftersale.db.models import Customer, DeliveryEvent, InboundMessage, Message, Suppression
+from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.suppression import is_suppressed
-from aftersale.runtime import Runtime
 from aftersale.web.app import create_app
 from aftersale.webhooks import twilio as tw
 from tests.conftest import START

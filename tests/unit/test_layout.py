@@ -54,3 +54,15 @@ def test_no_package_hides_code_in_its_init() -> None:
             continue
         defined = re.findall(r"^(?:def|class|async def) (\w+)", init.read_text(), re.M)
         assert defined == [], f"{init.relative_to(ROOT)} defines {defined}: give them a module"
+
+
+def test_the_library_never_imports_the_prefect_entrypoints() -> None:
+    """flows/ is prefect.yaml's, one import each; the library reaches the flows in orchestration/."""
+    for path in (ROOT / "aftersale").rglob("*.py"):
+        source = path.read_text()
+        assert not re.search(r"^\s*(from flows\b|import flows\b)", source, re.M), path
+    for entrypoint in (ROOT / "flows").glob("*.py"):
+        lines = [line for line in entrypoint.read_text().splitlines()
+                 if line.strip() and not line.startswith(('"""', "__all__"))]
+        assert lines == [f"from aftersale.orchestration.{entrypoint.stem} import {entrypoint.stem}"]
+    assert not (ROOT / "flows" / "__init__.py").exists()  # a folder of files, not a package

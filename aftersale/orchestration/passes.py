@@ -23,9 +23,9 @@ from aftersale.pipeline.advance import DispatchCounts, advance_due, recover_stal
 from aftersale.pipeline.alerts import deliver_alerts
 from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.definitions import Definitions, recorded
+from aftersale.pipeline.runtime import Runtime, open_runtime
 from aftersale.pipeline.send import Rules, send_pending
 from aftersale.pipeline.stopping import STOP, graceful, stop_on_sigterm
-from aftersale.runtime import Runtime, open_runtime
 from aftersale.surveys.clicks import settle_due
 
 log = logging.getLogger(__name__)
