@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.error import URLError
 
@@ -25,6 +24,7 @@ from python_http_client.exceptions import HTTPError as SendGridHTTPError
 
 from aftersale.channels.base import OutboundMessage, SingleSendChannel
 from aftersale.config import Settings
+from aftersale.core.backoff import capped_wait, retry_after_seconds
 from aftersale.core.errors import ConfigError, PermanentProviderError, TransientProviderError
 
 PROVIDER = "sendgrid"
@@ -128,28 +128,13 @@ def first_error_message(body: bytes | str | None) -> str | None:
         return text.strip()[:200] or None
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: either delay-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
 def reset_in_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``X-RateLimit-Reset`` (epoch seconds) as seconds from now, never negative."""
+    """``X-RateLimit-Reset`` (epoch seconds) as seconds from now, within the bounds of a
+    ``Retry-After``."""
     if not value:
         return None
     try:
         reset = float(value.strip())
     except ValueError:
         return None
-    return max(0.0, reset - (time.time() if now is None else now))
+    return capped_wait(reset - (time.time() if now is None else now))

@@ -34,6 +34,7 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from aftersale.channels.base import OutboundMessage, SingleSendChannel
 from aftersale.config import Settings
+from aftersale.core.backoff import retry_after_seconds
 from aftersale.core.errors import ConfigError, PermanentProviderError, TransientProviderError
 
 PROVIDER = "twilio"
@@ -146,7 +147,7 @@ class TwilioChannel(SingleSendChannel):
         if status in (408, 429) or status >= 500:
             http = self.client.http_client
             headers = http.last_headers() if isinstance(http, BaseUrlHttpClient) else None
-            retry_after = _seconds(headers.get("Retry-After")) if headers else None
+            retry_after = retry_after_seconds(headers.get("Retry-After")) if headers else None
             return TransientProviderError(PROVIDER, detail, code=code, status=status,
                                           retry_after=retry_after)
         return PermanentProviderError(PROVIDER, detail, code=code, status=status)
@@ -223,11 +224,3 @@ def _reason(exc: requests.RequestException) -> object:
     """The urllib3 error inside requests' wrapper (shorter, and says what happened)."""
     inner = exc.args[0] if exc.args else None
     return getattr(inner, "reason", None) or inner or exc
-
-
-def _seconds(value: str | None) -> float | None:
-    """``Retry-After`` as delay-seconds (Twilio sends no HTTP-date form)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

@@ -13,10 +13,6 @@ class ConfigError(AftersaleError):
     """A setting is missing or invalid; the message names it."""
 
 
-class StorageError(AftersaleError):
-    """The database refused or failed an operation."""
-
-
 @dataclass(frozen=True)
 class Problem:
     """One problem found in a marketer's file: where, what, and how to fix it."""

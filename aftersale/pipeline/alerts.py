@@ -28,13 +28,10 @@ templates (``content/alert_detractor``).
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -43,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage
+from aftersale.core.backoff import Backoff, retry_after_seconds
 from aftersale.core.counts import Counts
 from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Order
@@ -58,8 +56,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = "alert_detractor"
 LOCALE = "en"  # the team's language: alerts are internal
-RETRY_BASE = timedelta(minutes=1)
-RETRY_CAP = timedelta(hours=1)
+RETRY = Backoff(base=timedelta(minutes=1), cap=timedelta(hours=1))
 MAX_ATTEMPTS = 10  # about four hours of tries with the backoff above
 CHUNK = 20  # alerts claimed at once: keeps the lease short if a deliverer dies
 ROUTES = ("email", "webhook")
@@ -367,27 +364,6 @@ class _Routes:
         return text.replace(self._url, "[webhook url]") if self._url else text
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
-    """1 min, 2, 4 ... capped at an hour, times 1-1.5 so alerts that failed together spread."""
-    delay = RETRY_BASE * 2 ** min(max(attempts, 1) - 1, 12) * random.uniform(1.0, 1.5)
-    delay = max(delay, timedelta(seconds=retry_after or 0))
-    return min(delay, RETRY_CAP)
-
-
 def _record(factory: sessionmaker[Session], alert_id: int, outcomes: dict[str, _Outcome],
             now: datetime, counts: AlertCounts) -> None:
     with factory() as session, session.begin():
@@ -414,7 +390,7 @@ def _record(factory: sessionmaker[Session], alert_id: int, outcomes: dict[str, _
             alert.last_error = "; ".join(errors)
         statuses = (alert.email_status, alert.webhook_status)
         if "pending" in statuses:
-            alert.next_attempt_at = now + backoff(alert.attempts, retry_after)
+            alert.next_attempt_at = now + RETRY.delay(alert.attempts, retry_after)
             counts.retried += 1
             return
         alert.status = "failed" if "failed" in statuses else "delivered"

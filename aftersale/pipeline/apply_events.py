@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import Text, cast, select, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.core.clock import Clock
@@ -41,6 +41,7 @@ from aftersale.core.journeys.engine import Status, in_holdout, in_time
 from aftersale.core.journeys.model import Journey, Reentry
 from aftersale.core.links import referral_code
 from aftersale.db.batchrows import RowSet
+from aftersale.db.errors import is_storage_outage
 from aftersale.db.lookup import by_id, in_chunks
 from aftersale.db.models import (
     Customer,
@@ -209,14 +210,14 @@ def _apply_together(applier: _Applier, events: list[tuple[_Item, Event]]) -> Non
             _rejected(item, exc, applier)
             continue
         except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and _database_trouble(exc):
+            if is_storage_outage(exc):
                 raise
             raise _TakeCare from exc
         _processed(item, applier.counts)
     try:
         applier.write()
     except SQLAlchemyError as exc:
-        if _database_trouble(exc):
+        if is_storage_outage(exc):
             raise
         raise _TakeCare from exc
 
@@ -230,7 +231,7 @@ def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
     except EventRejected as exc:
         _rejected(item, exc, applier)
     except (ValueError, SQLAlchemyError) as exc:
-        if _database_trouble(exc):
+        if is_storage_outage(exc):
             raise  # not this event's fault: the batch rolls back and runs again
         _failed(item, exc, applier.counts)
     except Exception as exc:  # noqa: BLE001 - anything else must not block the inbox
@@ -284,13 +285,6 @@ def _unexpected(item: _Item, exc: Exception, counts: ProcessCounts) -> None:
     counts.unexpected += 1
     log.error("event %s: unexpected %s, tried again in a minute", item.event_id,
               type(exc).__name__, exc_info=exc)
-
-
-def _database_trouble(exc: Exception) -> bool:
-    """The database went away or is busy (a lost connection, a lock timeout), rather than
-    this event being wrong: failing the event would blame it, and lose it."""
-    return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def _retry_waiting(session: Session, now: datetime) -> None:

@@ -17,7 +17,6 @@ marketing message to the first allowed minute; nothing is dropped for them.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from collections import defaultdict
@@ -32,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.channels.base import Channel, OutboundMessage, SendResult
+from aftersale.core.backoff import Backoff
 from aftersale.core.channel_choice import Contact, choose_channel
 from aftersale.core.clock import Clock
 from aftersale.core.events import SURVEY_SCALES
@@ -50,7 +50,7 @@ from aftersale.pipeline.definitions import Definitions, VersionCache
 from aftersale.pipeline.send_outcomes import twilio_error_suppression
 from aftersale.pipeline.suppression import normalize_address, suppress
 
-RETRY_BASE = timedelta(minutes=1)
+RETRY = Backoff(base=timedelta(minutes=1))  # uncapped: MAX_ATTEMPTS ends it (1 to 96 min)
 MAX_ATTEMPTS = 8
 WHATSAPP_WINDOW = timedelta(hours=24)
 RETRY_UNPREPARED_AFTER = timedelta(hours=1)
@@ -420,9 +420,7 @@ def _apply(session: Session, results: list[SendResult], channel_of: dict[str, st
             counts.unknown += 1
         elif result.status == "retry" and message.attempts < MAX_ATTEMPTS:
             # Back to pending with exponential backoff; the provider said "not now".
-            # Jitter spreads the retries of a batch that failed together.
-            backoff = RETRY_BASE * 2 ** (message.attempts - 1) * random.uniform(1.0, 1.5)
-            delay = max(backoff, timedelta(seconds=result.retry_after or 0))
+            delay = RETRY.delay(message.attempts, result.retry_after)
             message.status, message.due_at = "pending", now + delay
             message.claim_token = message.call_started_at = None
             message.status_reason = result.error

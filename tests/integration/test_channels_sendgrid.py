@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 import pytest
 
 from aftersale.channels.base import OutboundMessage, SendResult
-from aftersale.channels.sendgrid import SendGridEmailChannel, reset_in_seconds, retry_after_seconds
+from aftersale.channels.sendgrid import SendGridEmailChannel, reset_in_seconds
 from aftersale.config import Settings
+from aftersale.core.backoff import retry_after_seconds
 from aftersale.core.errors import ConfigError
 from aftersale.emulators.sendgrid import MAIL_SEND, SendGridEmulator
 from aftersale.emulators.server import Reply, closed_port
