@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     content_dir: Path = Path("content")
     public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
     secret_key: SecretStr | None = None
+    # The key before the last rotation: links it signed still verify; only SECRET_KEY signs.
+    secret_key_previous: SecretStr | None = None
     api_token: SecretStr | None = None
 
     email_provider: Literal["sandbox", "sendgrid"] = "sandbox"
@@ -88,6 +90,12 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
         return value
+
+    @field_validator("secret_key_previous", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Emptied once a rotation is over: an empty key would verify links anyone can sign.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("quiet_hours", "frequency_cap")
     @classmethod

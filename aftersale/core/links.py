@@ -1,56 +1,74 @@
-"""Signed links we put in messages: survey answers, unsubscribe, referral.
+"""Signed links we put in messages: survey answers and unsubscribe; the referral link carries
+the customer's public code (:func:`referral_code`), which is not a secret and not signed.
 
-A token is ``base64url(json payload).base64url(HMAC-SHA256)`` keyed by ``SECRET_KEY``: it names
-the customer and message, so it cannot be forged or reused for someone else.
+A token is itsdangerous' URL-safe signed JSON, ``base64url(json payload).base64url(HMAC-SHA256)``:
+it names the customer and message, so it cannot be forged or reused for someone else. Each
+:class:`Purpose` signs under its own salt, so a survey token never reads as an unsubscribe token
+(or the reverse) whatever its payload says. ``SECRET_KEY`` signs; during a rotation
+``SECRET_KEY_PREVIOUS`` still verifies what it signed.
+
+Links sent before purposes existed were signed with the bare key, the same way for every purpose
+(HMAC-SHA256 of the body). They still verify, under either key, and nothing signs them any more;
+the pages tell their purposes apart by their claims, as they always did.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
-import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
+from itsdangerous import BadData, BadSignature, URLSafeSerializer
 
 #: The query parameter of a survey e-mail's hidden link (:meth:`Links.honeypot`).
 HONEYPOT_PARAM = "hp"
 
 
+class Purpose(StrEnum):
+    SURVEY = "survey"  # /s/ links: the score links and their hidden twin
+    UNSUBSCRIBE = "unsubscribe"  # /u/ links
+
+
+# Part of every signature: changing one breaks every link of its purpose already sent.
+_SALTS = {Purpose.SURVEY: b"aftersale.core.links.survey",
+          Purpose.UNSUBSCRIBE: b"aftersale.core.links.unsubscribe"}
+_SIGNER: dict[str, Any] = {"digest_method": hashlib.sha256, "key_derivation": "hmac"}
+# The format sent before purposes (see above): the key itself, no salt. itsdangerous tries a
+# fallback signer only when verifying, so this format is never signed again.
+_LEGACY: dict[str, Any] = {"digest_method": hashlib.sha256, "key_derivation": "none"}
+
+
 class BadToken(ValueError):
-    """Tampered, malformed or signed with another key."""
+    """Tampered, malformed, for another purpose or signed with another key."""
 
 
 @dataclass(frozen=True)
 class Signer:
     secret: bytes
+    previous: bytes | None = None  # still verifies, never signs
 
-    def sign(self, payload: dict[str, Any]) -> str:
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        mac = hmac.new(self.secret, body.encode(), hashlib.sha256).digest()
-        return f"{body}.{_b64(mac)}"
+    def sign(self, purpose: Purpose, payload: dict[str, Any]) -> str:
+        return self._serializer(purpose).dumps(payload)
 
-    def verify(self, token: str) -> dict[str, Any]:
+    def verify(self, purpose: Purpose, token: str) -> dict[str, Any]:
         try:
-            body, mac = token.split(".", 1)
-            expected = hmac.new(self.secret, body.encode(), hashlib.sha256).digest()
-            if not hmac.compare_digest(expected, _unb64(mac)):
-                raise BadToken("signature does not match")
-            payload = json.loads(_unb64(body))
-        except (ValueError, json.JSONDecodeError) as exc:
+            payload = self._serializer(purpose).loads(token)
+        except BadSignature:
+            raise BadToken("signature does not match") from None
+        except (BadData, ValueError) as exc:  # not base64/JSON; text that is not UTF-8
             raise BadToken(str(exc)) from None
         if not isinstance(payload, dict):
             raise BadToken("payload is not an object")
         return payload
+
+    def _serializer(self, purpose: Purpose) -> URLSafeSerializer:
+        # itsdangerous signs with the last key and verifies with any of them.
+        keys = [self.secret] if self.previous is None else [self.previous, self.secret]
+        return URLSafeSerializer(keys, salt=_SALTS[purpose], signer_kwargs=_SIGNER,
+                                 fallback_signers=[_LEGACY],
+                                 serializer_kwargs={"sort_keys": True})  # one payload, one token
 
 
 @dataclass(frozen=True)
@@ -67,11 +85,12 @@ class Links:
         return f"{self._survey_page(message_id, customer_id, kind)}?{HONEYPOT_PARAM}=1"
 
     def _survey_page(self, message_id: str, customer_id: str, kind: str) -> str:
-        token = self.signer.sign({"m": message_id, "c": customer_id, "k": kind})
+        token = self.signer.sign(Purpose.SURVEY, {"m": message_id, "c": customer_id, "k": kind})
         return f"{self.public_url.rstrip('/')}/s/{token}"
 
     def unsubscribe(self, message_id: str, customer_id: str, channel: str) -> str:
-        token = self.signer.sign({"m": message_id, "c": customer_id, "ch": channel})
+        token = self.signer.sign(Purpose.UNSUBSCRIBE,
+                                 {"m": message_id, "c": customer_id, "ch": channel})
         return f"{self.public_url.rstrip('/')}/u/{token}"
 
     def referral(self, customer_id: str) -> str:

@@ -50,9 +50,9 @@ class Runtime:
         return self._channels
 
     def links(self) -> Links:
-        key = self.settings.secret_key
-        if key is not None:
-            return Links(str(self.settings.public_url), Signer(key.get_secret_value().encode()))
+        signer = link_signer(self.settings)
+        if signer is not None:
+            return Links(str(self.settings.public_url), signer)
         real = [p for p in (self.settings.email_provider, self.settings.sms_provider,
                             self.settings.whatsapp_provider) if p != "sandbox"]
         if real:
@@ -64,6 +64,16 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+def link_signer(settings: Settings) -> Signer | None:
+    """What signs our links and checks them (with the previous key too, during a rotation);
+    None without AFTERSALE_SECRET_KEY."""
+    if settings.secret_key is None:
+        return None
+    previous = settings.secret_key_previous
+    return Signer(settings.secret_key.get_secret_value().encode(),
+                  None if previous is None else previous.get_secret_value().encode())
 
 
 def build_channels(settings: Settings, factory: sessionmaker[Session], clock: Clock

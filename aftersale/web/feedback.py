@@ -31,11 +31,11 @@ from aftersale.config import Settings
 from aftersale.content import read_yaml
 from aftersale.content.render import locale_candidates, pick_locale
 from aftersale.core.errors import WebhookRejected
-from aftersale.core.links import BadToken, Signer
+from aftersale.core.links import BadToken, Purpose, Signer
 from aftersale.db.models import Customer, Message
 from aftersale.intake import jsontext
 from aftersale.intake.notify import inbox_received
-from aftersale.pipeline.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime, link_signer
 from aftersale.pipeline.send_outcomes import (
     DeliveryCounts,
     Inbound,
@@ -64,8 +64,7 @@ PAGE_HEADERS = {
 
 def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
     router = APIRouter()
-    signer = (Signer(settings.secret_key.get_secret_value().encode())
-              if settings.secret_key is not None else None)
+    signer = link_signer(settings)
     kinds = CachedSurveyKinds(lambda: runtime.definitions().content)
 
     @router.post("/webhooks/sendgrid/events")
@@ -295,7 +294,7 @@ def _claims(signer: Signer | None, token: str) -> _Claims | int:
         log.error("unsubscribe link used but AFTERSALE_SECRET_KEY is not set")
         return 503
     try:
-        payload = signer.verify(token)
+        payload = signer.verify(Purpose.UNSUBSCRIBE, token)
     except BadToken:
         return 400
     message_id, customer_id, channel = payload.get("m"), payload.get("c"), payload.get("ch")

@@ -45,11 +45,11 @@ from aftersale.content import read_yaml
 from aftersale.content.render import pick_locale
 from aftersale.core.errors import Problem
 from aftersale.core.events import SURVEY_SCALES
-from aftersale.core.links import HONEYPOT_PARAM, BadToken, Signer
+from aftersale.core.links import HONEYPOT_PARAM, BadToken, Purpose, Signer
 from aftersale.core.scanners import Click
 from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
 from aftersale.intake import notify
-from aftersale.pipeline.runtime import Runtime
+from aftersale.pipeline.runtime import Runtime, link_signer
 from aftersale.surveys.answers import (
     COMMENT_LIMIT,
     SurveyMessage,
@@ -82,8 +82,7 @@ _SCORE = re.compile(r"[0-9]{1,2}")  # not int(): it takes "+7", " 7", "1_0" and 
 
 def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
     router = APIRouter()
-    signer = (Signer(settings.secret_key.get_secret_value().encode())
-              if settings.secret_key is not None else None)
+    signer = link_signer(settings)
 
     buckets = ClientBuckets(settings.survey_rate_per_second, settings.survey_rate_burst)
     settling: set[asyncio.Task[None]] = set()  # kept referenced until done
@@ -230,11 +229,12 @@ def _claims(signer: Signer | None, token: str) -> _Claims | int:
         log.error("survey link used but AFTERSALE_SECRET_KEY is not set")
         return 503
     try:
-        payload = signer.verify(token)
+        payload = signer.verify(Purpose.SURVEY, token)
     except BadToken:
         return 403
     message_id, customer_id, kind = payload.get("m"), payload.get("c"), payload.get("k")
-    # An unsubscribe token is signed with the same key: it has "ch", not "k", and ends here.
+    # An unsubscribe token's signature fails above; one sent before purposes existed verifies
+    # (signed alike for every purpose): it has "ch", not "k", and ends here.
     if (not isinstance(message_id, str) or not message_id or not isinstance(customer_id, str)
             or not customer_id or not isinstance(kind, str) or kind not in SURVEY_SCALES
             or "\x00" in message_id + customer_id):  # PostgreSQL refuses NUL even to look up

@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from aftersale.config import Settings
-from aftersale.core.links import Signer, referral_code
+from aftersale.core.links import Purpose, Signer, referral_code
 from aftersale.db.models import Base
 from aftersale.pipeline.runtime import Runtime
 from aftersale.web.app import create_app
@@ -110,19 +110,23 @@ def _sendgrid_sign(body: bytes, timestamp: str) -> str:
 
 
 def _sign_token(payload: Any) -> str:
+    """Signed as links were before purposes; both pages still accept the format."""
     body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
     mac = hmac.new(SECRET_KEY.encode(), body.encode(), hashlib.sha256).digest()
     return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
+claims = st.fixed_dictionaries({}, optional={"m": text | values, "c": text | values,
+                                             "k": st.sampled_from(["nps", "csat", "ces"]) | values,
+                                             "ch": st.sampled_from(["email", "sms"]) | values})
 tokens = st.one_of(
     url_text.filter(lambda t: t not in ("", ".", "..")),
-    st.fixed_dictionaries({}, optional={"m": text | values, "c": text | values,
-                                        "k": st.sampled_from(["nps", "csat", "ces"]) | values,
-                                        "ch": st.sampled_from(["email", "sms"]) | values}
-                          ).map(_sign_token),
+    claims.map(_sign_token),
     values.map(_sign_token),
-    st.builds(lambda m, c: Signer(b"another-key").sign({"m": m, "c": c, "k": "nps"}), text, text),
+    st.builds(lambda purpose, payload: Signer(SECRET_KEY.encode()).sign(purpose, payload),
+              st.sampled_from(list(Purpose)), claims),
+    st.builds(lambda m, c: Signer(b"another-key").sign(Purpose.SURVEY, {"m": m, "c": c, "k": "nps"}),
+              text, text),
 )
 
 

@@ -3,6 +3,10 @@ the real journeys sent through the sandbox channel."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import func, select
 
 from aftersale.config import Settings
-from aftersale.core.links import Signer, referral_code
+from aftersale.core.links import Purpose, Signer, referral_code
 from aftersale.db.models import (
     Customer,
     InboxEvent,
@@ -95,9 +99,9 @@ def token_of(url: str) -> str:
     return url.split("/s/", 1)[1].split("?", 1)[0]
 
 
-def signed(settings: Settings, payload: dict[str, Any]) -> str:
+def signed(settings: Settings, payload: dict[str, Any], purpose: Purpose = Purpose.SURVEY) -> str:
     assert settings.secret_key is not None
-    return Signer(settings.secret_key.get_secret_value().encode()).sign(payload)
+    return Signer(settings.secret_key.get_secret_value().encode()).sign(purpose, payload)
 
 
 def settle(rt: Runtime) -> None:
@@ -148,7 +152,8 @@ def test_the_email_links_name_the_message_customer_and_survey(
     assert sorted(links) == list(range(11))
     assert len({token_of(u) for u in links.values()}) == 1  # one token, the score is the query
     assert settings.secret_key is not None
-    claims = Signer(settings.secret_key.get_secret_value().encode()).verify(token_of(links[0]))
+    claims = Signer(settings.secret_key.get_secret_value().encode()).verify(Purpose.SURVEY,
+                                                                            token_of(links[0]))
     assert claims == {"m": message.id, "c": message.customer_id, "k": "nps"}
 
 
@@ -353,8 +358,10 @@ def test_a_tampered_or_foreign_token_gets_a_friendly_403_and_stores_nothing(
     message = survey_email(rt, locale="tr")
     link = links_in(rt, message, base_url)[10]
     token = token_of(link)
-    other_key = Signer(b"another-key").sign({"m": message.id, "c": message.customer_id, "k": "nps"})
-    unsubscribe = signed(settings, {"m": message.id, "c": message.customer_id, "ch": "email"})
+    other_key = Signer(b"another-key").sign(Purpose.SURVEY, {"m": message.id,
+                                                             "c": message.customer_id, "k": "nps"})
+    unsubscribe = signed(settings, {"m": message.id, "c": message.customer_id, "ch": "email"},
+                         Purpose.UNSUBSCRIBE)
     for bad in (_tamper(token), token[:-4], "nonsense", other_key, unsubscribe,
                 signed(settings, {"m": message.id, "c": message.customer_id, "k": "abc"}),
                 signed(settings, ["not", "an", "object"])):  # type: ignore[arg-type]
@@ -394,6 +401,56 @@ def test_without_a_secret_key_the_page_says_try_later(
         page = browser.get(f"{url}/s/{token}?score=5")
     assert page.status_code == 503 and h1(page.text) == "Please try again later"
     assert inbox(rt) == []
+
+
+# --- key rotation and links sent before -------------------------------------------------------
+
+
+def old_format(secret: str, payload: dict[str, Any]) -> str:
+    """A token as links were signed before itsdangerous and purposes (aftersale.core.links at
+    7b825b9): HMAC-SHA256 of the base64url JSON body under the bare key, for every purpose."""
+    body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True)
+                                    .encode()).rstrip(b"=").decode()
+    mac = hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()
+    return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def rotated(settings: Settings) -> Settings:
+    """The settings after a key rotation: a new key signs, the one the e-mails used verifies."""
+    return settings.model_copy(update={"secret_key": SecretStr("new-secret-key"),
+                                       "secret_key_previous": settings.secret_key})
+
+
+def test_links_sent_in_the_old_format_still_record_answers(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    message = survey_email(rt, locale="en")
+    token = old_format("test-secret-key", {"m": message.id, "c": message.customer_id, "k": "nps"})
+    assert browser.get(f"{base_url}/s/{token}?score=7").status_code == 200
+    later = survey_email(rt, locale="en", prefix="b")  # the key is the previous one now
+    token = old_format("test-secret-key", {"m": later.id, "c": later.customer_id, "k": "nps"})
+    with serve(survey_app(rotated(settings), rt)) as url:
+        assert browser.get(f"{url}/s/{token}?score=8").status_code == 200
+    assert sorted(a["score"] for a in inbox(rt)) == [7, 8]
+
+
+def test_sent_links_keep_working_after_the_key_is_rotated_and_unknown_keys_do_not(
+        settings: Settings, rt: Runtime) -> None:
+    message = survey_email(rt, locale="en")
+    with serve(survey_app(rotated(settings), rt)) as url:
+        links = links_in(rt, message, url)  # signed before the rotation
+        assert browser.get(links[6]).status_code == 200
+        claims = {"m": message.id, "c": message.customer_id, "k": "nps"}
+        unknown = Signer(b"another-key").sign(Purpose.SURVEY, claims)
+        refused = browser.get(f"{url}/s/{unknown}?score=1")
+        tampered_page = browser.get(f"{url}/s/{_tamper(token_of(links[1]))}?score=1")
+    assert refused.status_code == tampered_page.status_code == 403
+    assert refused.text == tampered_page.text  # the same page as a tampered link
+    # once the previous key is dropped, what it signed is refused the same way
+    with serve(survey_app(rotated(settings).model_copy(update={"secret_key_previous": None}),
+                          rt)) as url:
+        dropped = browser.get(links_in(rt, message, url)[2])
+    assert dropped.status_code == 403 and dropped.text == tampered_page.text
+    assert [a["score"] for a in inbox(rt)] == [6]
 
 
 def test_a_survey_closes_after_survey_days(settings: Settings, rt: Runtime, base_url: str) -> None:

@@ -3,16 +3,21 @@ suppression store behind it on both databases."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from aftersale.config import Settings
-from aftersale.core.links import Signer
+from aftersale.core.links import Purpose, Signer
 from aftersale.db.models import Customer, Message, Suppression
 from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.suppression import is_suppressed, lift, suppress, suppressed_addresses
@@ -153,8 +158,8 @@ def test_a_tampered_token_gets_a_friendly_400_page_and_writes_nothing(
 ])
 def test_a_token_with_wrong_claims_or_another_key_is_refused(base_url: str, rt: Runtime,
                                                              payload: dict[str, object]) -> None:
-    good = Signer(b"test-secret-key").sign(payload)
-    foreign = Signer(b"another-key").sign({"m": "msg_1", "c": "c-1", "ch": "email"})
+    good = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE, payload)
+    foreign = Signer(b"another-key").sign(Purpose.UNSUBSCRIBE, {"m": "msg_1", "c": "c-1", "ch": "email"})
     for token in (good, foreign, "garbage", "a.b.c"):
         response = one_click(f"{base_url}/u/{token}")
         assert response.status_code == 400
@@ -162,8 +167,41 @@ def test_a_token_with_wrong_claims_or_another_key_is_refused(base_url: str, rt: 
     assert suppressions(rt) == []
 
 
+def old_format(payload: dict[str, object], secret: bytes = b"test-secret-key") -> str:
+    """A token as links were signed before itsdangerous and purposes (aftersale.core.links at
+    7b825b9): HMAC-SHA256 of the base64url JSON body under the bare key, for every purpose."""
+    body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True)
+                                    .encode()).rstrip(b"=").decode()
+    mac = hmac.new(secret, body.encode(), hashlib.sha256).digest()
+    return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def test_links_sent_before_and_under_the_previous_key_still_unsubscribe(
+        settings: Settings, rt: Runtime, base_url: str) -> None:
+    first, second, third = (email_message(rt, cid) for cid in ("c-1", "c-2", "c-3"))
+    sent_link = link(rt, base_url, first)  # signed with today's key, before the rotation
+    old = old_format({"m": second.id, "c": second.customer_id, "ch": "email"})
+    assert one_click(f"{base_url}/u/{old}").status_code == 200  # the old format, current key
+    survey_shaped = old_format({"m": third.id, "c": third.customer_id, "k": "nps"})
+    assert one_click(f"{base_url}/u/{survey_shaped}").status_code == 400
+    assert {s.customer_id for s in suppressions(rt)} == {"c-2"}
+    rotation = {"secret_key": SecretStr("new-secret-key"), "secret_key_previous": settings.secret_key}
+    with serve(create_app(settings.model_copy(update=rotation), rt)) as url:
+        assert one_click(url + sent_link.removeprefix(base_url)).status_code == 200
+        old = old_format({"m": third.id, "c": third.customer_id, "ch": "email"})
+        assert one_click(f"{url}/u/{old}").status_code == 200  # the old format, previous key
+        unknown = Signer(b"another-key").sign(Purpose.UNSUBSCRIBE,
+                                              {"m": third.id, "c": "c-3", "ch": "sms"})
+        refused, tampered_page = (one_click(f"{url}/u/{unknown}"),
+                                  one_click(tampered(url + sent_link.removeprefix(base_url))))
+    assert refused.status_code == tampered_page.status_code == 400
+    assert refused.text == tampered_page.text  # the same page as a tampered link
+    assert sorted((s.customer_id, s.channel) for s in suppressions(rt)) == [
+        ("c-1", "email"), ("c-2", "email"), ("c-3", "email")]
+
+
 def test_without_a_secret_key_links_cannot_be_checked(settings: Settings, rt: Runtime) -> None:
-    token = Signer(b"test-secret-key").sign({"m": "msg_1", "c": "c-1", "ch": "email"})
+    token = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE, {"m": "msg_1", "c": "c-1", "ch": "email"})
     with serve(create_app(settings.model_copy(update={"secret_key": None}), rt)) as url:
         response = one_click(f"{url}/u/{token}")
     assert response.status_code == 503 and "<h1>" in response.text
@@ -171,7 +209,8 @@ def test_without_a_secret_key_links_cannot_be_checked(settings: Settings, rt: Ru
 
 
 def test_a_link_for_a_forgotten_customer_still_answers(base_url: str, rt: Runtime) -> None:
-    token = Signer(b"test-secret-key").sign({"m": "msg_gone", "c": "c-gone", "ch": "email"})
+    token = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE,
+                                            {"m": "msg_gone", "c": "c-gone", "ch": "email"})
     response = one_click(f"{base_url}/u/{token}")
     assert response.status_code == 200 and '<html lang="en">' in response.text
     assert suppressions(rt) == []

@@ -31,7 +31,7 @@ from aftersale.core.errors import EventError, Problem, WebhookRejected
 from aftersale.core.events import SURVEY_SCALES, Event, EventType, parse_event
 from aftersale.core.journeys.loader import compile_journey, journey_from_source
 from aftersale.core.journeys.model import Journey
-from aftersale.core.links import BadToken, Signer
+from aftersale.core.links import BadToken, Purpose, Signer
 from aftersale.core.survey_replies import ParsedReply, parse_reply
 from aftersale.core.yaml_lines import parse_located
 from aftersale.intake import jsonl, jsontext
@@ -373,7 +373,7 @@ ids = st.text(string.ascii_letters + string.digits + "-_:", min_size=1, max_size
 @given(ids, ids, st.sampled_from(sorted(SURVEY_SCALES)), st.data())
 def test_a_survey_token_changed_cut_or_moved_to_another_customer_never_verifies(
         message: str, customer: str, kind: str, data: st.DataObject) -> None:
-    token = SIGNER.sign({"m": message, "c": customer, "k": kind})
+    token = SIGNER.sign(Purpose.SURVEY, {"m": message, "c": customer, "k": kind})
     claims = surveys._claims(SIGNER, token)
     assert claims == surveys._Claims(message, customer, kind)
     # cut anywhere
@@ -391,19 +391,25 @@ def test_a_survey_token_changed_cut_or_moved_to_another_customer_never_verifies(
     assert surveys._claims(SIGNER, body.decode() + "." + token.split(".")[1]) == 403
     # another key; an unsubscribe token for the same customer and message
     assert surveys._claims(Signer(b"another-key"), token) == 403
-    assert surveys._claims(SIGNER, SIGNER.sign({"m": message, "c": customer, "ch": "email"})) == 403
+    assert surveys._claims(SIGNER, SIGNER.sign(Purpose.UNSUBSCRIBE,
+                                               {"m": message, "c": customer, "ch": "email"})) == 403
+    # nor is it an unsubscribe token, though its claims name a channel too
+    both = SIGNER.sign(Purpose.SURVEY, {"m": message, "c": customer, "k": kind, "ch": "email"})
+    assert isinstance(surveys._claims(SIGNER, both), surveys._Claims)
+    assert feedback._claims(SIGNER, both) == 400
 
 
 @budget(300)
 @given(st.text(max_size=120) | st.binary(max_size=90).map(
     lambda b: base64.urlsafe_b64encode(b).decode() + "." + base64.urlsafe_b64encode(b[:32]).decode()))
 def test_any_string_is_a_bad_token_or_claims_never_an_exception(token: str) -> None:
-    try:
-        SIGNER.verify(token)
-    except BadToken:
-        pass
-    else:
-        raise AssertionError("a token we did not sign verified")
+    for purpose in Purpose:
+        try:
+            SIGNER.verify(purpose, token)
+        except BadToken:
+            pass
+        else:
+            raise AssertionError("a token we did not sign verified")
     assert surveys._claims(SIGNER, token) == 403
     assert feedback._claims(SIGNER, token) == 400
     assert surveys._claims(None, token) == 503 and feedback._claims(None, token) == 503
@@ -412,7 +418,8 @@ def test_any_string_is_a_bad_token_or_claims_never_an_exception(token: str) -> N
 @budget(120)
 @given(json_values | shaped(["m", "c", "k", "ch"], json_values))
 def test_whatever_a_signed_token_claims_the_pages_get_claims_or_a_refusal(payload: Any) -> None:
-    """Only we can sign, but a token we signed long ago (or a bug) must not crash a page."""
+    """Only we can sign, but a token we signed long ago (or a bug) must not crash a page: signed
+    here in the format links had before purposes, which both pages still accept."""
     body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
     token = _sign_body(body)
     survey = surveys._claims(SIGNER, token)
@@ -435,15 +442,15 @@ def _sign_body(body: str) -> str:
 def test_a_signed_token_with_a_nul_in_an_id_is_refused_before_any_lookup() -> None:
     # PostgreSQL refused the lookup of "\x00" with DataError: a 500 page (found by make fuzz)
     for payload in ({"m": "\x00", "c": "c-1", "k": "nps"}, {"m": "m-1", "c": "c\x00", "k": "nps"}):
-        assert surveys._claims(SIGNER, SIGNER.sign(payload)) == 403
+        assert surveys._claims(SIGNER, SIGNER.sign(Purpose.SURVEY, payload)) == 403
     for payload in ({"m": "\x00", "c": "c-1", "ch": "sms"}, {"c": "c\x00", "ch": "email"}):
-        assert feedback._claims(SIGNER, SIGNER.sign(payload)) == 400
+        assert feedback._claims(SIGNER, SIGNER.sign(Purpose.UNSUBSCRIBE, payload)) == 400
 
 
 def test_a_signed_token_with_a_kind_that_is_not_text_is_refused() -> None:
     # {"k": [..]} made ``kind not in SURVEY_SCALES`` raise TypeError (unhashable): a 500
     for kind in (["nps"], {"nps": 1}, None, 10):
-        token = SIGNER.sign({"m": "msg-1", "c": "c-1", "k": kind})
+        token = SIGNER.sign(Purpose.SURVEY, {"m": "msg-1", "c": "c-1", "k": kind})
         assert surveys._claims(SIGNER, token) == 403
 
 
