@@ -499,6 +499,18 @@ def test_catalogue_problems_have_lines(tmp_path: Path) -> None:
     assert all(p.path.endswith("catalog.yaml") for p in problems)
 
 
+def test_content_keys_stay_as_written_while_values_are_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "shop.yaml"
+    path.write_text("help_text:\n  no: Hei\n  on: x\n  1: one\ntransactional: no\n"
+                    "html: |\n  <p>\n", encoding="utf-8")
+    data, lines, problems = read_yaml(path)
+    assert problems == []
+    assert data == {"help_text": {"no": "Hei", "on": "x", "1": "one"}, "transactional": False,
+                    "html": "<p>\n"}
+    assert lines[("help_text", "no")] == (2, 2)
+    assert lines[("html",)] == (6, 7)  # a block's text starts on the line after the "|"
+
+
 _LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True))
 
