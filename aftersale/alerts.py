@@ -48,6 +48,7 @@ from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Order
 from aftersale.dispatch import claim
 from aftersale.facts import customer_context, order_context
+from aftersale.survey_scales import CSAT_DETRACTOR_MAX, NPS_DETRACTOR_MAX, SURVEY_KINDS
 
 if TYPE_CHECKING:
     from aftersale.config import Settings
@@ -182,8 +183,8 @@ def survey_answer(response: Mapping[str, Any]) -> tuple[str | None, int | None, 
     comment = str(comment) if comment else None
     if "kind" in response and "score" in response:
         return str(response["kind"]), _int(response["score"]), comment
-    scores = {k: s for k in ("nps", "csat", "ces") if (s := _int(response.get(k))) is not None}
-    for kind, worst in (("nps", 6), ("csat", 2)):
+    scores = {k: s for k in SURVEY_KINDS if (s := _int(response.get(k))) is not None}
+    for kind, worst in (("nps", NPS_DETRACTOR_MAX), ("csat", CSAT_DETRACTOR_MAX)):
         if kind in scores and scores[kind] <= worst:
             return kind, scores[kind], comment
     kind = next(iter(scores), None)

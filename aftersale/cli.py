@@ -215,7 +215,7 @@ def preview(
 
 
 def _responses(values: list[str]) -> dict[str, int]:
-    from aftersale.events import SURVEY_SCALES
+    from aftersale.survey_scales import SURVEY_SCALES
 
     answers = {}
     for value in values:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from aftersale.db.lookup import in_chunks
 from aftersale.db.models import Customer, DeliveryEvent, InboundMessage, Message
 from aftersale.db.upsert import insert
+from aftersale.reply_keywords import Keyword, classify_keyword
 from aftersale.suppression import (
     BOUNCE,
     INVALID,
@@ -34,8 +35,6 @@ from aftersale.suppression import (
     SPAM_REPORT,
     STOP,
     UNSUBSCRIBE,
-    Keyword,
-    classify_keyword,
     lift,
     normalize_address,
     suppress,

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from aftersale.clock import as_utc
+from aftersale.survey_scales import SURVEY_SCALES, SurveyKind
 
 
 class EventType(StrEnum):
@@ -42,7 +43,6 @@ _EVENT_TYPES = frozenset(t.value for t in EventType)  # built once: checked per 
 
 
 ORDER_EVENTS = frozenset(t for t in EventType if t.startswith("order."))
-SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 
 
 # Validation context for a payload read back from the inbox: intake normalized its e-mail
@@ -234,7 +234,7 @@ class ShipmentIn(_Open):
 
 
 class SurveyIn(_Open):
-    kind: Literal["nps", "csat", "ces"]
+    kind: SurveyKind
     score: int
     comment: str | None = Field(default=None, max_length=5000)
     order_id: str | None = None

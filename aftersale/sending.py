@@ -41,7 +41,6 @@ from aftersale.db.models import Customer, Enrollment, Message, Order, Suppressio
 from aftersale.db.retry import while_away
 from aftersale.delivery import twilio_error_suppression
 from aftersale.dispatch import DEFAULT_CLAIM, DispatchCounts, claim
-from aftersale.events import SURVEY_SCALES
 from aftersale.facts import customer_context, order_context
 from aftersale.journeys.definitions import Definitions, VersionCache
 from aftersale.journeys.engine import Status
@@ -49,6 +48,7 @@ from aftersale.journeys.model import Journey
 from aftersale.links import Links
 from aftersale.sending_rules import FrequencyCap, QuietHours
 from aftersale.suppression import normalize_address, suppress
+from aftersale.survey_scales import scale
 
 RETRY_BASE = timedelta(minutes=1)
 MAX_ATTEMPTS = 8
@@ -321,8 +321,7 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
     kind = definitions.content.survey_kind(template)
     survey = None
     if kind is not None:
-        low, high = SURVEY_SCALES[kind]
-        survey = {"kind": kind, "scale": list(range(low, high + 1)),
+        survey = {"kind": kind, "scale": scale(kind),
                   "link": lambda score: links.survey(message_id, customer.id, kind, int(score)),
                   "honeypot": links.honeypot(message_id, customer.id, kind)}
     return {

@@ -70,6 +70,7 @@ from aftersale.content.render import (
     pick_locale,
 )
 from aftersale.errors import AftersaleError, DefinitionError, Problem
+from aftersale.survey_scales import SURVEY_KINDS, scale
 from aftersale.yamlsource import CONTENT, load_located
 
 CHANNELS = ("email", "sms", "whatsapp")
@@ -77,9 +78,7 @@ _EMAIL_PARTS = ("subject", "text", "html")
 #: Parts a channel needs before it can be rendered.
 _REQUIRED = {"email": {"email.subject", "email.text"}, "sms": {"sms"}, "whatsapp": {"whatsapp"}}
 _TOP_KEYS = frozenset({*CHANNELS, "transactional", "survey", "whatsapp_template"})
-SURVEY_KINDS = ("nps", "csat", "ces")
 _SHOP_KEYS = frozenset({"name", "url", "support_email", "help_text", "unsubscribe_label"})
-_SCALES = {"nps": list(range(11)), "csat": list(range(1, 6)), "ces": list(range(1, 8))}
 _RENDER_HINT = "compare the names with the render context documented in aftersale/content"
 
 #: ``path inside the YAML document -> (line of the key, first line of the value's text)``.
@@ -656,7 +655,7 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
     Every documented key is present, so rendering it strictly finds misspelt names. The
     survey kind follows the template name (``nps_survey`` -> nps, ``ces_checkin`` -> ces).
     """
-    kind = next((k for k in _SCALES if template.startswith(k)), "csat")
+    kind = next((k for k in SURVEY_KINDS if template.startswith(k)), "csat")
     def link(n: int) -> str:
         return f"https://shop.example/s/tok123?score={n}"
 
@@ -673,7 +672,7 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
                                "url": "https://track.example/YK123456789"}},
         "links": {"unsubscribe": "https://shop.example/u/tok123",
                   "referral": "https://shop.example/r/AYSE10"},
-        "survey": {"kind": kind, "scale": _SCALES[kind], "link": link,
+        "survey": {"kind": kind, "scale": scale(kind), "link": link,
                    "honeypot": "https://shop.example/s/tok123?hp=1"},
         "offer": {"code": "COMEBACK15", "percent": 15},
         "response": {"kind": "nps", "score": 3, "comment": "The drone arrived late."},

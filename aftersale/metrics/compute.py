@@ -34,6 +34,7 @@ from aftersale.metrics.model import (
 )
 from aftersale.metrics.present import MonthNps
 from aftersale.metrics.segments import segment_metrics
+from aftersale.survey_scales import NPS_DETRACTOR_MAX, NPS_PASSIVE_MIN, NPS_PROMOTER_MIN
 
 _FORMATS = "a date such as 2026-03-31 or a date-time with an offset such as 2026-03-31T18:00+03:00"
 
@@ -162,9 +163,11 @@ def nps_by_month(session: Session, start: datetime | None, end: datetime) -> lis
         when = func.timezone("UTC", when)
     year, month = extract("year", when), extract("month", when)
     query = (select(year, month,
-                    func.sum(case((SurveyResponse.score >= 9, 1), else_=0)),
-                    func.sum(case((SurveyResponse.score.between(7, 8), 1), else_=0)),
-                    func.sum(case((SurveyResponse.score <= 6, 1), else_=0)))
+                    func.sum(case((SurveyResponse.score >= NPS_PROMOTER_MIN, 1), else_=0)),
+                    func.sum(case((SurveyResponse.score.between(NPS_PASSIVE_MIN,
+                                                                NPS_PROMOTER_MIN - 1), 1),
+                                  else_=0)),
+                    func.sum(case((SurveyResponse.score <= NPS_DETRACTOR_MAX, 1), else_=0)))
              .where(SurveyResponse.kind == "nps", SurveyResponse.responded_at <= end)
              .group_by(year, month).order_by(year, month))
     if start is not None:

@@ -20,6 +20,7 @@ from aftersale.delivery import DeliveryKind as K
 from aftersale.metrics.anchors import is_purchase, orders_t
 from aftersale.metrics.model import FunnelStep, GroupOutcome, JourneyLift, Nps, Rate
 from aftersale.metrics.stats import as_lift, difference_ci, nps_difference_ci, verdict
+from aftersale.survey_scales import NPS_PASSIVE_MIN, NPS_PROMOTER_MIN
 
 
 def in_period(column: Any, start: datetime | None, end: datetime) -> ColumnElement[bool]:
@@ -131,9 +132,9 @@ class _Group:
     def add(self, score: int | None, customers: int, anchored: int, repeaters: int) -> _Group:
         """These counts plus customers whose latest NPS answer was ``score`` (None: none)."""
         promoters = passives = detractors = 0
-        if score is not None and score >= 9:
+        if score is not None and score >= NPS_PROMOTER_MIN:
             promoters = customers
-        elif score is not None and score >= 7:
+        elif score is not None and score >= NPS_PASSIVE_MIN:
             passives = customers
         elif score is not None:
             detractors = customers

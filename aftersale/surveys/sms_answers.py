@@ -37,7 +37,7 @@ from aftersale.content.library import ContentLibrary
 from aftersale.content.render import pick_locale
 from aftersale.db.models import InboxEvent, Message, SurveyResponse
 from aftersale.errors import Problem
-from aftersale.events import SURVEY_SCALES
+from aftersale.survey_scales import SURVEY_SCALES
 from aftersale.surveys.answers import store_answer, survey_message
 from aftersale.surveys.replies import parse_reply
 

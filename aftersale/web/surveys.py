@@ -45,14 +45,12 @@ from aftersale.content import read_yaml
 from aftersale.content.render import pick_locale
 from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
 from aftersale.errors import Problem
-from aftersale.events import SURVEY_SCALES
 from aftersale.intake import notify
 from aftersale.links import HONEYPOT_PARAM, BadToken, Signer
 from aftersale.runtime import Runtime
+from aftersale.survey_scales import COMMENT_LIMIT, SURVEY_SCALES, clean_comment
 from aftersale.surveys.answers import (
-    COMMENT_LIMIT,
     SurveyMessage,
-    clean_comment,
     current_answer,
     store_answer,
     survey_message,

@@ -11,7 +11,8 @@ from aftersale.db.models import Customer, InboxEvent, Message, Referral, SurveyR
 from aftersale.links import referral_code
 from aftersale.pipeline import drain_inbox
 from aftersale.runtime import Runtime
-from aftersale.surveys.answers import COMMENT_LIMIT, clean_comment, store_answer, survey_message
+from aftersale.survey_scales import COMMENT_LIMIT, clean_comment
+from aftersale.surveys.answers import store_answer, survey_message
 from tests.conftest import START
 from tests.factories import days, follow, placed
 from tests.integration.helpers import feed, run_to, treated_customer

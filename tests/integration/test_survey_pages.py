@@ -27,7 +27,7 @@ from aftersale.db.models import (
 from aftersale.links import Signer, referral_code
 from aftersale.pipeline import drain_inbox, settle_survey_clicks
 from aftersale.runtime import Runtime
-from aftersale.surveys.answers import COMMENT_LIMIT
+from aftersale.survey_scales import COMMENT_LIMIT
 from aftersale.surveys.clicks import SETTLE_AFTER
 from aftersale.web.surveys import TEXTS_FILE, check_page_texts, surveys_router, with_ref
 from tests.conftest import START

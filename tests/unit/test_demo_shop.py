@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aftersale.demo.behaviour import SCALES, react, sentiment
+from aftersale.demo.behaviour import react, sentiment
 from aftersale.demo.shop import (
     ARCHETYPES,
     CURRENCY_BY_COUNTRY,
@@ -28,6 +28,7 @@ from aftersale.demo.shop import (
     order_event,
 )
 from aftersale.links import referral_code
+from aftersale.survey_scales import SURVEY_SCALES
 
 MONEY = re.compile(r"^\d+\.\d{2}$")
 TYPES = {"order.placed", "order.shipped", "order.delivered", "order.cancelled", "order.refunded"}
@@ -396,7 +397,7 @@ def test_survey_scores_stay_on_their_scale(
     persona: Persona, kind: str, channel: str, seed: int
 ) -> None:
     reaction = react(persona, f"{kind}_survey", channel, kind, random.Random(seed))
-    low, high = SCALES[kind]
+    low, high = SURVEY_SCALES[kind]
     if reaction.survey_score is not None:
         assert reaction.opened and reaction.clicked
         assert low <= reaction.survey_score <= high

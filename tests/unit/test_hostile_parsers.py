@@ -29,13 +29,13 @@ from pydantic import SecretStr
 from aftersale.config import Settings
 from aftersale.delivery import Delivery, Inbound
 from aftersale.errors import EventError, Problem
-from aftersale.events import SURVEY_SCALES, Event, EventType, parse_event
+from aftersale.events import Event, EventType, parse_event
 from aftersale.intake import jsonl, jsontext
 from aftersale.intake import shopify as shopify_intake
 from aftersale.journeys.loader import compile_journey, journey_from_source
 from aftersale.journeys.model import Journey
 from aftersale.links import BadToken, Signer
-from aftersale.surveys.answers import COMMENT_LIMIT
+from aftersale.survey_scales import COMMENT_LIMIT, SURVEY_SCALES
 from aftersale.surveys.replies import ParsedReply, parse_reply
 from aftersale.web import feedback, surveys
 from aftersale.webhooks import WebhookRejected

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from aftersale.events import SURVEY_SCALES
-from aftersale.surveys.answers import COMMENT_LIMIT
+from aftersale.survey_scales import COMMENT_LIMIT, SURVEY_SCALES
 from aftersale.surveys.replies import NUMBER_WORDS, ParsedReply, fold, parse_reply
 
 READ = [
