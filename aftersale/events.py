@@ -42,8 +42,6 @@ class EventType(StrEnum):
 _EVENT_TYPES = frozenset(t.value for t in EventType)  # built once: checked per event
 
 
-ORDER_EVENTS = frozenset(t for t in EventType if t.startswith("order."))
-
 
 # Validation context for a payload read back from the inbox: intake normalized its e-mail
 # address and phone number before storing it, and doing it again was a sixth of processing.

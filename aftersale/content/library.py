@@ -221,9 +221,6 @@ class ContentLibrary:
     def guides_for(self, items: list[dict], locale: str) -> list[Guide]:
         return self._catalog.guides_for(items, locale)
 
-    def source_line(self, template: str) -> tuple[str, int]:
-        return self._template(template).default_path, 1
-
     # -- rendering
 
     def render(self, template: str, channel: str, locale: str | None, context: dict) -> Rendered:

@@ -24,7 +24,6 @@ from aftersale.demo.shop import (
     SyntheticShop,
     basket,
     build_shop,
-    catalogue,
     order_event,
 )
 from aftersale.links import referral_code
@@ -342,17 +341,7 @@ def test_consecutive_windows_cover_every_event_exactly_once(shop: SyntheticShop)
     assert seen == shop.events
 
 
-# --- catalogue and helpers for the runner -----------------------------------------------------
-
-
-def test_catalogue_prices_every_product_in_every_currency() -> None:
-    products = catalogue()
-    assert {"drones", "cameras", "coffee_machines", "headphones", "mugs", "kitchen"} == {
-        p["category"] for p in products
-    }
-    for product in products:
-        assert set(product["prices"]) == set(CURRENCY_BY_COUNTRY.values())
-        assert all(MONEY.match(price) for price in product["prices"].values())
+# --- helpers for the runner -----------------------------------------------------
 
 
 def test_order_event_builds_a_placed_event_for_a_prompted_purchase(shop: SyntheticShop) -> None:
