@@ -215,7 +215,7 @@ def preview(
 
 
 def _responses(values: list[str]) -> dict[str, int]:
-    from aftersale.core.events import SURVEY_SCALES
+    from aftersale.core.survey_scales import SURVEY_SCALES
 
     answers = {}
     for value in values:

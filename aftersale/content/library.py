@@ -51,7 +51,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
 from babel import Locale, UnknownLocaleError
 from jinja2 import TemplateSyntaxError
 from markupsafe import Markup
@@ -71,17 +70,15 @@ from aftersale.content.render import (
     pick_locale,
 )
 from aftersale.core.errors import AftersaleError, DefinitionError, Problem
-from aftersale.core.yaml_lines import ALIAS_HINT, MAX_VALUES
+from aftersale.core.survey_scales import SURVEY_KINDS, scale
+from aftersale.core.yaml_lines import CONTENT, load_located
 
 CHANNELS = ("email", "sms", "whatsapp")
 _EMAIL_PARTS = ("subject", "text", "html")
 #: Parts a channel needs before it can be rendered.
 _REQUIRED = {"email": {"email.subject", "email.text"}, "sms": {"sms"}, "whatsapp": {"whatsapp"}}
 _TOP_KEYS = frozenset({*CHANNELS, "transactional", "survey", "whatsapp_template"})
-SURVEY_KINDS = ("nps", "csat", "ces")
 _SHOP_KEYS = frozenset({"name", "url", "support_email", "help_text", "unsubscribe_label"})
-_SCALES = {"nps": list(range(11)), "csat": list(range(1, 6)), "ces": list(range(1, 8))}
-_YAML_HINT = 'check the indentation; put text containing ": " or starting with "{" in quotes'
 _RENDER_HINT = "compare the names with the render context documented in aftersale/content"
 
 #: ``path inside the YAML document -> (line of the key, first line of the value's text)``.
@@ -99,78 +96,14 @@ class UnknownTemplate(AftersaleError, KeyError):
 
 
 def read_yaml(path: Path) -> tuple[Any, Lines, list[Problem]]:
-    """Parse a YAML file, remembering the line of every key so problems can point at it.
-
-    Keys are kept as written (``no:`` stays the string "no", not False) and a key written twice
-    is a problem: YAML would silently keep the last one.
-    """
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, {}, [Problem(where, 1, f"cannot read the file: {exc}", "save it as UTF-8")]
-    loader = yaml.SafeLoader(text)
-    lines: Lines = {}
-    problems: list[Problem] = []
-    try:
-        node = loader.get_single_node()
-        budget = [MAX_VALUES]
-        data = (_build(loader, node, (), lines, problems, where, budget)
-                if node is not None else None)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        return None, {}, [Problem(where, line, f"YAML syntax error: {exc.problem}", _YAML_HINT)]
-    except yaml.YAMLError as exc:
-        return None, {}, [Problem(where, 1, f"YAML error: {exc}", _YAML_HINT)]
-    except (RecursionError, _TooLarge):
-        # an alias inside itself, or aliases that multiply ("billion laughs")
-        return None, {}, [Problem(where, 1, f"too large or nested too deeply (more than "
-                                            f"{MAX_VALUES} values)",
-                                  ALIAS_HINT)]
-    except (ValueError, TypeError, OverflowError) as exc:  # "!!int abc", "<<" merge keys
-        return None, {}, [Problem(where, 1, f"cannot read a value: {exc}",
-                                  "write values as plain text, without a !tag or <<")]
-    finally:
-        loader.dispose()
-    return data, lines, problems
-
-
-class _TooLarge(Exception):
-    """More values than any content file has: aliases that multiply."""
-
-
-def _build(
-    loader: yaml.SafeLoader, node: yaml.Node, at: tuple[str | int, ...], lines: Lines,
-    problems: list[Problem], where: str, budget: list[int],
-) -> Any:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooLarge
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
-            line = key_node.start_mark.line + 1
-            if key in out:
-                problems.append(Problem(where, line, f"'{key}' is written twice",
-                                        "YAML keeps only the last one: remove or rename one"))
-            lines[(*at, key)] = (line, _text_line(value_node))
-            out[key] = _build(loader, value_node, (*at, key), lines, problems, where, budget)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, child in enumerate(node.value):
-            lines[(*at, index)] = (child.start_mark.line + 1, _text_line(child))
-            items.append(_build(loader, child, (*at, index), lines, problems, where, budget))
-        return items
-    return loader.construct_object(node, deep=True)
-
-
-def _text_line(node: yaml.Node) -> int:
-    # A block scalar ("|" or ">") starts on the line after its indicator.
-    block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
-    return node.start_mark.line + (2 if block else 1)
+    """A content file through the one YAML reader (:mod:`aftersale.core.yaml_lines`), with content's
+    rules: keys kept as written (``no:`` stays "no", not False), a key written twice is a
+    problem, and a file with a value that cannot be read is not read at all."""
+    doc, problems = load_located(path, rules=CONTENT)
+    if doc is None:
+        return None, {}, problems
+    lines = {loc: (line, doc.text_lines.get(loc, line)) for loc, line in doc.lines.items()}
+    return doc.data, lines, problems
 
 
 # --- the loaded library --------------------------------------------------------------------
@@ -287,9 +220,6 @@ class ContentLibrary:
 
     def guides_for(self, items: list[dict], locale: str) -> list[Guide]:
         return self._catalog.guides_for(items, locale)
-
-    def source_line(self, template: str) -> tuple[str, int]:
-        return self._template(template).default_path, 1
 
     # -- rendering
 
@@ -722,7 +652,7 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
     Every documented key is present, so rendering it strictly finds misspelt names. The
     survey kind follows the template name (``nps_survey`` -> nps, ``ces_checkin`` -> ces).
     """
-    kind = next((k for k in _SCALES if template.startswith(k)), "csat")
+    kind = next((k for k in SURVEY_KINDS if template.startswith(k)), "csat")
     def link(n: int) -> str:
         return f"https://shop.example/s/tok123?score={n}"
 
@@ -739,7 +669,7 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
                                "url": "https://track.example/YK123456789"}},
         "links": {"unsubscribe": "https://shop.example/u/tok123",
                   "referral": "https://shop.example/r/AYSE10"},
-        "survey": {"kind": kind, "scale": _SCALES[kind], "link": link,
+        "survey": {"kind": kind, "scale": scale(kind), "link": link,
                    "honeypot": "https://shop.example/s/tok123?hp=1"},
         "offer": {"code": "COMEBACK15", "percent": 15},
         "response": {"kind": "nps", "score": 3, "comment": "The drone arrived late."},

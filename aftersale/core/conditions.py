@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from aftersale.core.survey_scales import SURVEY_KINDS
+
 #: The fields a condition may read, per root. ``response`` is the latest survey answer in the
 #: enrollment (``None`` until the customer answers).
 FIELDS: dict[str, frozenset[str]] = {
@@ -31,7 +33,7 @@ FIELDS: dict[str, frozenset[str]] = {
         {"id", "number", "total", "currency", "item_count", "discount_used", "is_first_order",
          "total_in_reporting_currency", "status", "has_guide"}
     ),
-    "response": frozenset({"nps", "csat", "ces", "comment"}),
+    "response": frozenset({*SURVEY_KINDS, "comment"}),
 }
 #: Helper methods, per root, with their arity.
 METHODS: dict[str, dict[str, int]] = {

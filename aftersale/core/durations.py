@@ -27,14 +27,3 @@ def parse_duration(text: str | int) -> timedelta:
     if total <= timedelta(0):
         raise ValueError(f"'{text}' is zero; a duration must be positive")
     return total
-
-
-def format_duration(delta: timedelta) -> str:
-    """The inverse of parse_duration, for messages and previews."""
-    seconds = int(delta.total_seconds())
-    parts = []
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from aftersale.core.clock import as_utc
+from aftersale.core.survey_scales import SURVEY_SCALES, SurveyKind
 
 
 class EventType(StrEnum):
@@ -40,9 +41,6 @@ class EventType(StrEnum):
 
 _EVENT_TYPES = frozenset(t.value for t in EventType)  # built once: checked per event
 
-
-ORDER_EVENTS = frozenset(t for t in EventType if t.startswith("order."))
-SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 
 
 # Validation context for a payload read back from the inbox: intake normalized its e-mail
@@ -234,7 +232,7 @@ class ShipmentIn(_Open):
 
 
 class SurveyIn(_Open):
-    kind: Literal["nps", "csat", "ces"]
+    kind: SurveyKind
     score: int
     comment: str | None = Field(default=None, max_length=5000)
     order_id: str | None = None

@@ -41,7 +41,6 @@ BURST_SCORES = 3
 BURST_LINKS = 2
 
 Reason = Literal["honeypot", "prefetch", "scanner_agent", "too_soon", "burst"]
-REASONS: tuple[Reason, ...] = ("honeypot", "prefetch", "scanner_agent", "too_soon", "burst")
 
 #: Lowercase fragments of User-Agents that no person's browser sends: security gateways, link
 #: previewers and HTTP libraries. Matched anywhere in the header, case-insensitively.

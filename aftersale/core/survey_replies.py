@@ -29,9 +29,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from aftersale.core.events import SURVEY_SCALES
-from aftersale.pipeline.suppression import classify_keyword
-from aftersale.surveys.answers import clean_comment, in_scale
+from aftersale.core.reply_keywords import classify_keyword
+from aftersale.core.survey_scales import SURVEY_SCALES, clean_comment, in_scale
 
 # The score, its scale and a second score are all near the start: only this much of a reply
 # is folded and matched, so a 1,600-character SMS costs no more than a short one.

@@ -1,4 +1,8 @@
-"""YAML that remembers where things are, so every problem can name its file and line."""
+"""YAML that remembers where things are, so every problem can name its file and line.
+
+The one reader of the marketer's YAML: journeys and segments (``JOURNEYS``, the default) and
+the content library (``CONTENT``). Both read the same way; what differs is in ``Rules``.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,45 @@ from aftersale.core.errors import Problem
 Loc = tuple[str | int, ...]
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What differs between the kinds of file read here.
+
+    Journeys are read past a value that cannot be read, so every problem in the file is
+    reported at once; a content file with one is not read at all (``all_or_nothing``). Content
+    keys are locale and channel names kept as written (``text_keys``: ``no:`` is Norwegian, not
+    False); journey keys are YAML values. The wording of the problems each kind of file has
+    always reported is kept: marketers and tests know them.
+    """
+
+    text_keys: bool = False
+    all_or_nothing: bool = False
+    duplicate: str = "duplicate key '{key}'"
+    duplicate_hint: str = "keep only one of them"
+    unreadable: str = "cannot read this value: {reason}"
+    self_alias: str = "an alias (*name) refers to a value that contains it"
+
+
+JOURNEYS = Rules()
+CONTENT = Rules(
+    text_keys=True, all_or_nothing=True,
+    duplicate="'{key}' is written twice",
+    duplicate_hint="YAML keeps only the last one: remove or rename one",
+    unreadable="cannot read a value: {reason}",
+    # content has always reported this by what it amounts to
+    self_alias="too large or nested too deeply: an alias (*name) refers to a value that "
+               "contains it")
+
+
 @dataclass
 class Located:
-    """Plain data from a YAML file plus the 1-based line of every key and item in it."""
+    """Plain data from a YAML file plus the 1-based line of every key and item in it, and the
+    line where each value's text starts (the line after ``|`` or ``>``), for template errors."""
 
     path: str
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
+    text_lines: dict[Loc, int] = field(default_factory=dict)
 
     def line(self, loc: Loc) -> int:
         """The line of ``loc``, or of its nearest ancestor that has one."""
@@ -33,35 +69,40 @@ class Located:
         return Problem(self.path, self.line(loc), message, hint)
 
 
-def load_located(path: Path, display: str | None = None) -> tuple[Located | None, list[Problem]]:
+def load_located(path: Path, display: str | None = None, rules: Rules = JOURNEYS,
+                 ) -> tuple[Located | None, list[Problem]]:
     """Parse ``path``; on a syntax error return the problem with the line YAML stopped at."""
     shown = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(shown, 1, f"cannot read file: {exc}")]
-    return parse_located(text, shown)
+    except UnicodeDecodeError as exc:
+        return None, [Problem(shown, 1, f"cannot read the file: {exc}", "save it as UTF-8")]
+    except OSError as exc:
+        return None, [Problem(shown, 1, f"cannot read the file: {exc}")]
+    return parse_located(text, shown, rules)
 
 
-# A journey file is a page or two: these limits are far beyond any real one, and keep a hostile
+# A journey or content file is a page or two: these limits are far beyond any real one, and keep a hostile
 # or broken file (aliases that refer to themselves, or multiply) from taking the loader down.
 MAX_DEPTH = 50
 MAX_VALUES = 100_000
 ALIAS_HINT = "aliases (*name) repeat what they point to: check them"
+SYNTAX_HINT = 'check the indentation; put text containing ": " or starting with "{" in quotes'
 _FAILED = object()
 
 
-def parse_located(text: str, display: str) -> tuple[Located | None, list[Problem]]:
+def parse_located(text: str, display: str, rules: Rules = JOURNEYS,
+                  ) -> tuple[Located | None, list[Problem]]:
     """``(Located, problems)``, or ``(None, [the problem])`` when the text is not YAML we can
-    read; never raises for any text."""
+    read (under ``rules.all_or_nothing``: also when a value in it cannot be read); never raises
+    for any text."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         reason = exc.problem or exc.context or "invalid YAML"
-        return None, [Problem(display, line, f"YAML syntax error: {reason}",
-                              "check indentation and quoting around this line")]
+        return None, [Problem(display, line, f"YAML syntax error: {reason}", SYNTAX_HINT)]
     except yaml.reader.ReaderError as exc:  # a control character: a position, not a mark
         line = text.count("\n", 0, max(exc.position, 0)) + 1
         char = exc.character
@@ -72,56 +113,78 @@ def parse_located(text: str, display: str) -> tuple[Located | None, list[Problem
     except yaml.YAMLError as exc:
         return None, [Problem(display, 1, f"YAML syntax error: {exc}")]
     except RecursionError:
-        return None, [Problem(display, 1, "YAML nested too deeply to read",
-                              f"a journey needs far fewer than {MAX_DEPTH} levels")]
+        return None, [Problem(display, 1, "YAML too large or nested too deeply to read",
+                              f"a file needs far fewer than {MAX_DEPTH} levels")]
     located = Located(display, None)
     problems: list[Problem] = []
     if node is None:
-        located.data = None
         return located, problems
-    located.data = _Converter(located, problems).convert(node, (), ())
+    try:
+        located.data = _Converter(located, problems, rules).convert(node, (), ())
+    except _Unreadable as stop:
+        return None, [stop.problem]
     return located, problems
+
+
+class _Unreadable(Exception):
+    """Under ``Rules.all_or_nothing``: the first problem that stops the whole file."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
 
 
 class _Converter:
     """Nodes to plain data, every key's line remembered; a problem (not an exception) for a
     value that cannot be read, an unhashable key, an alias inside itself, or too much data."""
 
-    def __init__(self, out: Located, problems: list[Problem]):
-        self.out, self.problems = out, problems
+    def __init__(self, out: Located, problems: list[Problem], rules: Rules):
+        self.out, self.problems, self.rules = out, problems, rules
         self.values = 0
         self.stopped = False  # one "too large" problem is enough
 
     def problem(self, node: yaml.Node, message: str, hint: str = "") -> None:
-        self.problems.append(Problem(self.out.path, node.start_mark.line + 1, message, hint))
+        self.fatal(Problem(self.out.path, node.start_mark.line + 1, message, hint))
+
+    def fatal(self, problem: Problem) -> None:
+        """A part of the file that cannot be read: the whole file, for all-or-nothing rules."""
+        if self.rules.all_or_nothing:
+            raise _Unreadable(problem)
+        self.problems.append(problem)
 
     def convert(self, node: yaml.Node, loc: Loc, inside: tuple[int, ...]) -> Any:
         self.out.lines.setdefault(loc, node.start_mark.line + 1)
+        # a block scalar ("|" or ">") starts on the line after its indicator
+        block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+        self.out.text_lines[loc] = node.start_mark.line + (2 if block else 1)
         self.values += 1
         if self.values > MAX_VALUES or len(inside) > MAX_DEPTH:
             if not self.stopped:
                 self.stopped = True
                 # at the top-level field it happened in: an aliased node's own line is elsewhere
                 line = self.out.lines.get(loc[:1], node.start_mark.line + 1)
-                self.problems.append(Problem(
+                self.fatal(Problem(
                     self.out.path, line, f"too large or nested too deeply (more than "
                                          f"{MAX_VALUES} values or {MAX_DEPTH} levels)",
                     ALIAS_HINT))
             return None
         if id(node) in inside:
-            self.problem(node, "an alias (*name) refers to a value that contains it")
+            self.problem(node, self.rules.self_alias)
             return None
         inside = (*inside, id(node))
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else _FAILED
+                key = self.key(key_node)
                 if key is _FAILED or not _hashable(key):
                     if key is not _FAILED or not isinstance(key_node, yaml.ScalarNode):
-                        self.problem(key_node, "a key must be a plain word")
+                        # only this entry is lost: the rest of the file can still be read
+                        self.problems.append(Problem(self.out.path, key_node.start_mark.line + 1,
+                                                     "a key must be a plain word"))
                     continue
-                if key in result:
-                    self.problem(key_node, f"duplicate key '{key}'", "keep only one of them")
+                if key in result:  # YAML would keep the last one without a word
+                    self.problems.append(Problem(
+                        self.out.path, key_node.start_mark.line + 1,
+                        self.rules.duplicate.format(key=key), self.rules.duplicate_hint))
                 child = (*loc, key)
                 self.out.lines[child] = key_node.start_mark.line + 1
                 result[key] = self.convert(value_node, child, inside)
@@ -131,6 +194,11 @@ class _Converter:
         value = self.scalar(node)
         return None if value is _FAILED else value
 
+    def key(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            return _FAILED
+        return str(node.value) if self.rules.text_keys else self.scalar(node)
+
     def scalar(self, node: yaml.Node) -> Any:
         """The scalar's value, or ``_FAILED`` with the problem recorded."""
         try:
@@ -138,7 +206,7 @@ class _Converter:
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             # "!!int abc", "!!timestamp 2026-13-45", a "<<" merge key, an unknown "!tag"
             reason = getattr(exc, "problem", None) or str(exc)
-            self.problem(node, f"cannot read this value: {reason}",
+            self.problem(node, self.rules.unreadable.format(reason=reason),
                          "write it as plain text, without a !tag or <<")
             return _FAILED
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -33,10 +31,3 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     # No autoflush: batch code flushes where a later query must see earlier writes, instead
     # of paying a flush before every one of thousands of small queries.
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session whose work commits together or not at all."""
-    with factory() as session, session.begin():
-        yield session

@@ -18,9 +18,8 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
+from aftersale.core.survey_scales import SURVEY_SCALES
 from aftersale.demo.shop import Persona
-
-SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 
 # Extra chance of a purchase within 3-30 days that one opened message of this kind prompts,
 # for an average persona (scaled by reorder propensity and satisfaction). Matched on a
@@ -47,7 +46,7 @@ DEFAULT_LIFT = 0.02
 class Reaction:
     opened: bool
     clicked: bool
-    survey_score: int | None  # on the survey kind's scale (SCALES), None = no answer
+    survey_score: int | None  # on the survey kind's scale (SURVEY_SCALES), None = no answer
     comment: str | None  # in the persona's language; only with an answer
     reply_delay: timedelta  # from delivery to the open / answer / click
     buys_again_in: timedelta | None  # a purchase this message prompted; None = none
@@ -58,8 +57,8 @@ def react(
     persona: Persona, template: str, channel: str, survey_kind: str | None, rng: random.Random
 ) -> Reaction:
     """One persona's reaction to one delivered message."""
-    if survey_kind is not None and survey_kind not in SCALES:
-        raise ValueError(f"unknown survey kind {survey_kind!r}; expected one of {sorted(SCALES)}")
+    if survey_kind is not None and survey_kind not in SURVEY_SCALES:
+        raise ValueError(f"unknown survey kind {survey_kind!r}; expected one of {sorted(SURVEY_SCALES)}")
     opened = rng.random() < open_probability(persona, channel)
     score = None
     if opened and survey_kind is not None and rng.random() < answer_probability(persona):
@@ -103,7 +102,7 @@ def purchase_probability(persona: Persona, template: str) -> float:
 
 def survey_score(persona: Persona, kind: str, rng: random.Random) -> int:
     """A score on the kind's scale around the persona's satisfaction, with noise."""
-    low, high = SCALES[kind]
+    low, high = SURVEY_SCALES[kind]
     mood = min(1.0, max(0.0, rng.gauss(persona.satisfaction, 0.1)))
     # people rate generously: a so-so experience is a 7, not a 5
     return min(high, max(low, round(low + mood**0.7 * (high - low))))
@@ -199,7 +198,7 @@ _COMMENTS: dict[str, dict[str, tuple[str, ...]]] = {
 def sentiment(kind: str, score: int) -> str:
     """negative / neutral / positive by where the score sits on its scale
     (for NPS: detractor / passive / promoter)."""
-    low, high = SCALES[kind]
+    low, high = SURVEY_SCALES[kind]
     position = (score - low) / (high - low)
     if position <= 0.6:
         return "negative"

@@ -167,19 +167,6 @@ def _shelf_price(amount: Decimal, currency: str) -> Decimal:
     return max(amount.quantize(Decimal(1)), Decimal(1)) - CENT
 
 
-def catalogue() -> list[dict]:
-    """The products: sku, title, category and a price per currency (decimal strings)."""
-    return [
-        {
-            "sku": p.sku,
-            "title": p.title,
-            "category": p.category,
-            "prices": {c: _money(p.price(c)) for c in CURRENCY_BY_COUNTRY.values()},
-        }
-        for p in _PRODUCTS
-    ]
-
-
 def currency_for(country: str) -> str:
     return CURRENCY_BY_COUNTRY[country]
 

@@ -91,7 +91,6 @@ class Simulator:
     next_order: int = 0
     watermark: datetime = EPOCH  # messages sent after it are new to the customers
     seq: int = 0
-    reactions: int = 0
     rejected: list[str] = field(default_factory=list)
     surveys: SurveyReplies | None = None  # what the Twilio inbound webhook answers surveys with
 
@@ -128,7 +127,6 @@ class Simulator:
             return
         kind = definitions.content.survey_kind(message.template)
         reaction = react(persona, message.template, message.channel, kind, self.rng)
-        self.reactions += 1
         self.report_delivery(message, sent_at, reaction.reply_delay, reaction.opened,
                              reaction.clicked)
         if kind is not None and reaction.survey_score is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
-from sqlalchemy import Engine, Text, bindparam, func, select
+from sqlalchemy import Text, bindparam
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -81,11 +81,3 @@ def store_events(session: Session, events: Sequence[Event], source: str,
     """Store in the caller's transaction: either the whole batch is stored or none of it."""
     rows = [event_row(e, source, received_at) for e in events]
     return StoreResult(received=len(rows), stored=insert_ignoring_duplicates(session, rows))
-
-
-def pending_count(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return connection.execute(
-            select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")
-        ).scalar_one()
-

@@ -39,7 +39,6 @@ HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 EVENT_ID_HEADER = "X-Shopify-Event-Id"
 WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"
 SHOP_HEADER = "X-Shopify-Shop-Domain"
-API_VERSION_HEADER = "X-Shopify-API-Version"
 
 EMAIL_CONSENT_TOPIC = "customers_email_marketing_consent/update"
 SMS_CONSENT_TOPIC = "customers_marketing_consent/update"

@@ -45,6 +45,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from aftersale.core.survey_scales import (
+    CSAT_SATISFIED_MIN,
+    NPS_DETRACTOR_MAX,
+    NPS_PASSIVE_MIN,
+    NPS_PROMOTER_MIN,
+    SURVEY_KINDS,
+)
 from aftersale.db.models import Enrollment, Message, Referral, SurveyResponse
 from aftersale.metrics.anchors import (
     ALL,
@@ -57,7 +64,6 @@ from aftersale.metrics.anchors import (
 )
 from aftersale.metrics.model import Mean, Metric, Nps, Rate, SegmentMetrics
 
-SURVEY_KINDS = ("nps", "csat", "ces")
 RETENTION_DAYS = (30, 60, 90)
 CHURN_DAYS = 90
 
@@ -252,7 +258,7 @@ def _answers(end: datetime) -> Select[Any]:
     csat, ces = s.c.kind == "csat", s.c.kind == "ces"
     sums: dict[str, Any] = {
         "csat_n": csat,
-        "csat_good": and_(csat, s.c.score >= 4),
+        "csat_good": and_(csat, s.c.score >= CSAT_SATISFIED_MIN),
         "ces_n": ces,
         "ces_sum": (ces, s.c.score),
     }
@@ -272,9 +278,9 @@ def _latest_nps(end: datetime) -> Select[Any]:
               .select_from(joined).where(window).subquery("ranked_nps"))
     nps = ranked.c.score
     sums = {
-        "promoters": nps >= 9,
-        "passives": and_(nps >= 7, nps <= 8),
-        "detractors": nps <= 6,
+        "promoters": nps >= NPS_PROMOTER_MIN,
+        "passives": and_(nps >= NPS_PASSIVE_MIN, nps < NPS_PROMOTER_MIN),
+        "detractors": nps <= NPS_DETRACTOR_MAX,
     }
     return (select(*_per_segment(sums, ranked.c.segment, in_segment=true(),
                                  in_all=ranked.c.overall == 1))

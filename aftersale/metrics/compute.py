@@ -20,6 +20,7 @@ from sqlalchemy import Engine, case, distinct, extract, func, select, text
 from sqlalchemy.orm import Session
 
 from aftersale.core.clock import as_utc
+from aftersale.core.survey_scales import NPS_DETRACTOR_MAX, NPS_PASSIVE_MIN, NPS_PROMOTER_MIN
 from aftersale.db.models import Enrollment, SurveyResponse
 from aftersale.metrics.anchors import anchor_table
 from aftersale.metrics.by_segment import segment_metrics
@@ -162,9 +163,11 @@ def nps_by_month(session: Session, start: datetime | None, end: datetime) -> lis
         when = func.timezone("UTC", when)
     year, month = extract("year", when), extract("month", when)
     query = (select(year, month,
-                    func.sum(case((SurveyResponse.score >= 9, 1), else_=0)),
-                    func.sum(case((SurveyResponse.score.between(7, 8), 1), else_=0)),
-                    func.sum(case((SurveyResponse.score <= 6, 1), else_=0)))
+                    func.sum(case((SurveyResponse.score >= NPS_PROMOTER_MIN, 1), else_=0)),
+                    func.sum(case((SurveyResponse.score.between(NPS_PASSIVE_MIN,
+                                                                NPS_PROMOTER_MIN - 1), 1),
+                                  else_=0)),
+                    func.sum(case((SurveyResponse.score <= NPS_DETRACTOR_MAX, 1), else_=0)))
              .where(SurveyResponse.kind == "nps", SurveyResponse.responded_at <= end)
              .group_by(year, month).order_by(year, month))
     if start is not None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import FunctionElement
 
+from aftersale.core.survey_scales import NPS_PASSIVE_MIN, NPS_PROMOTER_MIN
 from aftersale.db.models import DeliveryEvent, Enrollment, Message, Order, SurveyResponse
 from aftersale.metrics.anchors import is_purchase, orders_t
 from aftersale.metrics.model import FunnelStep, GroupOutcome, JourneyLift, Nps, Rate
@@ -131,9 +132,9 @@ class _Group:
     def add(self, score: int | None, customers: int, anchored: int, repeaters: int) -> _Group:
         """These counts plus customers whose latest NPS answer was ``score`` (None: none)."""
         promoters = passives = detractors = 0
-        if score is not None and score >= 9:
+        if score is not None and score >= NPS_PROMOTER_MIN:
             promoters = customers
-        elif score is not None and score >= 7:
+        elif score is not None and score >= NPS_PASSIVE_MIN:
             passives = customers
         elif score is not None:
             detractors = customers

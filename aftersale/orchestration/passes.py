@@ -6,7 +6,6 @@ import logging
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
@@ -29,12 +28,6 @@ from aftersale.pipeline.stopping import STOP, graceful, stop_on_sigterm
 from aftersale.surveys.clicks import settle_due
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PassCounts:
-    process: ProcessCounts
-    dispatch: DispatchCounts
 
 
 def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000,
@@ -230,7 +223,3 @@ def _alert(rt: Runtime, definitions: Definitions, max_batches: int,
         total.alert_routes.update(alerts.routes)
         if alerts.claimed < rt.settings.batch_size:
             break
-
-
-def run_pass(rt: Runtime, definitions: Definitions) -> PassCounts:
-    return PassCounts(drain_inbox(rt, definitions), dispatch_due(rt, definitions))

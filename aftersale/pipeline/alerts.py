@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.channels.base import Channel, OutboundMessage
 from aftersale.core.backoff import Backoff, retry_after_seconds
 from aftersale.core.counts import Counts
+from aftersale.core.survey_scales import CSAT_DETRACTOR_MAX, NPS_DETRACTOR_MAX, SURVEY_KINDS
 from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Order
 from aftersale.pipeline.advance import claim
@@ -179,8 +180,8 @@ def survey_answer(response: Mapping[str, Any]) -> tuple[str | None, int | None, 
     comment = str(comment) if comment else None
     if "kind" in response and "score" in response:
         return str(response["kind"]), _int(response["score"]), comment
-    scores = {k: s for k in ("nps", "csat", "ces") if (s := _int(response.get(k))) is not None}
-    for kind, worst in (("nps", 6), ("csat", 2)):
+    scores = {k: s for k in SURVEY_KINDS if (s := _int(response.get(k))) is not None}
+    for kind, worst in (("nps", NPS_DETRACTOR_MAX), ("csat", CSAT_DETRACTOR_MAX)):
         if kind in scores and scores[kind] <= worst:
             return kind, scores[kind], comment
     kind = next(iter(scores), None)

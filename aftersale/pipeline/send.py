@@ -34,12 +34,12 @@ from aftersale.channels.base import Channel, OutboundMessage, SendResult
 from aftersale.core.backoff import Backoff
 from aftersale.core.channel_choice import Contact, choose_channel
 from aftersale.core.clock import Clock
-from aftersale.core.events import SURVEY_SCALES
 from aftersale.core.journeys.engine import Status
 from aftersale.core.journeys.model import Journey
 from aftersale.core.links import Links
 from aftersale.core.sending_rules import FrequencyCap, QuietHours
 from aftersale.core.sms_encoding import sms_segments
+from aftersale.core.survey_scales import scale
 from aftersale.db.lookup import by_id
 from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
 from aftersale.db.retry import while_away
@@ -321,8 +321,7 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
     kind = definitions.content.survey_kind(template)
     survey = None
     if kind is not None:
-        low, high = SURVEY_SCALES[kind]
-        survey = {"kind": kind, "scale": list(range(low, high + 1)),
+        survey = {"kind": kind, "scale": scale(kind),
                   "link": lambda score: links.survey(message_id, customer.id, kind, int(score)),
                   "honeypot": links.honeypot(message_id, customer.id, kind)}
     return {

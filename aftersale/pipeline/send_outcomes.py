@@ -24,6 +24,7 @@ from typing import Any, Literal
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from aftersale.core.reply_keywords import Keyword, classify_keyword
 from aftersale.core.scanners import BURST_LINKS, Click, Seen, burst_partners, suspect_reason
 from aftersale.db.lookup import in_chunks
 from aftersale.db.models import Customer, DeliveryEvent, InboundMessage, Message
@@ -35,8 +36,6 @@ from aftersale.pipeline.suppression import (
     SPAM_REPORT,
     STOP,
     UNSUBSCRIBE,
-    Keyword,
-    classify_keyword,
     lift,
     normalize_address,
     suppress,

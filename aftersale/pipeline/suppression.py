@@ -16,7 +16,6 @@ cannot violate the unique key or undo each other.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
@@ -39,27 +38,6 @@ UNSUBSCRIBE = "unsubscribe"
 STOP = "stop"
 PROVIDER_SUPPRESSION = "provider_suppression"  # the provider already refuses the address
 CONSENT_WITHDRAWN = frozenset({SPAM_REPORT, UNSUBSCRIBE, STOP})
-
-Keyword = Literal["stop", "start", "help"]
-_KEYWORDS: dict[str, Keyword] = {
-    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"),
-                    "stop"),
-    **dict.fromkeys(("START", "YES", "UNSTOP"), "start"),
-    **dict.fromkeys(("HELP", "INFO"), "help"),
-}
-# Whitespace and punctuation around the word do not count ("Stop.", " STOP! ").
-_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
-
-
-def classify_keyword(body: str | None) -> Keyword | None:
-    """The opt-out keyword a whole message is, if any: one word, any case, surrounding
-    whitespace and punctuation ignored. "Stop sending me these" is not a STOP: carriers and
-    Twilio match the whole message too."""
-    if not body:
-        return None
-    word = _EDGES.sub("", body.strip())
-    return _KEYWORDS.get(word.upper()) if word and word.isalpha() else None
-
 
 def normalize_address(channel: str, address: str) -> str:
     """E-mail lowercased; phone numbers without the ``whatsapp:`` prefix and spaces."""

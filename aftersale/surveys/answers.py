@@ -15,27 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aftersale.core.events import SURVEY_SCALES, Event, EventType
+from aftersale.core.events import Event, EventType
+from aftersale.core.survey_scales import SURVEY_SCALES, clean_comment, in_scale
 from aftersale.db.models import Enrollment, Message, SurveyResponse
 from aftersale.intake.inbox import store_events
-
-# Comments longer than this are cut (with an ellipsis) before they are stored: enough for a
-# paragraph of feedback, short enough for an alert e-mail and a Slack message.
-COMMENT_LIMIT = 2000
-
-
-def clean_comment(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = text.replace("\x00", "").strip()
-    if not text:
-        return None
-    return text if len(text) <= COMMENT_LIMIT else text[: COMMENT_LIMIT - 1].rstrip() + "…"
-
-
-def in_scale(kind: str, score: int) -> bool:
-    low, high = SURVEY_SCALES[kind]
-    return low <= score <= high
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from aftersale.content import read_yaml
 from aftersale.content.library import ContentLibrary
 from aftersale.content.render import pick_locale
 from aftersale.core.errors import Problem
-from aftersale.core.events import SURVEY_SCALES
 from aftersale.core.survey_replies import parse_reply
+from aftersale.core.survey_scales import SURVEY_SCALES
 from aftersale.db.models import InboxEvent, Message, SurveyResponse
 from aftersale.surveys.answers import store_answer, survey_message
 

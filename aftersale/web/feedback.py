@@ -14,24 +14,19 @@ an unexpected error a 500 so the provider retries, with the transaction rolled b
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from jinja2 import Environment
 from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
-from aftersale.content import read_yaml
-from aftersale.content.render import locale_candidates, pick_locale
+from aftersale.content.render import pick_locale
 from aftersale.core.errors import WebhookRejected
-from aftersale.core.links import BadToken, Purpose, Signer
+from aftersale.core.links import Purpose, Signer
 from aftersale.db.models import Customer, Message
 from aftersale.intake import jsontext
 from aftersale.intake.notify import inbox_received
@@ -46,20 +41,14 @@ from aftersale.pipeline.send_outcomes import (
 from aftersale.pipeline.suppression import CHANNELS, UNSUBSCRIBE, set_consent, suppress
 from aftersale.surveys.sms_answers import CachedSurveyKinds, SurveyReplies, load_reply_texts
 from aftersale.web.bodies import read_limited
+from aftersale.web.pages import accepted_language, language, render_page, shop_texts, signed_payload
 from aftersale.webhooks import sendgrid as sendgrid_webhook
 from aftersale.webhooks import twilio as twilio_webhook
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 10 * 1024 * 1024
-LANGUAGES = ("en", "tr", "pl")
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",  # the token is in the URL
-    "X-Robots-Tag": "noindex",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-}
 
 
 def feedback_router(settings: Settings, runtime: Runtime) -> APIRouter:
@@ -215,48 +204,6 @@ def _inbound(settings: Settings, runtime: Runtime, kinds: CachedSurveyKinds, inb
         return apply_inbound(session, inbound, now, surveys)
 
 
-# --- shop texts (content/shop.yaml) -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShopTexts:
-    name: str = ""
-    support_email: str = ""
-    help_text: Mapping[str, str] = field(default_factory=dict)
-
-
-_SHOP_CACHE: dict[Path, tuple[int, ShopTexts]] = {}
-
-
-def shop_texts(content_dir: Path) -> ShopTexts:
-    """``shop.yaml`` read with the content library's own reader, re-read when the file changes.
-    An unreadable file gives empty texts: a HELP reply or a page must still go out."""
-    path = Path(content_dir) / "shop.yaml"
-    try:
-        stamp = os.stat(path).st_mtime_ns
-    except OSError:
-        return ShopTexts()
-    cached = _SHOP_CACHE.get(path)
-    if cached and cached[0] == stamp:
-        return cached[1]
-    data, _, _ = read_yaml(path)
-    texts = ShopTexts()
-    if isinstance(data, dict):
-        help_text = data.get("help_text")
-        if isinstance(help_text, str):
-            help_text = {"*": help_text}
-        texts = ShopTexts(str(data.get("name") or ""), str(data.get("support_email") or ""),
-                          {str(k): str(v) for k, v in help_text.items()}
-                          if isinstance(help_text, dict) else {})
-    _SHOP_CACHE[path] = (stamp, texts)
-    return texts
-
-
-def _language(settings: Settings, locale: str | None) -> str:
-    default = settings.default_locale if settings.default_locale in LANGUAGES else "en"
-    return pick_locale(LANGUAGES, locale, default)
-
-
 _STOP_HINTS = {
     "en": "Reply STOP to stop messages, START to get them again.",
     "tr": "Mesajları durdurmak için STOP, yeniden almak için START yazın.",
@@ -268,7 +215,7 @@ def help_reply(settings: Settings, locale: str | None) -> str:
     """The answer to HELP: the shop's name, its help text in the customer's language and how to
     opt out (carriers require all three)."""
     shop = shop_texts(settings.content_dir)
-    lang = _language(settings, locale)
+    lang = language(settings, locale)
     if "*" in shop.help_text:
         text = shop.help_text["*"]
     else:
@@ -290,13 +237,9 @@ class _Claims:
 
 def _claims(signer: Signer | None, token: str) -> _Claims | int:
     """The token's claims, or the status to answer: 400 tampered/malformed, 503 no key."""
-    if signer is None:
-        log.error("unsubscribe link used but AFTERSALE_SECRET_KEY is not set")
-        return 503
-    try:
-        payload = signer.verify(Purpose.UNSUBSCRIBE, token)
-    except BadToken:
-        return 400
+    payload = signed_payload(signer, Purpose.UNSUBSCRIBE, token, 400, "unsubscribe")
+    if isinstance(payload, int):
+        return payload
     message_id, customer_id, channel = payload.get("m"), payload.get("c"), payload.get("ch")
     if (not isinstance(customer_id, str) or not customer_id or channel not in CHANNELS
             or not (message_id is None or isinstance(message_id, str))
@@ -384,76 +327,22 @@ _TEXTS: dict[str, dict[str, Any]] = {
     },
 }
 
-_PAGE = Environment(autoescape=True).from_string("""<!doctype html>
-<html lang="{{ lang }}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{{ title }}{% if shop %} – {{ shop }}{% endif %}</title>
-<style>
-body{margin:0;padding:1rem;background:#f4f4f2;color:#1d1d1b;
-font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-main{max-width:32rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:.75rem;
-box-shadow:0 1px 3px rgba(0,0,0,.15)}
-h1{font-size:1.5rem;line-height:1.25;margin:0 0 1rem}
-button{font:inherit;font-weight:600;width:100%;min-height:3rem;padding:.75rem 1rem;border:0;
-border-radius:.5rem;background:#1f4fd1;color:#fff;cursor:pointer}
-button:hover{background:#173da6}
-button:focus-visible{outline:3px solid #0b2a80;outline-offset:3px}
-.note{color:#4a4a48;font-size:.95rem;margin-top:1.5rem}
-</style>
-</head>
-<body>
-<main>
-<h1>{{ title }}</h1>
-<p{% if status %} role="status"{% endif %}>{{ text }}</p>
-{% if button %}<form method="post">
-<input type="hidden" name="List-Unsubscribe" value="One-Click">
-<button type="submit">{{ button }}</button>
-</form>{% endif %}
-{% if contact %}<p class="note">{{ contact }}</p>{% endif %}
-</main>
-</body>
-</html>
-""")
-
-
 def _page(settings: Settings, locale: str | None, kind: str, channel: str | None,
           status_code: int) -> HTMLResponse:
-    lang = _language(settings, locale)
+    lang = language(settings, locale)
     texts = _TEXTS[lang]
     shop = shop_texts(settings.content_dir)
     values = {"shop": shop.name or texts["shop"],
               "channel": texts["channels"].get(channel or "", channel or "")}
-    html = _PAGE.render(
+    return render_page(
+        "unsubscribe.html", status_code,
         lang=lang, shop=shop.name, title=texts[f"{kind}_title"],
         text=texts[kind].format(**values), status=kind == "done",
         button=texts["button"] if kind == "ask" else None,
         contact=texts["contact"].format(support=shop.support_email) if shop.support_email else None)
-    return HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
 
 
 def _error_page(settings: Settings, status_code: int, request: Request) -> HTMLResponse:
     """No customer to take the language from: the browser's Accept-Language decides."""
     locale = accepted_language(request.headers.get("accept-language"))
     return _page(settings, locale, "bad" if status_code == 400 else "later", None, status_code)
-
-
-def accepted_language(header: str | None) -> str | None:
-    """The most preferred of our languages in an ``Accept-Language`` header, if any."""
-    ranked: list[tuple[float, int, str]] = []
-    for index, part in enumerate((header or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
-        if tag and quality > 0:
-            ranked.append((-quality, index, tag))
-    for _, _, tag in sorted(ranked):
-        if any(c in LANGUAGES for c in locale_candidates(tag)):
-            return tag
-    return None

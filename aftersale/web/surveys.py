@@ -36,24 +36,20 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
 from aftersale.content import read_yaml
-from aftersale.content.render import pick_locale
 from aftersale.core.errors import Problem
-from aftersale.core.events import SURVEY_SCALES
-from aftersale.core.links import HONEYPOT_PARAM, BadToken, Purpose, Signer
+from aftersale.core.links import HONEYPOT_PARAM, Purpose, Signer
 from aftersale.core.scanners import Click
+from aftersale.core.survey_scales import COMMENT_LIMIT, SURVEY_SCALES, clean_comment, scale
 from aftersale.db.models import Customer, Message, ReferralClick, SurveyResponse
 from aftersale.intake import notify
 from aftersale.pipeline.runtime import Runtime, link_signer
 from aftersale.surveys.answers import (
-    COMMENT_LIMIT,
     SurveyMessage,
-    clean_comment,
     current_answer,
     store_answer,
     survey_message,
@@ -66,7 +62,14 @@ from aftersale.surveys.clicks import (
     settle_due,
 )
 from aftersale.web.bodies import read_limited
-from aftersale.web.feedback import LANGUAGES, PAGE_HEADERS, accepted_language, shop_texts
+from aftersale.web.pages import (
+    LANGUAGES,
+    accepted_language,
+    language,
+    render_page,
+    shop_texts,
+    signed_payload,
+)
 from aftersale.web.throttle import ClientBuckets
 
 log = logging.getLogger(__name__)
@@ -225,13 +228,9 @@ class _Claims:
 
 def _claims(signer: Signer | None, token: str) -> _Claims | int:
     """The token's claims, or the status to answer: 403 tampered or malformed, 503 no key."""
-    if signer is None:
-        log.error("survey link used but AFTERSALE_SECRET_KEY is not set")
-        return 503
-    try:
-        payload = signer.verify(Purpose.SURVEY, token)
-    except BadToken:
-        return 403
+    payload = signed_payload(signer, Purpose.SURVEY, token, 403, "survey")
+    if isinstance(payload, int):
+        return payload
     message_id, customer_id, kind = payload.get("m"), payload.get("c"), payload.get("k")
     # An unsubscribe token's signature fails above; one sent before purposes existed verifies
     # (signed alike for every purpose): it has "ch", not "k", and ends here.
@@ -389,86 +388,6 @@ def _fill(text: str, values: Mapping[str, object]) -> str:
 
 # --- pages ----------------------------------------------------------------------------------
 
-_PAGE = Environment(autoescape=True).from_string("""<!doctype html>
-<html lang="{{ lang }}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{{ title }}{% if shop %} – {{ shop }}{% endif %}</title>
-<style>
-*{box-sizing:border-box}
-body{margin:0;padding:1rem;background:#f4f4f2;color:#1d1d1b;
-font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-main{max-width:34rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:.75rem;
-box-shadow:0 1px 3px rgba(0,0,0,.15)}
-h1{font-size:1.5rem;line-height:1.25;margin:0 0 1rem}
-h2{font-size:1.125rem;line-height:1.3;margin:2rem 0 .5rem}
-.scale{display:grid;grid-template-columns:repeat(auto-fill,minmax(2.75rem,1fr));gap:.5rem;
-list-style:none;margin:1rem 0 .5rem;padding:0}
-.scale a,.scale span{display:flex;align-items:center;justify-content:center;min-height:2.75rem;
-border:2px solid #1f4fd1;border-radius:.5rem;color:#1f4fd1;font-weight:700;text-decoration:none}
-.scale a:hover{background:#e8eefc}
-.scale .chosen{background:#1f4fd1;color:#fff}
-.legend{display:flex;justify-content:space-between;gap:1rem;margin:0;color:#4a4a48;font-size:.9rem}
-.legend span:last-child{text-align:right}
-label{display:block;font-weight:600;margin:1.5rem 0 .5rem}
-textarea{display:block;width:100%;min-height:8rem;padding:.625rem;font:inherit;
-border:2px solid #6b6b68;border-radius:.5rem;resize:vertical}
-button,.button{display:block;width:100%;min-height:3rem;margin-top:1rem;padding:.75rem 1rem;
-border:0;border-radius:.5rem;background:#1f4fd1;color:#fff;font:inherit;font-weight:600;
-text-align:center;text-decoration:none;cursor:pointer}
-button:hover,.button:hover{background:#173da6}
-a:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #0b2a80;
-outline-offset:3px}
-.alert{padding:.75rem 1rem;border-left:4px solid #b3261e;background:#fdecea}
-blockquote{margin:.5rem 0 0;padding:.75rem 1rem;border-left:4px solid #1f4fd1;background:#f4f6fb;
-white-space:pre-wrap;overflow-wrap:anywhere}
-figure{margin:1.5rem 0 0}
-figcaption,.note{color:#4a4a48;font-size:.95rem}
-.note{margin-top:.5rem}
-.vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
-@media (max-width:30rem){body{padding:.5rem}main{margin:.5rem auto;padding:1rem}}
-</style>
-</head>
-<body>
-<main>
-<h1 id="title">{{ title }}</h1>
-{% if status %}<p role="status">{{ status }}</p>{% endif %}
-{% if alert %}<p class="alert" role="alert">{{ alert }}</p>{% endif %}
-{% if text %}<p>{{ text }}</p>{% endif %}
-{% if form %}<form method="post">
-<input type="hidden" name="score" value="{{ chosen }}">
-<label for="comment">{{ t.comment_label }}</label>
-<textarea id="comment" name="comment" maxlength="{{ limit }}" required
- aria-describedby="comment-hint">{{ comment or "" }}</textarea>
-<p id="comment-hint" class="note">{{ comment_hint }}</p>
-<button type="submit">{{ t.send }}</button>
-</form>{% endif %}
-{% if shown_comment %}<figure>
-<figcaption>{{ t.your_comment }}</figcaption>
-<blockquote>{{ shown_comment }}</blockquote>
-</figure>{% endif %}
-{% if scale %}{% if question %}<h2 id="question">{{ question }}</h2>
-{% if hint %}<p>{{ hint }}</p>{% endif %}{% endif %}
-<ul class="scale" aria-labelledby="{{ 'question' if question else 'title' }}" aria-describedby="legend">
-{% for n in scale %}<li>{% if n == chosen %}<span class="chosen" aria-current="true">{{ n }}<span
- class="vh"> ({{ t.your_answer }})</span></span>{% else %}<a href="?score={{ n }}">{{ n }}</a>{% endif %}</li>
-{% endfor %}</ul>
-<p class="legend" id="legend"><span>{{ low }}</span> <span>{{ high }}</span></p>{% endif %}
-{% if button %}<a class="button" href="{{ button.href }}">{{ button.text }}</a>{% endif %}
-{% if contact %}<p class="note">{{ contact }}</p>{% endif %}
-</main>
-</body>
-</html>
-""")
-
-
-def _language(settings: Settings, locale: str | None) -> str:
-    default = settings.default_locale if settings.default_locale in LANGUAGES else "en"
-    return pick_locale(LANGUAGES, locale, default)
-
-
 class _Texts(dict[str, str]):
     """A text, or its key when the file lacks it (``aftersale validate`` reports that)."""
 
@@ -481,7 +400,7 @@ def _page(settings: Settings, locale: str | None, mode: str, kind: str | None, *
           invalid: bool = False, empty: bool = False) -> HTMLResponse:
     """One of the pages: ``ask`` (the question), ``thanks`` (after a click: comment box and the
     other scores), ``commented``, or a message (``closed``, ``bad``, ``later``, ``referral``)."""
-    lang = _language(settings, locale)
+    lang = language(settings, locale)
     shop = shop_texts(settings.content_dir)
     t = _Texts(page_texts(settings.content_dir)[lang])
     values = {"shop": shop.name or t["shop"], "score": chosen, "limit": COMMENT_LIMIT,
@@ -490,8 +409,7 @@ def _page(settings: Settings, locale: str | None, mode: str, kind: str | None, *
     context: dict[str, Any] = {"lang": lang, "shop": shop.name, "t": f, "chosen": chosen,
                                "limit": COMMENT_LIMIT}
     if kind is not None:
-        low, high = SURVEY_SCALES[kind]
-        context.update(scale=list(range(low, high + 1)), low=f[f"{kind}_low"],
+        context.update(scale=scale(kind), low=f[f"{kind}_low"],
                        high=f[f"{kind}_high"])
     if mode == "ask":
         context.update(title=f[f"{kind}_question"], text=f["ask_hint"],
@@ -509,7 +427,7 @@ def _page(settings: Settings, locale: str | None, mode: str, kind: str | None, *
             context["button"] = {"href": str(settings.shop_url), "text": f["referral_button"]}
     if shop.support_email:
         context["contact"] = f["contact"]
-    return HTMLResponse(_PAGE.render(**context), status_code=status_code, headers=PAGE_HEADERS)
+    return render_page("survey.html", status_code, **context)
 
 
 def _error_page(settings: Settings, request: Request, status_code: int) -> HTMLResponse:

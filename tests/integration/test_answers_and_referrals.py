@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from aftersale.core.links import referral_code
+from aftersale.core.survey_scales import COMMENT_LIMIT, clean_comment
 from aftersale.db.models import Customer, InboxEvent, Message, Referral, SurveyResponse
 from aftersale.orchestration.passes import drain_inbox
 from aftersale.pipeline.runtime import Runtime
-from aftersale.surveys.answers import COMMENT_LIMIT, clean_comment, store_answer, survey_message
+from aftersale.surveys.answers import store_answer, survey_message
 from tests.conftest import START
 from tests.factories import days, follow, placed
 from tests.integration.helpers import feed, run_to, treated_customer

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from aftersale.config import Settings
 from aftersale.core.links import Purpose, Signer, referral_code
+from aftersale.core.survey_scales import COMMENT_LIMIT
 from aftersale.db.models import (
     Customer,
     InboxEvent,
@@ -31,7 +32,6 @@ from aftersale.db.models import (
 )
 from aftersale.orchestration.passes import drain_inbox, settle_survey_clicks
 from aftersale.pipeline.runtime import Runtime
-from aftersale.surveys.answers import COMMENT_LIMIT
 from aftersale.surveys.clicks import SETTLE_AFTER
 from aftersale.web.surveys import TEXTS_FILE, check_page_texts, surveys_router, with_ref
 from tests.conftest import START

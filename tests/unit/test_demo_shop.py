@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aftersale.core.links import referral_code
-from aftersale.demo.behaviour import SCALES, react, sentiment
+from aftersale.core.survey_scales import SURVEY_SCALES
+from aftersale.demo.behaviour import react, sentiment
 from aftersale.demo.shop import (
     ARCHETYPES,
     CURRENCY_BY_COUNTRY,
@@ -25,7 +26,6 @@ from aftersale.demo.shop import (
     SyntheticShop,
     basket,
     build_shop,
-    catalogue,
     order_event,
 )
 
@@ -341,17 +341,7 @@ def test_consecutive_windows_cover_every_event_exactly_once(shop: SyntheticShop)
     assert seen == shop.events
 
 
-# --- catalogue and helpers for the runner -----------------------------------------------------
-
-
-def test_catalogue_prices_every_product_in_every_currency() -> None:
-    products = catalogue()
-    assert {"drones", "cameras", "coffee_machines", "headphones", "mugs", "kitchen"} == {
-        p["category"] for p in products
-    }
-    for product in products:
-        assert set(product["prices"]) == set(CURRENCY_BY_COUNTRY.values())
-        assert all(MONEY.match(price) for price in product["prices"].values())
+# --- helpers for the runner -----------------------------------------------------
 
 
 def test_order_event_builds_a_placed_event_for_a_prompted_purchase(shop: SyntheticShop) -> None:
@@ -396,7 +386,7 @@ def test_survey_scores_stay_on_their_scale(
     persona: Persona, kind: str, channel: str, seed: int
 ) -> None:
     reaction = react(persona, f"{kind}_survey", channel, kind, random.Random(seed))
-    low, high = SCALES[kind]
+    low, high = SURVEY_SCALES[kind]
     if reaction.survey_score is not None:
         assert reaction.opened and reaction.clicked
         assert low <= reaction.survey_score <= high

@@ -28,16 +28,16 @@ from pydantic import SecretStr
 
 from aftersale.config import Settings
 from aftersale.core.errors import EventError, Problem, WebhookRejected
-from aftersale.core.events import SURVEY_SCALES, Event, EventType, parse_event
+from aftersale.core.events import Event, EventType, parse_event
 from aftersale.core.journeys.loader import compile_journey, journey_from_source
 from aftersale.core.journeys.model import Journey
 from aftersale.core.links import BadToken, Purpose, Signer
 from aftersale.core.survey_replies import ParsedReply, parse_reply
+from aftersale.core.survey_scales import COMMENT_LIMIT, SURVEY_SCALES
 from aftersale.core.yaml_lines import parse_located
 from aftersale.intake import jsonl, jsontext
 from aftersale.intake import shopify as shopify_intake
 from aftersale.pipeline.send_outcomes import Delivery, Inbound
-from aftersale.surveys.answers import COMMENT_LIMIT
 from aftersale.web import feedback, surveys
 from aftersale.webhooks import sendgrid as sg
 from aftersale.webhooks import twilio as tw

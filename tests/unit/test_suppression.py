@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersale.pipeline.suppression import classify_keyword, normalize_address
+from aftersale.core.reply_keywords import classify_keyword
+from aftersale.pipeline.suppression import normalize_address
 
 STOP_WORDS = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
 START_WORDS = ["START", "YES", "UNSTOP"]

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from aftersale.core.events import SURVEY_SCALES
 from aftersale.core.survey_replies import NUMBER_WORDS, ParsedReply, fold, parse_reply
-from aftersale.surveys.answers import COMMENT_LIMIT
+from aftersale.core.survey_scales import COMMENT_LIMIT, SURVEY_SCALES
 
 READ = [
     # (reply, kind, score, comment)
