@@ -1,7 +1,7 @@
 """The opt-out keywords a text reply can be: STOP, START and HELP, in any case. Pure.
 
 Suppression (:mod:`aftersale.pipeline.suppression`) acts on them; survey replies
-(:mod:`aftersale.core.survey_replies`) must not read them as answers.
+(:mod:`aftersale.core.reply_scores`) must not read them as answers.
 """
 
 from __future__ import annotations

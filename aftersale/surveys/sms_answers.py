@@ -36,7 +36,7 @@ from aftersale.content import read_yaml
 from aftersale.content.library import ContentLibrary
 from aftersale.content.render import pick_locale
 from aftersale.core.errors import Problem
-from aftersale.core.survey_replies import parse_reply
+from aftersale.core.reply_scores import parse_reply
 from aftersale.core.survey_scales import SURVEY_SCALES
 from aftersale.db.models import InboxEvent, Message, SurveyResponse
 from aftersale.surveys.answers import store_answer, survey_message

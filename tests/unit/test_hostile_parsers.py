@@ -32,7 +32,7 @@ from aftersale.core.events import Event, EventType, parse_event
 from aftersale.core.journeys.loader import compile_journey, journey_from_source
 from aftersale.core.journeys.model import Journey
 from aftersale.core.links import BadToken, Purpose, Signer
-from aftersale.core.survey_replies import ParsedReply, parse_reply
+from aftersale.core.reply_scores import ParsedReply, parse_reply
 from aftersale.core.survey_scales import COMMENT_LIMIT, SURVEY_SCALES
 from aftersale.core.yaml_lines import parse_located
 from aftersale.intake import jsonl, jsontext

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from aftersale.core.survey_replies import NUMBER_WORDS, ParsedReply, fold, parse_reply
+from aftersale.core.reply_scores import NUMBER_WORDS, ParsedReply, fold, parse_reply
 from aftersale.core.survey_scales import COMMENT_LIMIT, SURVEY_SCALES
 
 READ = [
