@@ -115,7 +115,7 @@ class _Converter:
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else _FAILED
+                key: Any = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else _FAILED
                 if key is _FAILED or not _hashable(key):
                     if key is not _FAILED or not isinstance(key_node, yaml.ScalarNode):
                         self.problem(key_node, "a key must be a plain word")
