@@ -186,8 +186,8 @@ def survey_answer(response: Mapping[str, Any]) -> tuple[str | None, int | None, 
     for kind, worst in (("nps", 6), ("csat", 2)):
         if kind in scores and scores[kind] <= worst:
             return kind, scores[kind], comment
-    kind = next(iter(scores), None)
-    return kind, scores.get(kind or ""), comment
+    first = next(iter(scores), None)
+    return first, scores.get(first or ""), comment
 
 
 def _int(value: Any) -> int | None:
