@@ -31,6 +31,7 @@ demo: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check aftersale flows tests
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # DESIGN.md section 6: all metrics over 1,000,000 orders / 250,000 customers, on SQLite and
@@ -49,6 +50,7 @@ fuzz: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check aftersale flows tests
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) aftersale.db aftersale.db-wal aftersale.db-shm

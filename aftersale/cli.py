@@ -181,12 +181,12 @@ def run(
     out.print(summary)
 
 
-def _oldest_pending(rt: object) -> datetime:
+def _oldest_pending(rt: Runtime) -> datetime:
     from sqlalchemy import func, select
 
     from aftersale.db.models import InboxEvent
 
-    with rt.factory() as session:  # type: ignore[attr-defined]
+    with rt.factory() as session:
         oldest = session.scalar(select(func.min(InboxEvent.occurred_at))
                                 .where(InboxEvent.status == "pending"))
     return as_utc(oldest) if oldest else datetime.now(UTC)

@@ -64,7 +64,9 @@ class CallGate(Protocol):
 
 
 class Channel(Protocol):
-    name: ChannelName
+    @property  # read-only, so a channel that is always "sms" (Literal["sms"]) is one too
+    def name(self) -> ChannelName: ...
+
     provider: str
 
     def send_batch(self, messages: Sequence[OutboundMessage], deadline: float | None = None,

@@ -60,7 +60,7 @@ class BaseUrlHttpClient(TwilioHttpClient):
             # With trust_env on, requests reads the environment again on every call (proxies
             # and NO_PROXY, the CA bundle, ~/.netrc): a sixth of the dispatcher's CPU. Every
             # call goes to this one base URL, so reading it once gives the same settings.
-            self.proxy = get_environ_proxies(base_url) | self.proxy
+            self.proxy: dict[str, str] = get_environ_proxies(base_url) | self.proxy
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 self.session.verify = bundle
@@ -72,7 +72,7 @@ class BaseUrlHttpClient(TwilioHttpClient):
         return urlunsplit((self._base.scheme, self._base.netloc, self._base.path + parts.path,
                            parts.query, parts.fragment))
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         self._local.headers = None
         response = super().request(method, self.rewrite(url), *args, **kwargs)
         self._local.headers = response.headers

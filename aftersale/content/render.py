@@ -254,7 +254,7 @@ class LenientUndefined(ChainableUndefined):
 
     __slots__ = ()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> LenientUndefined:
+    def __call__(self, *args: Any, **kwargs: Any) -> LenientUndefined:  # type: ignore[override]  # Jinja's raises; this one answers
         return self
 
 
@@ -283,7 +283,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 def _autoescape(name: str | None) -> bool:
     # Only the html part of an email (and the html layout) is HTML; escaping a subject or an
     # SMS would put "&amp;" in front of customers.
-    return bool(name) and name.endswith(".html")
+    return name is not None and name.endswith(".html")
 
 
 def _shown(value: Any) -> Any:

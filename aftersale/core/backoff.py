@@ -38,7 +38,7 @@ class Backoff:
               rng: Uniform | None = None) -> timedelta:
         """The wait after the ``attempts``-th failed attempt (the first counts as 1)."""
         jitter = (rng or random).uniform(1.0, 1.5)
-        delay = self.base * 2 ** min(max(attempts, 1) - 1, MAX_DOUBLINGS) * jitter
+        delay = self.base * (1 << min(max(attempts, 1) - 1, MAX_DOUBLINGS)) * jitter
         delay = max(delay, timedelta(seconds=retry_after or 0))
         return delay if self.cap is None else min(delay, self.cap)
 

@@ -92,8 +92,8 @@ def _check(node: ast.expr, roots: frozenset[str]) -> None:
             for elt in elts:
                 _check(elt, roots)
         case ast.BoolOp(values=values):
-            for value in values:
-                _check(value, roots)
+            for part in values:
+                _check(part, roots)
         case ast.UnaryOp(op=ast.Not() | ast.USub(), operand=operand):
             _check(operand, roots)
         case ast.Compare(left=left, ops=ops, comparators=comparators):

@@ -138,8 +138,8 @@ def _read_score(folded: str, start: int, high: int) -> tuple[int, int] | None:
     """(score, where the score and its scale end) or None."""
     scale_first = _SCALE_FIRST.match(folded, start)
     if scale_first:
-        scale, score = _value(scale_first.group("scale")), _value(scale_first.group("score"))
-        if scale != high or score is None or not _ends_cleanly(folded, scale_first.end(),
+        said, score = _value(scale_first.group("scale")), _value(scale_first.group("score"))
+        if said != high or score is None or not _ends_cleanly(folded, scale_first.end(),
                                                                 scale_first.group("score")):
             return None
         return score, scale_first.end()

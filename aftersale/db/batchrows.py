@@ -19,7 +19,7 @@ from functools import cache
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, ColumnElement, bindparam, insert, select, update
+from sqlalchemy import Column, ColumnDefault, ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from aftersale.db.lookup import in_chunks
@@ -35,7 +35,7 @@ class RowSet(Generic[M]):
     that uses them reads as it would with the model."""
 
     def __init__(self, model: type[M]) -> None:
-        mapper = model.__mapper__  # type: ignore[attr-defined]
+        mapper = model.__mapper__  # type: ignore[attr-defined]  # M: a mapped model (bound, its Table would type as FromClause)
         self.table = mapper.local_table
         self.model = model
         # attribute name -> column: the attribute a model declares can differ from its column.
@@ -43,7 +43,7 @@ class RowSet(Generic[M]):
             attr.key: attr.columns[0] for attr in mapper.column_attrs}
         (self.key, self.key_column), = ((k, c) for k, c in self.columns.items() if c.primary_key)
         self.defaults = {key: column.default.arg for key, column in self.columns.items()
-                         if column.default is not None and column.default.is_scalar}
+                         if isinstance(column.default, ColumnDefault) and column.default.is_scalar}
         self._names = tuple(self.columns)
         self.row_type = _plain_type(model.__name__, self._names)
         self._values_of = attrgetter(*self._names)  # a row's values as a tuple, in C
@@ -77,7 +77,7 @@ class RowSet(Generic[M]):
         row = self.row_type(*values)
         setattr(row, _WAS, values)
         self.by_key[key] = row
-        return row  # type: ignore[no-any-return]
+        return row
 
     def add(self, **values: Any) -> M:
         """A new row, inserted by :meth:`write`; columns not given take their default."""
@@ -89,7 +89,7 @@ class RowSet(Generic[M]):
         key = values.get(self.key)
         if key is not None:
             self.by_key[key] = row
-        return row  # type: ignore[no-any-return]
+        return row
 
     def write(self, session: Session) -> None:
         """Insert the new rows, then update the changed columns of the loaded ones."""
@@ -98,8 +98,8 @@ class RowSet(Generic[M]):
             # An autoincrement key left empty is the database's to give.
             key = self.key_column.name
             if all(row[key] is None for row in rows):
-                for row in rows:
-                    del row[key]
+                for values in rows:
+                    del values[key]
             session.execute(insert(self.table), rows)
             for row in self.added:  # stored now: a later change to it is an update
                 if getattr(row, self.key) is not None:  # (a row keyed by the database is not)

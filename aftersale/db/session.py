@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -31,3 +31,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     # No autoflush: batch code flushes where a later query must see earlier writes, instead
     # of paying a flush before every one of thousands of small queries.
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE run by ``Session.execute`` matched. SQLAlchemy 2.0
+    types that call's answer as a ``Result``; for these statements it is a ``CursorResult``,
+    the one that has the count."""
+    return cast(CursorResult[Any], result).rowcount

@@ -83,10 +83,10 @@ def summarize(rt: Runtime) -> list[dict[str, Any]]:
     with rt.factory() as session:
         enrolled = dict(session.execute(
             select(Enrollment.segment, func.count(func.distinct(Enrollment.customer_id)))
-            .where(Enrollment.holdout.is_(False)).group_by(Enrollment.segment)).all())
+            .where(Enrollment.holdout.is_(False)).group_by(Enrollment.segment)).tuples().all())
         holdout = dict(session.execute(
             select(Enrollment.segment, func.count(func.distinct(Enrollment.customer_id)))
-            .where(Enrollment.holdout.is_(True)).group_by(Enrollment.segment)).all())
+            .where(Enrollment.holdout.is_(True)).group_by(Enrollment.segment)).tuples().all())
         sent = session.execute(
             select(Enrollment.segment, Message.channel, func.count()).select_from(Message)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
@@ -94,22 +94,22 @@ def summarize(rt: Runtime) -> list[dict[str, Any]]:
         not_sent = dict(session.execute(
             select(Enrollment.segment, func.count()).select_from(Message)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
-            .where(Message.status == "not_sent").group_by(Enrollment.segment)).all())
+            .where(Message.status == "not_sent").group_by(Enrollment.segment)).tuples().all())
         answered = dict(session.execute(
             select(Enrollment.segment, func.count(func.distinct(SurveyResponse.id)))
             .select_from(SurveyResponse).join(Message, Message.id == SurveyResponse.message_id)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
-            .group_by(Enrollment.segment)).all())
+            .group_by(Enrollment.segment)).tuples().all())
         surveys = dict(session.execute(
             select(Enrollment.segment, func.count()).select_from(Message)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "sent",
                    Message.template.in_(["nps_survey", "csat_checkin", "ces_checkin"]))
-            .group_by(Enrollment.segment)).all())
+            .group_by(Enrollment.segment)).tuples().all())
         alerts = dict(session.execute(
             select(Enrollment.segment, func.count()).select_from(AlertRecord)
             .join(Enrollment, Enrollment.id == AlertRecord.enrollment_id)
-            .group_by(Enrollment.segment)).all())
+            .group_by(Enrollment.segment)).tuples().all())
         orders = session.scalar(select(func.count()).select_from(Order))
     segments = sorted(set(enrolled) | set(holdout))
     rows = []

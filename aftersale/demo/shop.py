@@ -586,6 +586,7 @@ def _email(first: str, last: str, rng: random.Random, used: set[str]) -> str:
 def _phone_stem(country: str) -> str:
     """The region's example mobile number without its last 4 digits."""
     example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None, country  # the demo's countries all have one
     return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)[:-4]
 
 

@@ -212,7 +212,7 @@ def _reply(session: Session, sim: Simulator, reply: Reply, now: datetime) -> Non
         return
     if persona.phone:
         apply_inbound(session, Inbound(
-            provider="demo", provider_message_id=reply.key, channel=reply.channel,  # type: ignore[arg-type]
+            provider="demo", provider_message_id=reply.key, channel=reply.channel,  # type: ignore[arg-type]  # sms or whatsapp: email returned above
             from_address=persona.phone, to_address=None, body=reply.body), now,
             surveys=sim.surveys)
 

@@ -79,7 +79,7 @@ class Emulator:
         self._hold_after = 0
         self.held = 0  # answers held back so far
         self.latency = 0.0  # seconds before each answer (a slow provider)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
 

@@ -78,8 +78,8 @@ class TwilioEmulator(Emulator):
         if sender and to.startswith("whatsapp:") != sender.startswith("whatsapp:"):
             return error(400, 21910, "Invalid From and To pair. From and To should be of the same channel")
         if number in MAGIC_TO:
-            code, message = MAGIC_TO[number]
-            return error(400, code, message)
+            code, text = MAGIC_TO[number]
+            return error(400, code, text)
         message = self._resource(to, sender, service, body or "", form)
         self.messages.append(message)
         self.callbacks.append(one("StatusCallback"))

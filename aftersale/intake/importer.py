@@ -106,7 +106,8 @@ def import_jsonl(factory: sessionmaker[Session], lines: Iterable[str], *, source
                                                workers))
     with factory() as session:
         session.begin()
-        for items in _chunks(first_copies(validated, lambda row: row["event_id"]), chunk):
+        firsts = first_copies(validated, lambda row: row["event_id"])
+        for items in _chunks(firsts, chunk):
             rows: list[Row] = []
             for item in items:
                 if isinstance(item, LineError):

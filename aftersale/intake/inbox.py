@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
+from typing import cast
 
-from sqlalchemy import Text, bindparam
+from sqlalchemy import Table, Text, bindparam
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -51,7 +52,7 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, object
     # One statement executed with the rows as a list, which SQLAlchemy sends as batches of a
     # statement compiled once ("insertmanyvalues"); RETURNING counts what was new. The
     # payload comes as JSON text (event_row), which is how SQLite keeps JSON anyway.
-    table = InboxEvent.__table__
+    table = cast(Table, InboxEvent.__table__)  # declarative makes a Table; typed as a FromClause
     statement = (sqlite_insert(table).values(payload=bindparam("payload_json", type_=Text))
                  .on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.seq))
     stored = 0

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time
 
-from sqlalchemy import Engine, case, distinct, extract, func, select, text
+from sqlalchemy import Engine, SQLColumnExpression, case, distinct, extract, func, select, text
 from sqlalchemy.orm import Session
 
 from aftersale.core.clock import as_utc
@@ -157,7 +157,7 @@ def known_segments(session: Session) -> list[str]:
 def nps_by_month(session: Session, start: datetime | None, end: datetime) -> list[MonthNps]:
     """NPS per month of answer over all NPS answers (not the latest per customer: a trend should
     move when customers change their minds), one aggregate query, oldest month first."""
-    when = SurveyResponse.responded_at
+    when: SQLColumnExpression[datetime] = SurveyResponse.responded_at
     if session.get_bind().dialect.name == "postgresql":
         # timestamptz is split into months in the session's zone; section 4 months are UTC
         when = func.timezone("UTC", when)

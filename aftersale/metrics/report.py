@@ -18,6 +18,7 @@ import matplotlib
 import numpy
 from jinja2 import Environment
 from markupsafe import Markup
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from aftersale.metrics.model import Cohort, FunnelStep, JourneyLift, MetricsReport, SegmentMetrics
@@ -137,7 +138,7 @@ def _nps_trend(trend: Sequence[MonthNps]) -> Chart | None:
         return None
     fig = Figure(figsize=(8, 2.6), layout="constrained")
     ax = fig.subplots()
-    months, values = [m.month for m in points], [m.nps.value for m in points]
+    months, values = [m.month for m in points], [m.nps.value or 0 for m in points]
     ax.plot(months, values, marker="o", color=BLUE)
     for x, month in enumerate(points):
         ax.annotate(f"{month.nps.value:+.0f}\nn={month.nps.n}", (x, month.nps.value or 0),
@@ -257,9 +258,9 @@ def _lift(journeys: Sequence[JourneyLift]) -> Chart | None:
                  ("journey", "treated repeat", "holdout repeat", "lift", "NPS lift", "verdict"), rows)
 
 
-def _tidy(ax: object) -> None:
+def _tidy(ax: Axes) -> None:
     for side in ("top", "right"):
-        ax.spines[side].set_visible(False)  # type: ignore[attr-defined]
+        ax.spines[side].set_visible(False)
 
 
 _DROP = re.compile(r"<\?xml.*?\?>|<!DOCTYPE.*?>|<metadata>.*?</metadata>|\s*xmlns(:xlink)?=\"[^\"]*\"",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -87,9 +88,10 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
         outcome = advance(journey, position, Facts(context, seen), now)
         for action in outcome.actions:
             entries.append(_entry(action, now.astimezone(zone), customer, order, definitions, rt))
-        if isinstance(outcome.actions[-1:] and outcome.actions[-1], SendAction) and responses:
+        last = outcome.actions[-1] if outcome.actions else None
+        if isinstance(last, SendAction) and responses:
             # An assumed answer arrives an hour after the survey that asks for it.
-            kind = definitions.content.survey_kind(outcome.actions[-1].template)
+            kind = definitions.content.survey_kind(last.template)
             if kind in responses:
                 context["response"][kind] = responses[kind]
                 seen_at["survey.responded"] = now + timedelta(hours=1)
@@ -174,12 +176,12 @@ def _sample() -> tuple[Customer, Order]:
     return customer, order
 
 
-def _sample_context(customer: Customer, order: Order) -> dict[str, object]:
+def _sample_context(customer: Customer, order: Order) -> dict[str, Any]:
     from aftersale.pipeline.contexts import customer_context, order_context
 
-    context: dict[str, object] = {"customer": customer_context(customer),
-                                  "order": order_context(order, is_first=True)}
-    context["customer"].update({"orders_count": 1, "total_spent": 160.0,  # type: ignore[union-attr]
+    context: dict[str, Any] = {"customer": customer_context(customer),
+                               "order": order_context(order, is_first=True)}
+    context["customer"].update({"orders_count": 1, "total_spent": 160.0,
                                 "days_since_previous_order": None, "discount_order_share": 0.0})
     return context
 

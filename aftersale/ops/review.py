@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import InboxEvent, Message
+from aftersale.db.session import rowcount
 
 
 class NotUnderReview(ValueError):
@@ -100,8 +101,8 @@ def requeue(session: Session, event_ids: Collection[str] | None, now: datetime) 
     query = update(InboxEvent).where(failed)
     if event_ids is not None:
         query = query.where(InboxEvent.event_id.in_(set(event_ids)))
-    queued = session.execute(query.values(status="pending", error=None, processed_at=None,
-                                          received_at=now)).rowcount or 0
+    queued = rowcount(session.execute(query.values(status="pending", error=None, processed_at=None,
+                                                   received_at=now))) or 0
     if event_ids is not None and queued != len(set(event_ids)):
         # Another operator requeued some between the check and the update: the caller's
         # transaction rolls back rather than report a count that is not what was asked.

@@ -92,7 +92,7 @@ class DeploymentSpec:
         from prefect.events import DeploymentEventTrigger
         from prefect.flows import EntrypointType
 
-        return self.flow().to_deployment(
+        return self.flow().to_deployment(  # type: ignore[return-value]  # a coroutine only in async code
             name=self.name, description=self.description, tags=TAGS,
             parameters=self.parameters or None,
             schedules=[_schedule(s) for s in self.schedules],

@@ -167,8 +167,12 @@ def _start_helper(stop: Any, halt: Any) -> None:
     # Ctrl-C reaches the whole process group: the starting process decides when to stop,
     # and a helper ends its batch first, so nothing is left ``sending``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=lambda: halt.wait() and STOP.set(), name="halt-watch",
-                     daemon=True).start()
+
+    def watch() -> None:
+        halt.wait()
+        STOP.set()
+
+    threading.Thread(target=watch, name="halt-watch", daemon=True).start()
     # Our own progress at INFO; the clients' per-request INFO lines (twilio logs every
     # request and response) would cost a helper a tenth of its CPU and flood the log.
     logging.basicConfig(level=logging.WARNING,
@@ -181,7 +185,7 @@ def _send_in_helper(settings: dict[str, Any], clock: Clock, digest: str,
     # SIGTERM to a helper itself (systemd stops the whole cgroup) or the starting process
     # stopping on one: no further claim or call, in-flight calls recorded, the rest requeued.
     stop_on_sigterm()
-    rt = open_runtime(Settings(_env_file=None, **settings), clock,  # type: ignore[call-arg]
+    rt = open_runtime(Settings(_env_file=None, **settings), clock,
                       migrate=False)
     try:
         with rt.factory() as session:

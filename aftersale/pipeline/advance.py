@@ -43,6 +43,7 @@ from aftersale.core.journeys.engine import (
 from aftersale.core.journeys.model import Journey
 from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
+from aftersale.db.session import rowcount
 from aftersale.pipeline.contexts import (
     enrollment_facts,
     responses_by_customer,
@@ -238,17 +239,17 @@ def recover_stale(factory: sessionmaker[Session], clock: Clock,
     # so any of its rows may have gone out.
     in_doubt = or_(Message.call_started_at.is_not(None), Message.claim_token.is_(None))
     with factory() as session, session.begin():
-        flagged = session.execute(
+        flagged = rowcount(session.execute(
             update(Message).where(stale, in_doubt)
             .values(status="unknown",
                     status_reason="sender stopped before recording the provider's answer; "
-                                  "check the provider log before resending")).rowcount
-        released = session.execute(
+                                  "check the provider log before resending")))
+        released = rowcount(session.execute(
             update(Message).where(stale, not_(in_doubt))
             .values(status="pending", sending_at=None, claim_token=None,
                     attempts=Message.attempts - 1,
                     status_reason="queued again: its sender stopped before calling the "
-                                  "provider")).rowcount
+                                  "provider")))
     if released:
         log.info("%d claimed message(s) whose sender stopped before calling the provider are "
                  "queued again", released)

@@ -184,8 +184,8 @@ def survey_answer(response: Mapping[str, Any]) -> tuple[str | None, int | None, 
     for kind, worst in (("nps", NPS_DETRACTOR_MAX), ("csat", CSAT_DETRACTOR_MAX)):
         if kind in scores and scores[kind] <= worst:
             return kind, scores[kind], comment
-    kind = next(iter(scores), None)
-    return kind, scores.get(kind or ""), comment
+    first = next(iter(scores), None)
+    return first, (scores[first] if first is not None else None), comment
 
 
 def _int(value: Any) -> int | None:

@@ -447,8 +447,11 @@ class _Applier:
             if event.order.id not in known.orders:
                 raise OrderNotYetKnown(f"order {event.order.id} is unknown; waiting for its "
                                        "order.placed event")
-        elif event.type == EventType.SURVEY_RESPONDED and event.survey.message_id is not None:
-            survey, customer_id = event.survey, event.customer.id  # type: ignore[union-attr]
+        elif event.type == EventType.SURVEY_RESPONDED:
+            assert event.survey is not None and event.customer is not None
+            survey, customer_id = event.survey, event.customer.id
+            if survey.message_id is None:
+                return
             message = known.messages.get(survey.message_id)
             if message is None or message.customer_id != customer_id:
                 raise EventRejected(f"survey message {survey.message_id} was not sent to "
@@ -470,11 +473,12 @@ class _Applier:
         now = self.clock.now()
         customer = self.known.customers.get(data.id)
         if customer is None:
+            code = referral_code(data.id)
             customer = self.known.rows.customers.add(
                 id=data.id, created_at=now, updated_at=now, consent_email=False,
                 consent_sms=False, consent_whatsapp=False, order_updates_sms=False,
-                order_updates_whatsapp=False, referral_code=referral_code(data.id))
-            self.known.referrers[customer.referral_code] = data.id
+                order_updates_whatsapp=False, referral_code=code)
+            self.known.referrers[code] = data.id
         facts = customer_facts(data)
         take, times = newest_facts(customer.fact_times, facts, event.occurred_at)
         changed = False

@@ -44,7 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from aftersale.core.errors import AftersaleError
@@ -192,7 +192,7 @@ class _Identity:
     @classmethod
     def of(cls, customer: Customer, messages: list[Message],
            events: list[InboxEvent]) -> _Identity:
-        emails, phones, names = set(), set(), set()
+        emails, phones, names = set[str](), set[str](), set[str]()
 
         def add(email: Any, phone: Any, *more_names: Any) -> None:
             if isinstance(email, str) and email.strip():
@@ -327,7 +327,7 @@ def _erase_deliveries(session: Session, message_ids: list[str], identity: _Ident
                       redact: _Redactor) -> int:
     """Reports about the customer's messages, and reports that name one of their addresses
     without naming a message of ours."""
-    matches = []
+    matches: list[ColumnElement[bool]] = []
     if message_ids:
         matches.append(DeliveryEvent.message_id.in_(message_ids))
     addresses = sorted(identity.emails | identity.phones)

@@ -102,7 +102,7 @@ def build_channels(settings: Settings, factory: sessionmaker[Session], clock: Cl
             channel.concurrency = settings.send_concurrency
     for name in ("email", "sms", "whatsapp"):
         if name not in built:
-            built[name] = SandboxChannel(name, factory, clock, settings.sandbox_dir)  # type: ignore[arg-type]
+            built[name] = SandboxChannel(name, factory, clock, settings.sandbox_dir)
     return built
 
 

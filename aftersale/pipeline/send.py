@@ -142,7 +142,8 @@ class _Batch:
         if not transactional and quiet is not None:
             allowed = quiet.next_allowed(self.now, customer.timezone)
             if allowed is not None:
-                return self._defer(message, allowed, "quiet hours")
+                self._defer(message, allowed, "quiet hours")
+                return None
         window_open = (customer.whatsapp_last_inbound_at is not None
                        and self.now - customer.whatsapp_last_inbound_at < WHATSAPP_WINDOW)
         contact = Contact(
@@ -183,7 +184,8 @@ class _Batch:
         if capped is not None:
             allowed = capped.next_allowed(self.recent[(customer.id, choice.channel)], self.now)
             if allowed is not None:
-                return self._defer(message, allowed, "frequency cap")
+                self._defer(message, allowed, "frequency cap")
+                return None
         context = context_for(choice.channel)
         rendered = content.render(message.template, choice.channel, customer.locale, context)
         if capped is not None:  # only once it rendered: a message that fails here is not sent
@@ -196,7 +198,7 @@ class _Batch:
             message.sms_encoding, message.sms_segments = sms_segments(rendered.text)
             self.counts.sms_segments += message.sms_segments
         return _Prepared(OutboundMessage(
-            id=message.id, channel=choice.channel, recipient=choice.recipient, text=rendered.text,
+            id=message.id, channel=choice.channel, recipient=choice.recipient, text=rendered.text,  # type: ignore[arg-type]  # one of self.available
             subject=rendered.subject, html=rendered.html, transactional=transactional,
             journey=message.journey, template=message.template, customer_id=customer.id,
             unsubscribe_url=context["links"]["unsubscribe"],

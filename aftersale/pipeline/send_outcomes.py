@@ -188,7 +188,8 @@ def apply_deliveries(session: Session, deliveries: Sequence[Delivery], now: date
             delivery.message_id or "", (None, None, None))
         if delivery.channel is None and message_channel:
             delivery = replace(delivery, channel=message_channel)
-        if delivery.recipient is None and message_recipient and delivery.channel == message_channel:
+        if (delivery.recipient is None and message_channel and message_recipient
+                and delivery.channel == message_channel):
             delivery = replace(delivery, recipient=normalize_address(message_channel,
                                                                      message_recipient))
         effect = effect_of(delivery)
@@ -377,8 +378,9 @@ class Inbound:
     def keyword(self) -> Keyword | None:
         """Twilio's own classification wins (it knows custom keywords); else ours."""
         told = (self.opt_out_type or "").strip().lower()
-        if told in ("stop", "start", "help"):
-            return told  # type: ignore[return-value]
+        match told:
+            case "stop" | "start" | "help":
+                return told
         return classify_keyword(self.body)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import Customer, Suppression
+from aftersale.db.session import rowcount
 from aftersale.db.upsert import insert
 
 Channel = Literal["email", "sms", "whatsapp"]
@@ -152,7 +153,7 @@ def set_consent(session: Session, channel: str, value: bool, now: datetime, *,
         update(Customer).where(or_(*matches), column.is_not(value))
         .values({column: value, Customer.updated_at: now})
         .execution_options(synchronize_session=False))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(rowcount(result) or 0)
 
 
 def _check_channel(channel: str) -> None:

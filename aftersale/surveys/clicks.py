@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.core.scanners import BURST_SECONDS, Click, Seen, burst_partners, suspect_reason
 from aftersale.db.models import Message, SurveyClick
+from aftersale.db.session import rowcount
 from aftersale.surveys.answers import SurveyMessage, store_answer, survey_message
 
 PENDING, ANSWER, SUSPECT, VOID = "pending", "answer", "suspect", "void"
@@ -83,10 +84,10 @@ def settle_clicks(session: Session, now: datetime, limit: int = SETTLE_BATCH) ->
     settled = 0
     for click in session.execute(query).all():
         survey = survey_message(session, click.message_id, click.kind)
-        claimed = session.execute(
+        claimed = rowcount(session.execute(
             update(SurveyClick).where(SurveyClick.id == click.id, SurveyClick.verdict == PENDING)
             .values(verdict=VOID if survey is None or click.score is None else ANSWER)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False)))
         if not claimed or survey is None or click.score is None:
             continue
         event = store_answer(session, survey, click.score, None, source="email",
@@ -107,8 +108,8 @@ def settle_due(factory: sessionmaker[Session], now: datetime) -> int:
 def confirm_pending(session: Session, message_id: str, event_id: str) -> int:
     """A person's act (a comment) answered ``message_id`` as ``event_id``: its pending clicks
     are part of that answer and make no event of their own."""
-    return session.execute(
+    return rowcount(session.execute(
         update(SurveyClick).where(SurveyClick.message_id == message_id,
                                   SurveyClick.verdict == PENDING)
         .values(verdict=ANSWER, event_id=event_id)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False)))

@@ -73,11 +73,11 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
         with runtime.factory() as session, session.begin():
             result = store_events(session, events, "api", runtime.now())
         inbox_received(settings, result.stored, "api")
-        body: dict[str, Any] = {"received": result.received, "stored": result.stored,
-                                "duplicates": result.duplicates}
+        reply: dict[str, Any] = {"received": result.received, "stored": result.stored,
+                                 "duplicates": result.duplicates}
         if errors:
-            body["rejected"] = errors
-        return JSONResponse(body, status_code=202)
+            reply["rejected"] = errors
+        return JSONResponse(reply, status_code=202)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:

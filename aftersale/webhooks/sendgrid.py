@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from sendgrid.helpers.eventwebhook import EventWebhook
@@ -111,7 +111,7 @@ def parse(payload: Any, received_at: datetime | None = None) -> list[Delivery]:
 def parse_event(event: Mapping[str, Any], received_at: datetime) -> Delivery:
     name = _text(event.get("event")) or ""
     kind = _KINDS.get(name, DeliveryKind.UNKNOWN)
-    bounce_type = None
+    bounce_type: Literal["hard", "soft"] | None = None
     if kind == DeliveryKind.BOUNCED:
         # type "blocked" is a temporary refusal; "bounce" (or none, in older payloads) is final.
         bounce_type = "soft" if _text(event.get("type")) == "blocked" else "hard"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from twilio.request_validator import RequestValidator
@@ -144,7 +144,7 @@ def parse_inbound(form: Mapping[str, Any]) -> Inbound:
     return Inbound(
         provider=PROVIDER,
         provider_message_id=sid[:100],
-        channel=channel,  # type: ignore[arg-type]
+        channel=channel,
         from_address=normalize_address(channel, sender)[:64],
         to_address=(_field(form, "To") or "")[:64] or None,
         body=_text(form.get("Body")),
@@ -163,7 +163,7 @@ def raw_form(form: Mapping[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _channel(address: str | None) -> str:
+def _channel(address: str | None) -> Literal["sms", "whatsapp"]:
     return "whatsapp" if address and address.lower().startswith(WHATSAPP_PREFIX) else "sms"
 
 

@@ -111,7 +111,7 @@ class _Compiler:
             self.branch(value, vloc, key)
         return False
 
-    def send(self, template: Any, step: dict, loc: Loc, key: str, when: Condition | None) -> None:
+    def send(self, template: Any, step: dict[str, Any], loc: Loc, key: str, when: Condition | None) -> None:
         if not isinstance(template, str) or not _NAME.match(template):
             self.problem((*loc, "send"), "send needs a template name such as 'nps_survey'")
             return
@@ -133,7 +133,7 @@ class _Compiler:
             self.problem((*loc, "channels"), "a channel is listed twice")
         self.program.append(Send(key, template, tuple(channels), when))
 
-    def wait_for(self, event: Any, step: dict, loc: Loc, key: str, when: Condition | None) -> None:
+    def wait_for(self, event: Any, step: dict[str, Any], loc: Loc, key: str, when: Condition | None) -> None:
         if event not in EVENT_NAMES:
             self.problem((*loc, "wait_for"), f"unknown event '{event}'",
                          f"use one of {', '.join(EVENT_NAMES)}")
@@ -277,8 +277,8 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
     if c.problems:
         return None, c.problems
     journey = Journey(
-        name=name,
-        trigger=trigger,
+        name=data["journey"],  # both present and checked: a problem above otherwise
+        trigger=data["trigger"],
         segments=tuple(str(s) for s in segments),
         exit_on=tuple(exit_on),
         holdout_percent=holdout,
