@@ -483,7 +483,7 @@ class _Shop:
 
     def reports(self, mid: str, pid: str, provider: str, channel: str, recipient: str,
                 sent: int) -> str:
-        """Provider reports for one message; returns the furthest status, as delivery.py keeps."""
+        """Provider reports for one message; returns the furthest status, as send_outcomes.py keeps."""
         rng = self.rng
         if rng.random() < 0.03:
             kinds = ["bounced" if channel == "email" else "failed"]

@@ -18,6 +18,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadData, BadSignature, URLSafeSerializer
@@ -31,9 +32,11 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"  # /u/ links
 
 
-# Part of every signature: changing one breaks every link of its purpose already sent.
-_SALTS = {Purpose.SURVEY: b"aftersale.core.links.survey",
-          Purpose.UNSUBSCRIBE: b"aftersale.core.links.unsubscribe"}
+# Part of every signature: changing one breaks every link of its purpose already sent, so they
+# are fixed words, not module paths that move with the code (tests pin a token of each). Each
+# keeps a "." (outside the base64url alphabet), so a salt can never be an old-format token body.
+_SALTS = {Purpose.SURVEY: b"aftersale.links.survey",
+          Purpose.UNSUBSCRIBE: b"aftersale.links.unsubscribe"}
 _SIGNER: dict[str, Any] = {"digest_method": hashlib.sha256, "key_derivation": "hmac"}
 # The format sent before purposes (see above): the key itself, no salt. itsdangerous tries a
 # fallback signer only when verifying, so this format is never signed again.
@@ -64,11 +67,16 @@ class Signer:
         return payload
 
     def _serializer(self, purpose: Purpose) -> URLSafeSerializer:
-        # itsdangerous signs with the last key and verifies with any of them.
-        keys = [self.secret] if self.previous is None else [self.previous, self.secret]
-        return URLSafeSerializer(keys, salt=_SALTS[purpose], signer_kwargs=_SIGNER,
-                                 fallback_signers=[_LEGACY],
-                                 serializer_kwargs={"sort_keys": True})  # one payload, one token
+        return _serializer(self.secret, self.previous, purpose)
+
+
+@lru_cache(maxsize=64)  # built once per key pair and purpose: a survey e-mail signs up to 12 links
+def _serializer(secret: bytes, previous: bytes | None, purpose: Purpose) -> URLSafeSerializer:
+    # itsdangerous signs with the last key and verifies with any of them.
+    keys = [secret] if previous is None else [previous, secret]
+    return URLSafeSerializer(keys, salt=_SALTS[purpose], signer_kwargs=_SIGNER,
+                             fallback_signers=[_LEGACY],
+                             serializer_kwargs={"sort_keys": True})  # one payload, one token
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,6 @@
-"""The demo's outside world: the shop's events reach the inbox when their time comes, and
-customers who got a message react to it.
-
-The simulator only plays the outside world: it hands the shop's events to the inbox when their
+"""The demo's outside world: the simulator hands the shop's events to the inbox when their
 time comes, and after each dispatch it lets the customers who got a message react (answer a
-survey, buy again) by sending events through the same intake. Every number printed at the end
-is read back from the database.
+survey, buy again) by sending events through the same intake.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Two nudges, each triggering one deployment (aftersale.orchestration.deployments)
 
 - ``aftersale.inbox.received`` (resource ``aftersale.inbox``): new events reached the inbox;
   ``process-events`` drains it.
-- ``aftersale.work.due`` (resource ``aftersale.pipeline.advance``): ``process-events`` enrolled or
+- ``aftersale.work.due`` (resource ``aftersale.dispatch``): ``process-events`` enrolled or
   resumed someone, so a step may be due now; ``dispatch-messages`` advances and sends.
 
 The database is the source of truth: an event is only a nudge. When it cannot be emitted (no
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 EVENT = "aftersale.inbox.received"
 RESOURCE = "aftersale.inbox"
 WORK_DUE_EVENT = "aftersale.work.due"
-WORK_DUE_RESOURCE = "aftersale.pipeline.advance"
+WORK_DUE_RESOURCE = "aftersale.dispatch"  # a name Prefect triggers match on, not a module path
 
 
 def prefect_events_enabled(settings: Settings) -> bool:

@@ -122,7 +122,7 @@ def parse_event(event: Mapping[str, Any], received_at: datetime) -> Delivery:
         provider_event_id=_clip(_text(event.get("sg_event_id")), 200) or _fingerprint(event),
         kind=kind,
         message_id=_our_id(event.get(MESSAGE_ID_ARG)),
-        # The whole id: the X-Message-Id we recorded is one of its dot-prefixes (delivery.py).
+        # The whole id: the X-Message-Id we recorded is one of its dot-prefixes (send_outcomes.py).
         provider_message_id=_clip(_text(event.get("sg_message_id")), 100),
         recipient=_clip(normalize_address("email", email), 320) if email else None,
         occurred_at=_when(event.get("timestamp"), received_at),

@@ -407,7 +407,7 @@ def test_without_a_secret_key_the_page_says_try_later(
 
 
 def old_format(secret: str, payload: dict[str, Any]) -> str:
-    """A token as links were signed before itsdangerous and purposes (aftersale.core.links at
+    """A token as links were signed before itsdangerous and purposes (aftersale.links at
     7b825b9): HMAC-SHA256 of the base64url JSON body under the bare key, for every purpose."""
     body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True)
                                     .encode()).rstrip(b"=").decode()

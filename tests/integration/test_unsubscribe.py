@@ -168,7 +168,7 @@ def test_a_token_with_wrong_claims_or_another_key_is_refused(base_url: str, rt: 
 
 
 def old_format(payload: dict[str, object], secret: bytes = b"test-secret-key") -> str:
-    """A token as links were signed before itsdangerous and purposes (aftersale.core.links at
+    """A token as links were signed before itsdangerous and purposes (aftersale.links at
     7b825b9): HMAC-SHA256 of the base64url JSON body under the bare key, for every purpose."""
     body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True)
                                     .encode()).rstrip(b"=").decode()

@@ -136,6 +136,23 @@ def test_a_token_of_one_purpose_is_refused_by_the_other_with_the_same_key(payloa
 ROTATED = Signer(b"new-secret-key", previous=b"test-secret-key")
 
 
+# Tokens of today's format, pinned: a salt, digest or serializer setting that changed (a module
+# renamed into a salt, an itsdangerous default that moved) would break every link already sent.
+SENT_TODAY = {
+    SURVEY: ({"m": "msg-1", "c": "cust-1", "k": "nps"},
+             "eyJjIjoiY3VzdC0xIiwiayI6Im5wcyIsIm0iOiJtc2ctMSJ9.579MfO_Xv7HVn8eIP3fv4OULqVmAcEc9_hkmuepzscY"),
+    UNSUBSCRIBE: ({"c": "cust-1", "ch": "email"},
+                  "eyJjIjoiY3VzdC0xIiwiY2giOiJlbWFpbCJ9.ospCPGIDSYPilAcAiJXCOm8xAqperB862KAr_UoKyTE"),
+}
+
+
+@pytest.mark.parametrize("purpose", [SURVEY, UNSUBSCRIBE])
+def test_todays_tokens_are_pinned_per_purpose(purpose):
+    payload, token = SENT_TODAY[purpose]
+    assert SIGNER.sign(purpose, payload) == token
+    assert SIGNER.verify(purpose, token) == payload
+
+
 @pytest.mark.parametrize("purpose", list(Purpose))
 def test_a_token_signed_under_the_previous_key_verifies_after_rotation(purpose):
     before = SIGNER.sign(purpose, PAYLOAD)
@@ -171,7 +188,7 @@ def test_the_keys_come_from_the_settings_and_a_blank_previous_key_is_none(monkey
 
 # -- links sent before itsdangerous and purposes -------------------------------------------------
 
-# Produced by aftersale.core.links at 7b825b9 (the last commit before itsdangerous), with
+# Produced by aftersale.links at 7b825b9 (the last commit before itsdangerous), with
 # Signer(b"test-secret-key") and Links("https://shop.example.com", ...): the tokens of
 # .survey("msg-1", "c-1", "nps", 9) and .unsubscribe("msg-1", "c-1", "email"). Frozen so that
 # the check does not depend on signed_with() reproducing the old algorithm faithfully.

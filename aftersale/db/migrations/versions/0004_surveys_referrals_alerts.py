@@ -69,7 +69,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_unique_constraint('uq_survey_response_message', ['message_id'])
 
-    # Existing customers get their code too (the same function as aftersale.core.links, frozen here
+    # Existing customers get their code too (the same function as aftersale.links, frozen here
     # so a later change there cannot rewrite history).
     customers = sa.table('customers', sa.column('id', sa.String), sa.column('referral_code', sa.String))
     connection = op.get_bind()
