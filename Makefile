@@ -35,7 +35,7 @@ test: $(STAMP) $(CHROMIUM)
 # The tier to run while working: unit and in-process integration tests on SQLite; what it
 # leaves out is chosen in tests/conftest.py (pytest_collection_modifyitems).
 test-fast: $(STAMP)
-	AFTERSALE_TEST_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider
+	AFTERSALE_TEST_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider -n auto
 
 # DESIGN.md section 6: all metrics over 1,000,000 orders / 250,000 customers, on SQLite and
 # PostgreSQL (skipped when it does not answer); the worlds are cached in bench/.data and the

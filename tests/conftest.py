@@ -97,18 +97,21 @@ def _no_processes_in_the_fast_tier(event_name: str, _args: tuple[Any, ...]) -> N
                            "with @pytest.mark.subprocess")
 
 
-if FAST:
-    import multiprocessing.util
+def _refuse_spawn(*_args: Any, **_kwargs: Any) -> int:
+    raise RuntimeError("the fast tier starts no processes (multiprocessing spawn): mark the "
+                       "test with @pytest.mark.subprocess")
 
-    # An audit hook cannot be removed: it lives as long as this fast-tier process. The
-    # "spawn" start method bypasses the audited calls, hence its own guard.
-    sys.addaudithook(_no_processes_in_the_fast_tier)
 
-    def _refuse_spawn(*_args: Any, **_kwargs: Any) -> int:
-        raise RuntimeError("the fast tier starts no processes (multiprocessing spawn): mark "
-                           "the test with @pytest.mark.subprocess")
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tier_guard() -> None:
+    """In the process that runs the tests (not in pytest-xdist's controller, which starts
+    the workers). An audit hook cannot be removed: it lives as long as this fast-tier
+    process. The "spawn" start method bypasses the audited calls, hence its own guard."""
+    if FAST:
+        import multiprocessing.util
 
-    multiprocessing.util.spawnv_passfds = _refuse_spawn  # type: ignore[assignment]
+        sys.addaudithook(_no_processes_in_the_fast_tier)
+        multiprocessing.util.spawnv_passfds = _refuse_spawn  # type: ignore[assignment]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
