@@ -43,7 +43,7 @@ START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 FAST = os.environ.get("AFTERSALE_TEST_FAST") == "1"
 # What the fast tier leaves out, and the fixture that puts a test in each group by itself.
 SLOW_MARKERS = ("postgres", "prefect", "subprocess", "browser", "slow")
-MARKER_OF_FIXTURE = {"prefect_server": "prefect", "browser": "browser", "cli_env": "subprocess"}
+MARKER_OF_FIXTURE = {"prefect_server": "prefect", "cli_env": "subprocess"}
 
 
 def _postgres_answers() -> str | None:
@@ -78,6 +78,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for fixture, marker in MARKER_OF_FIXTURE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+        # Chromium's fixture is tests/e2e's "browser"; test_survey_pages has an in-process one.
+        if "browser" in getattr(item, "fixturenames", ()) and ROOT / "tests" / "e2e" in item.path.parents:
+            item.add_marker("browser")
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("database_url") == "postgresql":
             item.add_marker("postgres")
