@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install lint clean bench fuzz
+.PHONY: demo test test-fast install lint clean bench fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The tier to run while working: unit and in-process integration tests on SQLite; what it
+# leaves out is chosen in tests/conftest.py (pytest_collection_modifyitems).
+test-fast: $(STAMP)
+	AFTERSALE_TEST_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider -n auto
 
 # DESIGN.md section 6: all metrics over 1,000,000 orders / 250,000 customers, on SQLite and
 # PostgreSQL (skipped when it does not answer); the worlds are cached in bench/.data and the

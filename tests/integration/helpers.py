@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from aftersale.core.clock import SimulatedClock
@@ -68,6 +69,19 @@ def holdout_customer(journey: str, percent: float, prefix: str = "h") -> str:
         if in_holdout(journey, cid, percent):
             return cid
     raise AssertionError("no holdout id found")
+
+
+IN_PROCESS_URL = "http://testserver"  # what an in_process client's relative URLs go to
+
+
+@contextmanager
+def in_process(app: FastAPI, headers: dict[str, str] | None = None) -> Iterator[TestClient]:
+    """An HTTP client that calls ``app`` in this process, with no socket or server thread,
+    for tests of the app's answers rather than of HTTP on the wire. Like a client of the
+    served app, it sees a 500 for an exception and follows no redirect."""
+    with TestClient(app, base_url=IN_PROCESS_URL, headers=headers,
+                    raise_server_exceptions=False, follow_redirects=False) as client:
+        yield client
 
 
 @contextmanager

@@ -185,6 +185,7 @@ def test_a_send_slot_after_the_claims_half_life_is_not_waited_for(
 
 
 # -- the dispatcher is killed at each stage of a send ----------------------------------------
+@pytest.mark.subprocess
 @pytest.mark.parametrize("provider", ["sendgrid", "twilio"])
 @pytest.mark.parametrize("stage", ["claimed", "accepted", "recorded"])
 def test_a_dispatcher_killed_mid_send_never_causes_a_resend_and_the_next_run_goes_on(

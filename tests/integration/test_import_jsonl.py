@@ -48,6 +48,7 @@ def _wipe(rt: Runtime) -> None:
         session.query(InboxEvent).delete()
 
 
+@pytest.mark.subprocess  # validation worker processes
 @pytest.mark.parametrize("skip_invalid", [True, False])
 def test_worker_processes_give_what_one_process_gives(rt: Runtime, skip_invalid: bool) -> None:
     lines = _lines()

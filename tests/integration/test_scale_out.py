@@ -31,6 +31,7 @@ from tests.integration.faults_helpers import (
     with_providers,
 )
 
+pytestmark = pytest.mark.subprocess  # every test here runs dispatcher or send-helper processes
 NOW = START + timedelta(hours=1)
 
 

@@ -1,4 +1,4 @@
-"""``POST /webhooks/shopify`` over real HTTP (uvicorn on 127.0.0.1), on SQLite and PostgreSQL:
+"""``POST /webhooks/shopify``, called in this process, on SQLite and PostgreSQL:
 the HMAC over the raw body, dedupe on the event and webhook ids, the answers Shopify's retry
 logic needs, and the shop's webhooks ending up as orders, shipments and consent after the real
 process-events pass."""
@@ -17,9 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from aftersale.config import Settings
@@ -30,7 +31,7 @@ from aftersale.web import shopify_webhook as shopify_web
 from aftersale.web.shopify_webhook import shopify_router
 from tests.conftest import START
 from tests.factories import days
-from tests.integration.helpers import run_to, serve
+from tests.integration.helpers import in_process, run_to
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "shopify"
 SECRET = "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"
@@ -57,9 +58,9 @@ def shop_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def base_url(shop_settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(app_for(shop_settings, rt)) as url:
-        yield url
+def web(shop_settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(app_for(shop_settings, rt)) as client:
+        yield client
 
 
 def signature(raw: bytes, secret: str = SECRET) -> str:
@@ -67,9 +68,9 @@ def signature(raw: bytes, secret: str = SECRET) -> str:
     return base64.b64encode(hmac.new(secret.encode(), raw, hashlib.sha256).digest()).decode()
 
 
-def deliver(base_url: str, name: str, *, payload: dict[str, Any] | None = None,
+def deliver(web: TestClient, name: str, *, payload: dict[str, Any] | None = None,
             raw: bytes | None = None, secret: str = SECRET,
-            headers: dict[str, str | None] | None = None) -> httpx.Response:
+            headers: dict[str, str | None] | None = None) -> httpx2.Response:
     """POST a fixture the way Shopify does: its headers, its JSON body, signed over the bytes."""
     data = fixture(name)
     body = raw if raw is not None else json.dumps(
@@ -81,7 +82,7 @@ def deliver(base_url: str, name: str, *, payload: dict[str, Any] | None = None,
             sent.pop(key, None)
         else:
             sent[key] = value
-    return httpx.post(base_url + URL_PATH, content=body, headers=sent, timeout=30)
+    return web.post(URL_PATH, content=body, headers=sent)
 
 
 def inbox(rt: Runtime) -> list[InboxEvent]:
@@ -92,8 +93,8 @@ def inbox(rt: Runtime) -> list[InboxEvent]:
 # --- the signature ---------------------------------------------------------------------------------
 
 
-def test_a_signed_delivery_is_stored_with_its_shopify_ids(base_url: str, rt: Runtime) -> None:
-    response = deliver(base_url, "orders_create")
+def test_a_signed_delivery_is_stored_with_its_shopify_ids(web: TestClient, rt: Runtime) -> None:
+    response = deliver(web, "orders_create")
     assert response.status_code == 200
     assert response.json() == {"topic": "orders/create", "received": 1, "stored": 1,
                                "duplicates": 0}
@@ -111,33 +112,33 @@ def test_a_signed_delivery_is_stored_with_its_shopify_ids(base_url: str, rt: Run
 @pytest.mark.parametrize("case", ["wrong secret", "missing header", "empty header",
                                   "body changed after signing", "signature of another body"])
 def test_a_wrong_or_missing_signature_is_401_and_stores_nothing(
-        base_url: str, rt: Runtime, case: str) -> None:
+        web: TestClient, rt: Runtime, case: str) -> None:
     raw = json.dumps(fixture("orders_create")["payload"], ensure_ascii=False).encode()
     if case == "wrong secret":
-        response = deliver(base_url, "orders_create", secret="shpss_someone_else")
+        response = deliver(web, "orders_create", secret="shpss_someone_else")
     elif case == "missing header":
-        response = deliver(base_url, "orders_create", headers={"X-Shopify-Hmac-Sha256": None})
+        response = deliver(web, "orders_create", headers={"X-Shopify-Hmac-Sha256": None})
     elif case == "empty header":
-        response = deliver(base_url, "orders_create", headers={"X-Shopify-Hmac-Sha256": ""})
+        response = deliver(web, "orders_create", headers={"X-Shopify-Hmac-Sha256": ""})
     elif case == "body changed after signing":
-        response = deliver(base_url, "orders_create", raw=raw.replace(b'"8549.05"', b'"1.00"'),
+        response = deliver(web, "orders_create", raw=raw.replace(b'"8549.05"', b'"1.00"'),
                            headers={"X-Shopify-Hmac-Sha256": signature(raw)})
     else:
         other = json.dumps(fixture("orders_paid")["payload"]).encode()
-        response = deliver(base_url, "orders_create", headers={
+        response = deliver(web, "orders_create", headers={
             "X-Shopify-Hmac-Sha256": signature(other)})
     assert response.status_code == 401
     assert response.json() == {"error": "missing or wrong X-Shopify-Hmac-Sha256"}
     assert inbox(rt) == []
 
 
-def test_the_signature_is_over_the_raw_bytes_not_the_parsed_json(base_url: str,
+def test_the_signature_is_over_the_raw_bytes_not_the_parsed_json(web: TestClient,
                                                                  rt: Runtime) -> None:
     payload = fixture("orders_create")["payload"]
     pretty = json.dumps(payload, indent=4, ensure_ascii=True).encode()  # \u015f, not ş
-    assert deliver(base_url, "orders_create", raw=pretty).status_code == 200
+    assert deliver(web, "orders_create", raw=pretty).status_code == 200
     compact = json.dumps(payload, separators=(",", ":")).encode()
-    assert deliver(base_url, "orders_create", raw=compact,
+    assert deliver(web, "orders_create", raw=compact,
                    headers={"X-Shopify-Hmac-Sha256": signature(pretty)}).status_code == 401
     assert len(inbox(rt)) == 1
 
@@ -145,8 +146,8 @@ def test_the_signature_is_over_the_raw_bytes_not_the_parsed_json(base_url: str,
 def test_without_a_configured_secret_the_endpoint_answers_503(settings: Settings,
                                                               rt: Runtime) -> None:
     assert settings.shopify_webhook_secret is None
-    with serve(app_for(settings, rt)) as url:
-        response = deliver(url, "orders_create")
+    with in_process(app_for(settings, rt)) as client:
+        response = deliver(client, "orders_create")
     assert response.status_code == 503
     assert "AFTERSALE_SHOPIFY_WEBHOOK_SECRET" in response.json()["error"]
     assert inbox(rt) == []
@@ -155,25 +156,25 @@ def test_without_a_configured_secret_the_endpoint_answers_503(settings: Settings
 # --- duplicates -------------------------------------------------------------------------------------
 
 
-def test_a_retried_delivery_is_stored_once(base_url: str, rt: Runtime) -> None:
-    first = deliver(base_url, "fulfillments_update_delivered")
+def test_a_retried_delivery_is_stored_once(web: TestClient, rt: Runtime) -> None:
+    first = deliver(web, "fulfillments_update_delivered")
     assert first.json() == {"topic": "fulfillments/update", "received": 2, "stored": 2,
                             "duplicates": 0}
-    retry = deliver(base_url, "fulfillments_update_delivered")
+    retry = deliver(web, "fulfillments_update_delivered")
     assert retry.status_code == 200
     assert retry.json() == {"topic": "fulfillments/update", "received": 2, "stored": 0,
                             "duplicates": 2}
     # a second subscription to the topic: its own webhook id, the same event id
-    other = deliver(base_url, "fulfillments_update_delivered",
+    other = deliver(web, "fulfillments_update_delivered",
                     headers={"X-Shopify-Webhook-Id": "00000000-1111-4222-8333-444444444444"})
     assert other.json()["stored"] == 0
     assert [r.type for r in inbox(rt)] == ["order.shipped", "order.delivered"]
 
 
-def test_without_an_event_id_the_webhook_id_dedupes(base_url: str, rt: Runtime) -> None:
+def test_without_an_event_id_the_webhook_id_dedupes(web: TestClient, rt: Runtime) -> None:
     no_event_id = {"X-Shopify-Event-Id": None}
-    assert deliver(base_url, "orders_create", headers=no_event_id).json()["stored"] == 1
-    assert deliver(base_url, "orders_create", headers=no_event_id).json()["duplicates"] == 1
+    assert deliver(web, "orders_create", headers=no_event_id).json()["stored"] == 1
+    assert deliver(web, "orders_create", headers=no_event_id).json()["duplicates"] == 1
     [row] = inbox(rt)
     assert row.event_id == "shopify:orders/create:b54557e4-bdd9-4b37-8a5f-bf7d70bcd043:0"
     assert "shopify_event_id" not in row.payload["source_ids"]
@@ -182,10 +183,10 @@ def test_without_an_event_id_the_webhook_id_dedupes(base_url: str, rt: Runtime) 
 # --- what Shopify must not retry, and what it must ---------------------------------------------------
 
 
-def test_an_unknown_topic_is_200_ignored_and_logged(base_url: str, rt: Runtime,
+def test_an_unknown_topic_is_200_ignored_and_logged(web: TestClient, rt: Runtime,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="aftersale.web.shopify_webhook"):
-        response = deliver(base_url, "products_update")
+        response = deliver(web, "products_update")
     assert response.status_code == 200
     assert response.json() == {"ignored": "products/update"}
     assert inbox(rt) == []
@@ -199,43 +200,43 @@ def test_an_unknown_topic_is_200_ignored_and_logged(base_url: str, rt: Runtime,
     (b"[1, 2, 3]", {}, "body must be a JSON object"),
     (b'{"id": 1}', {"X-Shopify-Topic": None}, "the X-Shopify-Topic header is missing"),
 ])
-def test_a_malformed_body_is_400_and_stores_nothing(base_url: str, rt: Runtime, raw: bytes,
+def test_a_malformed_body_is_400_and_stores_nothing(web: TestClient, rt: Runtime, raw: bytes,
                                                     headers: dict[str, str | None],
                                                     reason: str) -> None:
-    response = deliver(base_url, "orders_create", raw=raw, headers=headers)
+    response = deliver(web, "orders_create", raw=raw, headers=headers)
     assert response.status_code == 400
     assert response.json()["error"].startswith(reason)
     assert inbox(rt) == []
 
 
-def test_a_payload_that_cannot_be_mapped_is_400_with_the_field(base_url: str,
+def test_a_payload_that_cannot_be_mapped_is_400_with_the_field(web: TestClient,
                                                                 rt: Runtime) -> None:
     payload = fixture("orders_create")["payload"] | {"created_at": "2026-03-01 10:00"}
-    response = deliver(base_url, "orders_create", payload=payload)
+    response = deliver(web, "orders_create", payload=payload)
     assert response.status_code == 400
     assert response.json() == {
         "error": "orders/create: created_at: '2026-03-01 10:00' has no UTC offset"}
     assert inbox(rt) == []
 
 
-def test_a_body_over_the_limit_is_413(base_url: str, rt: Runtime,
+def test_a_body_over_the_limit_is_413(web: TestClient, rt: Runtime,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shopify_web, "MAX_BODY", 2048)
-    assert deliver(base_url, "orders_create").status_code == 413
-    assert deliver(base_url, "customers_marketing_consent_update").status_code == 200
+    assert deliver(web, "orders_create").status_code == 413
+    assert deliver(web, "customers_marketing_consent_update").status_code == 200
     assert [r.type for r in inbox(rt)] == ["consent.changed"]
 
 
-def test_a_storage_failure_is_500_then_the_retry_stores_it(base_url: str, rt: Runtime) -> None:
+def test_a_storage_failure_is_500_then_the_retry_stores_it(web: TestClient, rt: Runtime) -> None:
     with rt.engine.begin() as connection:  # the database is there but refuses the write
         connection.execute(text("ALTER TABLE inbox_events RENAME TO inbox_events_away"))
-    failed = deliver(base_url, "fulfillments_update_delivered")
+    failed = deliver(web, "fulfillments_update_delivered")
     assert failed.status_code == 500
     assert failed.json() == {"error": "internal error; nothing was stored, please retry"}
     with rt.engine.begin() as connection:
         connection.execute(text("ALTER TABLE inbox_events_away RENAME TO inbox_events"))
     assert inbox(rt) == []
-    retry = deliver(base_url, "fulfillments_update_delivered")
+    retry = deliver(web, "fulfillments_update_delivered")
     assert retry.json()["stored"] == 2
 
 
@@ -243,7 +244,7 @@ def test_a_storage_failure_is_500_then_the_retry_stores_it(base_url: str, rt: Ru
 
 
 def test_the_shops_webhooks_become_orders_shipments_cancellations_and_consent(
-        base_url: str, rt: Runtime) -> None:
+        web: TestClient, rt: Runtime) -> None:
     sequence = ["orders_create", "orders_paid", "customers_email_marketing_consent_update",
                 "customers_marketing_consent_update", "orders_create_no_contact",
                 "orders_cancelled", "fulfillments_create", "fulfillments_update_in_transit",
@@ -251,7 +252,7 @@ def test_the_shops_webhooks_become_orders_shipments_cancellations_and_consent(
                 "orders_create_repeat", "fulfillments_update_failure", "refunds_create",
                 "products_update"]
     for name in sequence:
-        assert deliver(base_url, name).status_code == 200, name
+        assert deliver(web, name).status_code == 200, name
     counts = drain_inbox(rt, rt.definitions())
     assert (counts.events, counts.processed, counts.failed) == (13, 13, 0)
 
@@ -291,16 +292,16 @@ def test_the_shops_webhooks_become_orders_shipments_cancellations_and_consent(
                                .order_by(Order.id)).all() == ["5612345678901", "5612345678903"]
 
 
-def test_a_later_unsubscribe_from_shopify_withdraws_consent(base_url: str, rt: Runtime) -> None:
-    deliver(base_url, "orders_create")
-    deliver(base_url, "customers_email_marketing_consent_update")
+def test_a_later_unsubscribe_from_shopify_withdraws_consent(web: TestClient, rt: Runtime) -> None:
+    deliver(web, "orders_create")
+    deliver(web, "customers_email_marketing_consent_update")
     payload = copy.deepcopy(fixture("customers_email_marketing_consent_update")["payload"])
     payload["email_marketing_consent"] |= {"state": "unsubscribed",
                                            "consent_updated_at": "2026-03-03T09:00:00+03:00"}
-    assert deliver(base_url, "customers_email_marketing_consent_update", payload=payload, headers={
+    assert deliver(web, "customers_email_marketing_consent_update", payload=payload, headers={
         "X-Shopify-Event-Id": "11111111-2222-4333-8444-555555555555",
         "X-Shopify-Webhook-Id": "66666666-7777-4888-9999-000000000000"}).json()["stored"] == 1
-    deliver(base_url, "orders_create_repeat")
+    deliver(web, "orders_create_repeat")
     drain_inbox(rt, rt.definitions())
     with rt.factory() as session:
         ayse = session.get(Customer, AYSE)
@@ -308,15 +309,15 @@ def test_a_later_unsubscribe_from_shopify_withdraws_consent(base_url: str, rt: R
 
 
 def test_an_order_without_contact_details_runs_its_journeys_and_skips_every_channel(
-        base_url: str, rt: Runtime) -> None:
-    deliver(base_url, "orders_create_no_contact")
+        web: TestClient, rt: Runtime) -> None:
+    deliver(web, "orders_create_no_contact")
     shipped = fixture("fulfillments_create")["payload"] | {"order_id": 5612345678902,
                                                            "name": "#1002.1"}
-    assert deliver(base_url, "fulfillments_create", payload=shipped, headers={
+    assert deliver(web, "fulfillments_create", payload=shipped, headers={
         "X-Shopify-Event-Id": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
         "X-Shopify-Webhook-Id": "ffffffff-0000-4111-8222-333333333333"}).json()["stored"] == 1
-    deliver(base_url, "orders_create")
-    deliver(base_url, "fulfillments_create")
+    deliver(web, "orders_create")
+    deliver(web, "fulfillments_create")
     run_to(rt, rt.definitions(), START + days(1))
     with rt.factory() as session:
         journeys = session.scalars(select(Enrollment.journey)

@@ -39,6 +39,7 @@ from tests.integration.faults_helpers import (
     with_providers,
 )
 
+pytestmark = pytest.mark.subprocess  # every test here stops a dispatcher or `aftersale run` process
 NOW = START + timedelta(hours=1)
 BATCH = 1500  # one claimed batch
 CONCURRENCY = 8  # AFTERSALE_SEND_CONCURRENCY

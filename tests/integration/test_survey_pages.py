@@ -1,5 +1,5 @@
-"""GET/POST /s/{token} and GET /r/{code} over real HTTP, on both databases, with survey e-mails
-the real journeys sent through the sandbox channel."""
+"""GET/POST /s/{token} and GET /r/{code}, called in this process, on both databases, with survey
+e-mails the real journeys sent through the sandbox channel."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import func, select
 
@@ -36,12 +36,12 @@ from aftersale.surveys.clicks import SETTLE_AFTER
 from aftersale.web.surveys import TEXTS_FILE, check_page_texts, surveys_router, with_ref
 from tests.conftest import START
 from tests.factories import days, follow, placed
-from tests.integration.helpers import feed, run_to, sent, serve, treated_customer
+from tests.integration.helpers import IN_PROCESS_URL, feed, in_process, run_to, sent, treated_customer
 
 PUBLIC = "https://shop.example.com"
 # A person's browser: survey clicks from HTTP libraries are a scanner's (surveys.scanners).
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
-browser = httpx.Client(headers={"User-Agent": FIREFOX}, timeout=30)
+A_PERSON = {"User-Agent": FIREFOX}
 
 
 def survey_app(settings: Settings, rt: Runtime) -> FastAPI:
@@ -51,9 +51,14 @@ def survey_app(settings: Settings, rt: Runtime) -> FastAPI:
 
 
 @pytest.fixture
-def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(survey_app(settings, rt)) as url:
-        yield url
+def browser(settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(survey_app(settings, rt), headers=A_PERSON) as client:
+        yield client
+
+
+@pytest.fixture
+def base_url(browser: TestClient) -> str:
+    return IN_PROCESS_URL
 
 
 # --- survey e-mails from the real journeys -----------------------------------------------------
@@ -85,7 +90,7 @@ def survey_email(rt: Runtime, kind: str = "nps", locale: str = "tr", prefix: str
 
 
 def links_in(rt: Runtime, message: Message, base_url: str) -> dict[int, str]:
-    """score -> the link the e-mail carries, pointed at the test server."""
+    """score -> the link the e-mail carries, pointed at the app."""
     with rt.factory() as session:
         outbox = session.scalars(select(SandboxOutbox)
                                  .where(SandboxOutbox.message_id == message.id)).one()
@@ -146,7 +151,7 @@ def h1(html: str) -> str:
 
 
 def test_the_email_links_name_the_message_customer_and_survey(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt)
     links = links_in(rt, message, base_url)
     assert sorted(links) == list(range(11))
@@ -158,7 +163,7 @@ def test_the_email_links_name_the_message_customer_and_survey(
 
 
 def test_a_click_records_the_answer_and_thanks_in_the_customers_language(
-        rt: Runtime, base_url: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt, locale="tr")
     page = browser.get(links_in(rt, message, base_url)[9])
     assert page.status_code == 200
@@ -198,7 +203,7 @@ def test_a_click_records_the_answer_and_thanks_in_the_customers_language(
     ("de", "en", "Thank you!", "How likely are you to recommend Atlas Store to a friend?"),
 ])
 def test_the_thank_you_page_speaks_the_customers_language_or_english(
-        rt: Runtime, base_url: str, locale: str, lang: str, title: str, question: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient, locale: str, lang: str, title: str, question: str) -> None:
     page = browser.get(links_in(rt, survey_email(rt, locale=locale), base_url)[10])
     assert page.status_code == 200
     assert f'<html lang="{lang}">' in page.text
@@ -210,7 +215,7 @@ def test_the_thank_you_page_speaks_the_customers_language_or_english(
     ("ces", "en", range(1, 8), "How easy was it to shop with Atlas Store, from ordering to delivery?"),
 ])
 def test_csat_and_ces_ask_on_their_own_scales(
-        rt: Runtime, base_url: str, kind: str, locale: str, scale: range, question: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient, kind: str, locale: str, scale: range, question: str) -> None:
     message = survey_email(rt, kind, locale)
     links = links_in(rt, message, base_url)
     assert sorted(links) == list(scale)
@@ -228,7 +233,7 @@ def test_csat_and_ces_ask_on_their_own_scales(
 
 
 def test_a_second_click_changes_the_answer_rather_than_adding_one(
-        rt: Runtime, base_url: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt)
     links = links_in(rt, message, base_url)
     assert browser.get(links[3]).status_code == 200
@@ -245,7 +250,7 @@ def test_a_second_click_changes_the_answer_rather_than_adding_one(
 
 
 def test_a_score_outside_the_scale_shows_the_buttons_again_and_stores_nothing(
-        rt: Runtime, base_url: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient) -> None:
     url = links_in(rt, survey_email(rt, locale="en"), base_url)[0].split("?")[0]
     for score in ["11", "-1", "abc", "7.5", "", "１", "+7", "1_0", "999999999999", "😀"]:
         page = browser.get(url, params={"score": score})
@@ -258,7 +263,7 @@ def test_a_score_outside_the_scale_shows_the_buttons_again_and_stores_nothing(
 
 
 def test_a_head_request_from_a_link_checker_is_only_a_suspect_mark(
-        rt: Runtime, base_url: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt)
     response = browser.head(links_in(rt, message, base_url)[0])
     assert response.status_code == 200 and response.content == b""
@@ -269,7 +274,7 @@ def test_a_head_request_from_a_link_checker_is_only_a_suspect_mark(
 # --- comments ------------------------------------------------------------------------------------
 
 
-def test_a_comment_is_kept_with_the_score(rt: Runtime, base_url: str) -> None:
+def test_a_comment_is_kept_with_the_score(rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt, locale="pl")
     link = links_in(rt, message, base_url)[6]
     assert browser.get(link).status_code == 200
@@ -282,7 +287,7 @@ def test_a_comment_is_kept_with_the_score(rt: Runtime, base_url: str) -> None:
     assert (response.score, response.comment) == (6, "Paczka przyszła zgnieciona 📦😞")
 
 
-def test_a_comment_without_a_score_keeps_the_recorded_score(rt: Runtime, base_url: str) -> None:
+def test_a_comment_without_a_score_keeps_the_recorded_score(rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt, locale="en")
     link = links_in(rt, message, base_url)[2]
     browser.get(link)
@@ -293,7 +298,7 @@ def test_a_comment_without_a_score_keeps_the_recorded_score(rt: Runtime, base_ur
     assert (response.score, response.comment) == (2, "late delivery")
 
 
-def test_a_comment_before_any_score_asks_for_the_score(rt: Runtime, base_url: str) -> None:
+def test_a_comment_before_any_score_asks_for_the_score(rt: Runtime, base_url: str, browser: TestClient) -> None:
     url = links_in(rt, survey_email(rt, locale="en"), base_url)[2].split("?")[0]
     page = browser.post(url, data={"comment": "no score yet"})
     assert page.status_code == 400 and "Please pick one of the scores below." in page.text
@@ -302,7 +307,7 @@ def test_a_comment_before_any_score_asks_for_the_score(rt: Runtime, base_url: st
 
 @pytest.mark.parametrize("comment", ["", "   \n\t ", "\x00"])
 def test_an_empty_comment_stores_nothing_and_offers_the_box_again(
-        rt: Runtime, base_url: str, comment: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient, comment: str) -> None:
     link = links_in(rt, survey_email(rt, locale="en"), base_url)[7]
     browser.get(link)
     before = inbox(rt)
@@ -312,7 +317,7 @@ def test_an_empty_comment_stores_nothing_and_offers_the_box_again(
     assert inbox(rt) == before
 
 
-def test_a_very_long_comment_is_cut_at_the_documented_limit(rt: Runtime, base_url: str) -> None:
+def test_a_very_long_comment_is_cut_at_the_documented_limit(rt: Runtime, base_url: str, browser: TestClient) -> None:
     link = links_in(rt, survey_email(rt, locale="en"), base_url)[5]
     long = "ü" * (COMMENT_LIMIT - 5) + " 😀" * 1000
     page = browser.post(link, data={"score": "5", "comment": long})
@@ -324,14 +329,14 @@ def test_a_very_long_comment_is_cut_at_the_documented_limit(rt: Runtime, base_ur
     assert response.comment == answer["comment"]
 
 
-def test_a_body_far_beyond_any_comment_is_refused(rt: Runtime, base_url: str) -> None:
+def test_a_body_far_beyond_any_comment_is_refused(rt: Runtime, base_url: str, browser: TestClient) -> None:
     link = links_in(rt, survey_email(rt, locale="en"), base_url)[5]
     page = browser.post(link, data={"score": "5", "comment": "x" * 200_000})
     assert page.status_code == 413 and "<h1" in page.text
     assert inbox(rt) == []
 
 
-def test_html_in_a_comment_is_shown_as_text_on_every_page(rt: Runtime, base_url: str) -> None:
+def test_html_in_a_comment_is_shown_as_text_on_every_page(rt: Runtime, base_url: str, browser: TestClient) -> None:
     link = links_in(rt, survey_email(rt, locale="en"), base_url)[1]
     evil = '<script>alert("x")</script><b onmouseover=alert(1)>bold</b>'
     escaped = ("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
@@ -354,7 +359,7 @@ def _tamper(token: str) -> str:
 
 
 def test_a_tampered_or_foreign_token_gets_a_friendly_403_and_stores_nothing(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt, locale="tr")
     link = links_in(rt, message, base_url)[10]
     token = token_of(link)
@@ -377,7 +382,7 @@ def test_a_tampered_or_foreign_token_gets_a_friendly_403_and_stores_nothing(
 
 
 def test_a_token_cannot_answer_for_another_customer_or_message(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     mine = survey_email(rt, prefix="a")
     theirs = survey_email(rt, prefix="b")
     forged = [
@@ -397,8 +402,8 @@ def test_without_a_secret_key_the_page_says_try_later(
     message = survey_email(rt)
     token = signed(settings, {"m": message.id, "c": message.customer_id, "k": "nps"})
     keyless = settings.model_copy(update={"secret_key": None})
-    with serve(survey_app(keyless, rt)) as url:
-        page = browser.get(f"{url}/s/{token}?score=5")
+    with in_process(survey_app(keyless, rt), headers=A_PERSON) as browser:
+        page = browser.get(f"{IN_PROCESS_URL}/s/{token}?score=5")
     assert page.status_code == 503 and h1(page.text) == "Please try again later"
     assert inbox(rt) == []
 
@@ -407,7 +412,7 @@ def test_without_a_secret_key_the_page_says_try_later(
 
 
 def old_format(secret: str, payload: dict[str, Any]) -> str:
-    """A token as links were signed before itsdangerous and purposes (aftersale.links at
+    """A token as links were signed before itsdangerous and purposes (aftersale.core.links at
     7b825b9): HMAC-SHA256 of the base64url JSON body under the bare key, for every purpose."""
     body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True)
                                     .encode()).rstrip(b"=").decode()
@@ -422,38 +427,38 @@ def rotated(settings: Settings) -> Settings:
 
 
 def test_links_sent_in_the_old_format_still_record_answers(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, browser: TestClient) -> None:
     message = survey_email(rt, locale="en")
     token = old_format("test-secret-key", {"m": message.id, "c": message.customer_id, "k": "nps"})
-    assert browser.get(f"{base_url}/s/{token}?score=7").status_code == 200
+    assert browser.get(f"/s/{token}?score=7").status_code == 200
     later = survey_email(rt, locale="en", prefix="b")  # the key is the previous one now
     token = old_format("test-secret-key", {"m": later.id, "c": later.customer_id, "k": "nps"})
-    with serve(survey_app(rotated(settings), rt)) as url:
-        assert browser.get(f"{url}/s/{token}?score=8").status_code == 200
+    with in_process(survey_app(rotated(settings), rt), headers=A_PERSON) as client:
+        assert client.get(f"/s/{token}?score=8").status_code == 200
     assert sorted(a["score"] for a in inbox(rt)) == [7, 8]
 
 
 def test_sent_links_keep_working_after_the_key_is_rotated_and_unknown_keys_do_not(
         settings: Settings, rt: Runtime) -> None:
     message = survey_email(rt, locale="en")
-    with serve(survey_app(rotated(settings), rt)) as url:
-        links = links_in(rt, message, url)  # signed before the rotation
-        assert browser.get(links[6]).status_code == 200
+    with in_process(survey_app(rotated(settings), rt), headers=A_PERSON) as client:
+        links = links_in(rt, message, IN_PROCESS_URL)  # signed before the rotation
+        assert client.get(links[6]).status_code == 200
         claims = {"m": message.id, "c": message.customer_id, "k": "nps"}
         unknown = Signer(b"another-key").sign(Purpose.SURVEY, claims)
-        refused = browser.get(f"{url}/s/{unknown}?score=1")
-        tampered_page = browser.get(f"{url}/s/{_tamper(token_of(links[1]))}?score=1")
+        refused = client.get(f"/s/{unknown}?score=1")
+        tampered_page = client.get(f"/s/{_tamper(token_of(links[1]))}?score=1")
     assert refused.status_code == tampered_page.status_code == 403
     assert refused.text == tampered_page.text  # the same page as a tampered link
     # once the previous key is dropped, what it signed is refused the same way
-    with serve(survey_app(rotated(settings).model_copy(update={"secret_key_previous": None}),
-                          rt)) as url:
-        dropped = browser.get(links_in(rt, message, url)[2])
+    with in_process(survey_app(rotated(settings).model_copy(update={"secret_key_previous": None}),
+                               rt), headers=A_PERSON) as client:
+        dropped = client.get(links_in(rt, message, IN_PROCESS_URL)[2])
     assert dropped.status_code == 403 and dropped.text == tampered_page.text
     assert [a["score"] for a in inbox(rt)] == [6]
 
 
-def test_a_survey_closes_after_survey_days(settings: Settings, rt: Runtime, base_url: str) -> None:
+def test_a_survey_closes_after_survey_days(settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     message = survey_email(rt, locale="tr")
     assert message.sent_at is not None
     links = links_in(rt, message, base_url)
@@ -490,19 +495,19 @@ def test_a_referral_click_is_counted_and_goes_to_the_shop_with_the_code(
     code = customer_with_code(rt)
     shop = settings.model_copy(update={"shop_url": AnyHttpUrl(
         "https://atlas-store.example/welcome?utm_source=referral&ref=old#top")})
-    with serve(survey_app(shop, rt)) as url:
-        response = browser.get(f"{url}/r/{code}")
+    with in_process(survey_app(shop, rt), headers=A_PERSON) as browser:
+        response = browser.get(f"{IN_PROCESS_URL}/r/{code}")
         assert response.status_code == 302
         assert response.headers["location"] == (
             f"https://atlas-store.example/welcome?utm_source=referral&ref={code}#top")
         assert response.headers["cache-control"] == "no-store"
-        assert browser.get(f"{url}/r/{code.lower()}").status_code == 302  # retyped in lower case
+        assert browser.get(f"{IN_PROCESS_URL}/r/{code.lower()}").status_code == 302  # retyped in lower case
     assert clicks(rt) == [(code, "c-1"), (code, "c-1")]
     with rt.factory() as session:
         assert session.scalars(select(ReferralClick.clicked_at)).all() == [START, START]
 
 
-def test_the_referral_link_we_send_works(settings: Settings, rt: Runtime, base_url: str) -> None:
+def test_the_referral_link_we_send_works(settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     code = customer_with_code(rt)
     link = rt.links().referral("c-1")
     assert link == f"{PUBLIC}/r/{code}"
@@ -513,7 +518,7 @@ def test_the_referral_link_we_send_works(settings: Settings, rt: Runtime, base_u
 
 
 def test_an_unknown_code_still_reaches_the_shop_but_stores_nothing(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     customer_with_code(rt)
     response = browser.get(f"{base_url}/r/{referral_code('nobody')}")
     assert response.status_code == 302
@@ -522,7 +527,7 @@ def test_an_unknown_code_still_reaches_the_shop_but_stores_nothing(
 
 
 def test_a_malformed_code_gets_a_friendly_404_and_stores_nothing(
-        rt: Runtime, base_url: str) -> None:
+        rt: Runtime, base_url: str, browser: TestClient) -> None:
     customer_with_code(rt)
     for code in ["XABCDEF", "R", "R0O1", "R" + "A" * 32, "R<script>", "RAB%20CD", "R😀"]:
         response = browser.get(f"{base_url}/r/{code}", headers={"Accept-Language": "tr"})
@@ -554,7 +559,7 @@ def test_a_broken_text_is_reported_with_its_line(settings: Settings) -> None:
 
 
 def test_a_missing_translation_falls_back_to_english(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, base_url: str, browser: TestClient) -> None:
     path = settings.content_dir / TEXTS_FILE
     path.write_text(path.read_text(encoding="utf-8").replace('  send: "Wyślij"\n', ""),
                     encoding="utf-8")
@@ -563,7 +568,7 @@ def test_a_missing_translation_falls_back_to_english(
     assert '<button type="submit">Send</button>' in page.text
 
 
-def test_nothing_is_left_in_the_inbox_unprocessed_or_failed(rt: Runtime, base_url: str) -> None:
+def test_nothing_is_left_in_the_inbox_unprocessed_or_failed(rt: Runtime, base_url: str, browser: TestClient) -> None:
     link = links_in(rt, survey_email(rt), base_url)[9]
     browser.get(link)
     browser.post(link, data={"score": "9", "comment": "harika"})

@@ -23,7 +23,6 @@ from tests.integration.helpers import run_to, sent, serve
 from tests.integration.test_survey_pages import (
     FIREFOX,
     PUBLIC,
-    browser,
     responses,
     settle,
     survey_app,
@@ -31,6 +30,9 @@ from tests.integration.test_survey_pages import (
     survey_email,
 )
 
+# A person's browser (these tests keep a real server: scanners send their requests at once,
+# and the click throttle goes by the client's address).
+browser = httpx.Client(headers={"User-Agent": FIREFOX}, timeout=30)
 # What Safe Links-style scanners send: a desktop browser's User-Agent, every link at once.
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/131.0.0.0 Safari/537.36")

@@ -1,4 +1,4 @@
-"""Survey answers by SMS/WhatsApp reply, over real HTTP with Twilio's real signatures: the survey
+"""Survey answers by SMS/WhatsApp reply, with Twilio's real signatures: the survey
 is sent by the real pipeline (orders in, journeys run on a simulated clock, the sandbox channel
 sends), the reply comes in at ``POST /webhooks/twilio/inbound``, and the answer reaches the
 inbox and, once processed, ``survey_responses``."""
@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
@@ -24,7 +24,7 @@ from aftersale.web.app import create_app
 from aftersale.webhooks import twilio as tw
 from tests.conftest import START
 from tests.factories import days, follow, placed
-from tests.integration.helpers import feed, run_to, sent, serve, treated_customer
+from tests.integration.helpers import feed, in_process, run_to, sent, treated_customer
 
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC = "https://shop.example.com"
@@ -47,9 +47,9 @@ def twilio_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def base_url(twilio_settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(create_app(twilio_settings, rt)) as url:
-        yield url
+def web(twilio_settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(create_app(twilio_settings, rt)) as client:
+        yield client
 
 
 def send_surveys(rt: Runtime, locale: str = "tr") -> tuple[str, Message, Message]:
@@ -71,14 +71,14 @@ def nps(rt: Runtime) -> Message:
     return send_surveys(rt)[2]
 
 
-def reply(base_url: str, body: str, sid: str, sender: str = PHONE) -> str | None:
+def reply(web: TestClient, body: str, sid: str, sender: str = PHONE) -> str | None:
     """Post a reply the way Twilio does; the text of the TwiML <Message>, if any."""
     params = {"AccountSid": ACCOUNT, "ApiVersion": "2010-04-01", "MessageSid": sid,
               "SmsMessageSid": sid, "SmsSid": sid, "From": sender, "To": "+15017122661",
               "Body": body, "NumMedia": "0", "NumSegments": "1"}
     signature = RequestValidator(TOKEN).compute_signature(PUBLIC + tw.INBOUND_PATH, params)
-    response = httpx.post(base_url + tw.INBOUND_PATH, data=params,
-                          headers={tw.SIGNATURE_HEADER: signature})
+    response = web.post(tw.INBOUND_PATH, data=params,
+                        headers={tw.SIGNATURE_HEADER: signature})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     root = ET.fromstring(response.content)
@@ -107,10 +107,10 @@ def clarified_at(rt: Runtime, message_id: str) -> datetime | None:
 
 
 def test_a_score_with_a_comment_answers_the_latest_sms_survey(
-        base_url: str, rt: Runtime) -> None:
+        web: TestClient, rt: Runtime) -> None:
     cid, csat, nps = send_surveys(rt)
     answered_at = rt.now()
-    assert reply(base_url, "9 great service", "SM-1") == THANKS["tr"]
+    assert reply(web, "9 great service", "SM-1") == THANKS["tr"]
     [answer] = answers(rt)
     assert answer == {"kind": "nps", "score": 9, "comment": "great service", "source": "sms",
                       "message_id": nps.id, "order_id": "o-1"}
@@ -127,44 +127,44 @@ def test_a_score_with_a_comment_answers_the_latest_sms_survey(
     ("tr", "dokuz", 9), ("tr", "DÖRT", 4), ("pl", "dziewięć", 9), ("en", "nine", 9),
 ])
 def test_number_words_are_read_and_thanked_in_the_customers_language(
-        base_url: str, rt: Runtime, locale: str, body: str, score: int) -> None:
+        web: TestClient, rt: Runtime, locale: str, body: str, score: int) -> None:
     _, _, nps = send_surveys(rt, locale)
-    assert reply(base_url, body, "SM-1") == THANKS[locale]
+    assert reply(web, body, "SM-1") == THANKS[locale]
     assert [(a["score"], a.get("comment"), a["message_id"]) for a in answers(rt)] == [
         (score, None, nps.id)]
 
 
 @pytest.mark.parametrize("locale", ["en", "tr", "pl"])
 def test_an_unreadable_reply_is_clarified_once_and_then_never_again(
-        base_url: str, rt: Runtime, locale: str) -> None:
+        web: TestClient, rt: Runtime, locale: str) -> None:
     _, _, nps = send_surveys(rt, locale)
-    assert reply(base_url, "hmm, it depends", "SM-1") == CLARIFY[locale]
+    assert reply(web, "hmm, it depends", "SM-1") == CLARIFY[locale]
     assert clarified_at(rt, nps.id) == rt.now()
-    assert reply(base_url, "7 or 8?", "SM-2") is None  # an auto-responder cannot loop with us
-    assert reply(base_url, "👍", "SM-3") is None
+    assert reply(web, "7 or 8?", "SM-2") is None  # an auto-responder cannot loop with us
+    assert reply(web, "👍", "SM-3") is None
     assert answers(rt) == []
     # A readable answer after the clarification is still taken.
-    assert reply(base_url, "8", "SM-4") == THANKS[locale]
+    assert reply(web, "8", "SM-4") == THANKS[locale]
     assert [a["score"] for a in answers(rt)] == [8]
 
 
-def test_a_second_readable_reply_changes_the_answer(base_url: str, rt: Runtime,
+def test_a_second_readable_reply_changes_the_answer(web: TestClient, rt: Runtime,
                                                     nps: Message) -> None:
-    reply(base_url, "6", "SM-1")
+    reply(web, "6", "SM-1")
     drain_inbox(rt, rt.definitions())
-    reply(base_url, "8, sorry, I meant 8", "SM-2")
+    reply(web, "8, sorry, I meant 8", "SM-2")
     drain_inbox(rt, rt.definitions())
     [response] = responses(rt)
     assert (response.message_id, response.score, response.comment) == (
         nps.id, 8, "sorry, I meant 8")
 
 
-def test_after_an_answer_an_unreadable_reply_is_only_kept(base_url: str, rt: Runtime,
+def test_after_an_answer_an_unreadable_reply_is_only_kept(web: TestClient, rt: Runtime,
                                                           nps: Message) -> None:
-    reply(base_url, "10", "SM-1")
-    assert reply(base_url, "Teşekkürler!", "SM-2") is None  # before processing
+    reply(web, "10", "SM-1")
+    assert reply(web, "Teşekkürler!", "SM-2") is None  # before processing
     drain_inbox(rt, rt.definitions())
-    assert reply(base_url, "Çok teşekkürler", "SM-3") is None  # and after
+    assert reply(web, "Çok teşekkürler", "SM-3") is None  # and after
     assert clarified_at(rt, nps.id) is None
     assert [a["score"] for a in answers(rt)] == [10]
     with rt.factory() as session:
@@ -172,76 +172,76 @@ def test_after_an_answer_an_unreadable_reply_is_only_kept(base_url: str, rt: Run
 
 
 def test_a_repeated_message_sid_records_once_and_clarifies_once(
-        base_url: str, rt: Runtime, nps: Message) -> None:
-    assert reply(base_url, "9 harika", "SM-1") == THANKS["tr"]
-    assert reply(base_url, "9 harika", "SM-1") is None  # Twilio retrying the same message
+        web: TestClient, rt: Runtime, nps: Message) -> None:
+    assert reply(web, "9 harika", "SM-1") == THANKS["tr"]
+    assert reply(web, "9 harika", "SM-1") is None  # Twilio retrying the same message
     assert [a["score"] for a in answers(rt)] == [9]
-    assert reply(base_url, "???", "SM-2") is None  # answered already: nothing to clarify
-    assert reply(base_url, "???", "SM-2") is None
+    assert reply(web, "???", "SM-2") is None  # answered already: nothing to clarify
+    assert reply(web, "???", "SM-2") is None
     drain_inbox(rt, rt.definitions())
     assert len(responses(rt)) == 1
 
 
-def test_a_repeated_unreadable_message_sid_clarifies_once(base_url: str, rt: Runtime,
+def test_a_repeated_unreadable_message_sid_clarifies_once(web: TestClient, rt: Runtime,
                                                           nps: Message) -> None:
-    assert reply(base_url, "hmm", "SM-1") == CLARIFY["tr"]
-    assert reply(base_url, "hmm", "SM-1") is None
+    assert reply(web, "hmm", "SM-1") == CLARIFY["tr"]
+    assert reply(web, "hmm", "SM-1") is None
     assert answers(rt) == []
 
 
 @pytest.mark.parametrize("body", ["11", "7.5", "", "😀😀"])
 def test_out_of_scale_decimal_empty_and_emoji_replies_are_clarified(
-        base_url: str, rt: Runtime, nps: Message, body: str) -> None:
-    assert reply(base_url, body, "SM-1") == CLARIFY["tr"]
+        web: TestClient, rt: Runtime, nps: Message, body: str) -> None:
+    assert reply(web, body, "SM-1") == CLARIFY["tr"]
     assert answers(rt) == []
 
 
 def test_html_and_a_very_long_comment_are_kept_as_text_and_cut(
-        base_url: str, rt: Runtime, nps: Message) -> None:
+        web: TestClient, rt: Runtime, nps: Message) -> None:
     comment = "<b>Great</b> <script>alert(1)</script> & more " + "x" * 1600
-    assert reply(base_url, f"9 {comment}", "SM-1") == THANKS["tr"]
+    assert reply(web, f"9 {comment}", "SM-1") == THANKS["tr"]
     [answer] = answers(rt)
     assert answer["comment"].startswith("<b>Great</b> <script>alert(1)</script> & more xxx")
     assert len(answer["comment"]) <= 2000  # COMMENT_LIMIT; an SMS tops out at 1600 anyway
     long = "y" * 3000
-    reply(base_url, f"8 {long}", "SM-2")
+    reply(web, f"8 {long}", "SM-2")
     assert len(answers(rt)[-1]["comment"]) == 2000 and answers(rt)[-1]["comment"].endswith("…")
 
 
-def test_without_an_open_survey_a_reply_gets_nothing(base_url: str, rt: Runtime) -> None:
+def test_without_an_open_survey_a_reply_gets_nothing(web: TestClient, rt: Runtime) -> None:
     _, _, nps = send_surveys(rt)
-    assert reply(base_url, "9", "SM-1", sender="+48601234567") is None  # not a customer
-    assert reply(base_url, "hmm", "SM-2", sender=f"whatsapp:{PHONE}") is None  # asked by SMS
+    assert reply(web, "9", "SM-1", sender="+48601234567") is None  # not a customer
+    assert reply(web, "hmm", "SM-2", sender=f"whatsapp:{PHONE}") is None  # asked by SMS
     assert clarified_at(rt, nps.id) is None and answers(rt) == []
 
 
-def test_a_survey_older_than_survey_days_is_closed(base_url: str, rt: Runtime, nps: Message,
+def test_a_survey_older_than_survey_days_is_closed(web: TestClient, rt: Runtime, nps: Message,
                                                   twilio_settings: Settings) -> None:
     assert nps.sent_at is not None
     rt.clock.set(nps.sent_at + timedelta(days=twilio_settings.survey_days, hours=1))  # type: ignore[attr-defined]
-    assert reply(base_url, "9", "SM-1") is None
-    assert reply(base_url, "hmm", "SM-2") is None
+    assert reply(web, "9", "SM-1") is None
+    assert reply(web, "hmm", "SM-2") is None
     assert answers(rt) == []
 
 
-def test_a_customer_with_no_survey_sent_gets_nothing(base_url: str, rt: Runtime) -> None:
+def test_a_customer_with_no_survey_sent_gets_nothing(web: TestClient, rt: Runtime) -> None:
     feed(rt, placed("o-1", START, "c-9", consent=SMS_ONLY))
     run_to(rt, rt.definitions(), START)
-    assert reply(base_url, "hmm", "SM-1") is None
-    assert reply(base_url, "9", "SM-2") is None
+    assert reply(web, "hmm", "SM-1") is None
+    assert reply(web, "9", "SM-2") is None
     assert answers(rt) == []
 
 
-def test_stop_help_and_start_are_not_survey_replies(base_url: str, rt: Runtime,
+def test_stop_help_and_start_are_not_survey_replies(web: TestClient, rt: Runtime,
                                                     nps: Message) -> None:
-    assert reply(base_url, "STOP", "SM-1") is None
-    assert reply(base_url, "START", "SM-2") is None
-    help_text = reply(base_url, "HELP", "SM-3")
+    assert reply(web, "STOP", "SM-1") is None
+    assert reply(web, "START", "SM-2") is None
+    help_text = reply(web, "HELP", "SM-3")
     assert help_text is not None and help_text.startswith("Atlas Store:")
     assert clarified_at(rt, nps.id) is None and answers(rt) == []
 
 
-def test_a_whatsapp_survey_is_answered_on_whatsapp_on_its_own_scale(base_url: str,
+def test_a_whatsapp_survey_is_answered_on_whatsapp_on_its_own_scale(web: TestClient,
                                                                     rt: Runtime) -> None:
     """The customer wrote to us on WhatsApp half a day before the CSAT check-in, so it goes out
     as free-form WhatsApp text ([email, whatsapp, sms], no e-mail consent); the reply on
@@ -251,28 +251,28 @@ def test_a_whatsapp_survey_is_answered_on_whatsapp_on_its_own_scale(base_url: st
     feed(rt, placed("o-1", START, cid, locale="pl", consent=SMS_ONLY),
          follow("shipped", "o-1", START, cid), follow("delivered", "o-1", START + days(2), cid))
     run_to(rt, definitions, START + days(8.5), tick=days(1) / 2)
-    assert reply(base_url, "Dzień dobry!", "SM-0", sender=f"whatsapp:{PHONE}") is None
+    assert reply(web, "Dzień dobry!", "SM-0", sender=f"whatsapp:{PHONE}") is None
     # the check-in is due 7 days after the delivery, at day 9
     run_to(rt, definitions, START + days(9), tick=days(1) / 2)
     [csat] = [m for m in sent(rt, cid) if m.template == "csat_checkin"]
     assert csat.channel == "whatsapp"
-    assert reply(base_url, "9", "SM-1") is None  # by SMS: that survey was not asked there
-    assert reply(base_url, "9", "SM-2", sender=f"whatsapp:{PHONE}") == (
+    assert reply(web, "9", "SM-1") is None  # by SMS: that survey was not asked there
+    assert reply(web, "9", "SM-2", sender=f"whatsapp:{PHONE}") == (
         "Nie udało się odczytać odpowiedzi. Odpisz liczbą od 1 do 5.")  # CSAT is 1-5
-    assert reply(base_url, "cztery, szybka dostawa", "SM-3",
+    assert reply(web, "cztery, szybka dostawa", "SM-3",
                  sender=f"whatsapp:{PHONE}") == THANKS["pl"]
     assert answers(rt) == [{"kind": "csat", "score": 4, "comment": "szybka dostawa",
                             "source": "whatsapp", "message_id": csat.id, "order_id": "o-1"}]
 
 
 def test_the_shop_can_edit_the_texts_or_turn_the_thank_you_off(
-        base_url: str, rt: Runtime, nps: Message, twilio_settings: Settings) -> None:
+        web: TestClient, rt: Runtime, nps: Message, twilio_settings: Settings) -> None:
     path = twilio_settings.content_dir / TEXTS_FILE
     path.write_text(path.read_text(encoding="utf-8").replace(
         'thanks: "Yanıtınız için teşekkürler!"', 'thanks: ""').replace(
         "Lütfen {low} ile {high} arasında", "Lütfen {low}-{high} arası"), encoding="utf-8")
-    assert reply(base_url, "hmm", "SM-1") == "Yanıtınızı okuyamadık. Lütfen 0-10 arası bir sayı yazın."
-    assert reply(base_url, "9", "SM-2") is None  # answered, without a thank-you
+    assert reply(web, "hmm", "SM-1") == "Yanıtınızı okuyamadık. Lütfen 0-10 arası bir sayı yazın."
+    assert reply(web, "9", "SM-2") is None  # answered, without a thank-you
     assert [a["score"] for a in answers(rt)] == [9]
     assert check_reply_texts(twilio_settings.content_dir) == []
 

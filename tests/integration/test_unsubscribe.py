@@ -1,5 +1,5 @@
-"""GET/POST /u/{token} over real HTTP (the unsubscribe page and RFC 8058 one-click), and the
-suppression store behind it on both databases."""
+"""GET/POST /u/{token} through an HTTP client calling the app in this process (the unsubscribe
+page and RFC 8058 one-click), and the suppression store behind it on both databases."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 
-import httpx
+import httpx2
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
@@ -24,19 +25,19 @@ from aftersale.pipeline.suppression import is_suppressed, lift, suppress, suppre
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import feed, run_to, sent, serve
+from tests.integration.helpers import feed, in_process, run_to, sent
 
 
-def one_click(url: str, **headers: str) -> httpx.Response:
+def one_click(web: TestClient, url: str, **headers: str) -> httpx2.Response:
     """What a mailbox provider sends for RFC 8058 one-click unsubscribe."""
-    return httpx.post(url, content=b"List-Unsubscribe=One-Click",
-                      headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
+    return web.post(url, content=b"List-Unsubscribe=One-Click",
+                    headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
 
 
 @pytest.fixture
-def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(create_app(settings, rt)) as url:
-        yield url
+def web(settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(create_app(settings, rt)) as client:
+        yield client
 
 
 def email_message(rt: Runtime, cid: str = "c-1", locale: str = "tr") -> Message:
@@ -48,11 +49,11 @@ def email_message(rt: Runtime, cid: str = "c-1", locale: str = "tr") -> Message:
     return message
 
 
-def link(rt: Runtime, base_url: str, message: Message, channel: str = "email") -> str:
-    """The link we put in the message, pointed at the test server."""
+def link(rt: Runtime, message: Message, channel: str = "email") -> str:
+    """The path of the link we put in the message."""
     url = rt.links().unsubscribe(message.id, message.customer_id, channel)
     assert url.startswith("https://shop.example.com/u/")
-    return base_url + url.removeprefix("https://shop.example.com")
+    return url.removeprefix("https://shop.example.com")
 
 
 def suppressions(rt: Runtime) -> list[Suppression]:
@@ -81,8 +82,8 @@ def tampered(url: str) -> str:
     ("de", "en", "Unsubscribe"),
 ])
 def test_the_page_asks_in_the_customers_language_and_writes_nothing(
-        base_url: str, rt: Runtime, locale: str, lang: str, button: str) -> None:
-    page = httpx.get(link(rt, base_url, email_message(rt, locale=locale)))
+        web: TestClient, rt: Runtime, locale: str, lang: str, button: str) -> None:
+    page = web.get(link(rt, email_message(rt, locale=locale)))
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     html = page.text
@@ -100,10 +101,10 @@ def test_the_page_asks_in_the_customers_language_and_writes_nothing(
 
 
 def test_one_click_unsubscribes_the_address_and_confirms_in_the_customers_language(
-        base_url: str, rt: Runtime) -> None:
+        web: TestClient, rt: Runtime) -> None:
     message = email_message(rt)
-    url = link(rt, base_url, message)
-    response = one_click(url)
+    url = link(rt, message)
+    response = one_click(web, url)
     assert response.status_code == 200
     assert '<html lang="tr">' in response.text
     assert "<h1>Abonelikten çıktınız</h1>" in response.text
@@ -114,25 +115,25 @@ def test_one_click_unsubscribes_the_address_and_confirms_in_the_customers_langua
     assert customer(rt).consent_email is False and customer(rt).consent_sms is True
     with rt.factory() as session:
         assert is_suppressed(session, "email", "C-1@example.com")
-    again = one_click(url)
+    again = one_click(web, url)
     assert again.status_code == 200 and len(suppressions(rt)) == 1
 
 
-def test_the_pages_button_unsubscribes_too(base_url: str, rt: Runtime) -> None:
-    url = link(rt, base_url, email_message(rt, locale="pl"))
+def test_the_pages_button_unsubscribes_too(web: TestClient, rt: Runtime) -> None:
+    url = link(rt, email_message(rt, locale="pl"))
     # What a browser sends for the form: its hidden field, form-encoded.
-    response = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
+    response = web.post(url, data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200 and '<html lang="pl">' in response.text
     assert "Wypisano Cię" in response.text
     assert [s.reason for s in suppressions(rt)] == ["unsubscribe"]
 
 
-def test_an_sms_link_suppresses_the_phone_number_on_sms(base_url: str, rt: Runtime) -> None:
+def test_an_sms_link_suppresses_the_phone_number_on_sms(web: TestClient, rt: Runtime) -> None:
     feed(rt, placed("o-1", START), follow("shipped", "o-1", START))
     run_to(rt, rt.definitions(), START)
     [message] = sent(rt)
     assert message.channel == "sms"
-    one_click(link(rt, base_url, message, "sms"))
+    one_click(web, link(rt, message, "sms"))
     [row] = suppressions(rt)
     assert (row.channel, row.address) == ("sms", "+905321234567")
     assert customer(rt).consent_sms is False and customer(rt).consent_email is True
@@ -140,10 +141,10 @@ def test_an_sms_link_suppresses_the_phone_number_on_sms(base_url: str, rt: Runti
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_a_tampered_token_gets_a_friendly_400_page_and_writes_nothing(
-        base_url: str, rt: Runtime, method: str) -> None:
-    url = tampered(link(rt, base_url, email_message(rt)))
+        web: TestClient, rt: Runtime, method: str) -> None:
+    url = tampered(link(rt, email_message(rt)))
     language = {"Accept-Language": "pl-PL,pl;q=0.9,en;q=0.8"}
-    response = one_click(url, **language) if method == "POST" else httpx.get(url, headers=language)
+    response = one_click(web, url, **language) if method == "POST" else web.get(url, headers=language)
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/html")
     assert '<html lang="pl">' in response.text and "<h1>Ten link nie działa</h1>" in response.text
@@ -156,19 +157,19 @@ def test_a_tampered_token_gets_a_friendly_400_page_and_writes_nothing(
     {"m": "msg_1", "ch": "email"},
     {"m": 5, "c": "c-1", "ch": "email"},
 ])
-def test_a_token_with_wrong_claims_or_another_key_is_refused(base_url: str, rt: Runtime,
+def test_a_token_with_wrong_claims_or_another_key_is_refused(web: TestClient, rt: Runtime,
                                                              payload: dict[str, object]) -> None:
     good = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE, payload)
     foreign = Signer(b"another-key").sign(Purpose.UNSUBSCRIBE, {"m": "msg_1", "c": "c-1", "ch": "email"})
     for token in (good, foreign, "garbage", "a.b.c"):
-        response = one_click(f"{base_url}/u/{token}")
+        response = one_click(web, f"/u/{token}")
         assert response.status_code == 400
         assert '<html lang="en">' in response.text
     assert suppressions(rt) == []
 
 
 def old_format(payload: dict[str, object], secret: bytes = b"test-secret-key") -> str:
-    """A token as links were signed before itsdangerous and purposes (aftersale.links at
+    """A token as links were signed before itsdangerous and purposes (aftersale.core.links at
     7b825b9): HMAC-SHA256 of the base64url JSON body under the bare key, for every purpose."""
     body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True)
                                     .encode()).rstrip(b"=").decode()
@@ -177,23 +178,23 @@ def old_format(payload: dict[str, object], secret: bytes = b"test-secret-key") -
 
 
 def test_links_sent_before_and_under_the_previous_key_still_unsubscribe(
-        settings: Settings, rt: Runtime, base_url: str) -> None:
+        settings: Settings, rt: Runtime, web: TestClient) -> None:
     first, second, third = (email_message(rt, cid) for cid in ("c-1", "c-2", "c-3"))
-    sent_link = link(rt, base_url, first)  # signed with today's key, before the rotation
+    sent_link = link(rt, first)  # signed with today's key, before the rotation
     old = old_format({"m": second.id, "c": second.customer_id, "ch": "email"})
-    assert one_click(f"{base_url}/u/{old}").status_code == 200  # the old format, current key
+    assert one_click(web, f"/u/{old}").status_code == 200  # the old format, current key
     survey_shaped = old_format({"m": third.id, "c": third.customer_id, "k": "nps"})
-    assert one_click(f"{base_url}/u/{survey_shaped}").status_code == 400
+    assert one_click(web, f"/u/{survey_shaped}").status_code == 400
     assert {s.customer_id for s in suppressions(rt)} == {"c-2"}
     rotation = {"secret_key": SecretStr("new-secret-key"), "secret_key_previous": settings.secret_key}
-    with serve(create_app(settings.model_copy(update=rotation), rt)) as url:
-        assert one_click(url + sent_link.removeprefix(base_url)).status_code == 200
+    with in_process(create_app(settings.model_copy(update=rotation), rt)) as client:
+        assert one_click(client, sent_link).status_code == 200
         old = old_format({"m": third.id, "c": third.customer_id, "ch": "email"})
-        assert one_click(f"{url}/u/{old}").status_code == 200  # the old format, previous key
+        assert one_click(client, f"/u/{old}").status_code == 200  # the old format, previous key
         unknown = Signer(b"another-key").sign(Purpose.UNSUBSCRIBE,
                                               {"m": third.id, "c": "c-3", "ch": "sms"})
-        refused, tampered_page = (one_click(f"{url}/u/{unknown}"),
-                                  one_click(tampered(url + sent_link.removeprefix(base_url))))
+        refused, tampered_page = (one_click(client, f"/u/{unknown}"),
+                                  one_click(client, tampered(sent_link)))
     assert refused.status_code == tampered_page.status_code == 400
     assert refused.text == tampered_page.text  # the same page as a tampered link
     assert sorted((s.customer_id, s.channel) for s in suppressions(rt)) == [
@@ -202,16 +203,15 @@ def test_links_sent_before_and_under_the_previous_key_still_unsubscribe(
 
 def test_without_a_secret_key_links_cannot_be_checked(settings: Settings, rt: Runtime) -> None:
     token = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE, {"m": "msg_1", "c": "c-1", "ch": "email"})
-    with serve(create_app(settings.model_copy(update={"secret_key": None}), rt)) as url:
-        response = one_click(f"{url}/u/{token}")
+    with in_process(create_app(settings.model_copy(update={"secret_key": None}), rt)) as client:
+        response = one_click(client, f"/u/{token}")
     assert response.status_code == 503 and "<h1>" in response.text
     assert suppressions(rt) == []
 
 
-def test_a_link_for_a_forgotten_customer_still_answers(base_url: str, rt: Runtime) -> None:
-    token = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE,
-                                            {"m": "msg_gone", "c": "c-gone", "ch": "email"})
-    response = one_click(f"{base_url}/u/{token}")
+def test_a_link_for_a_forgotten_customer_still_answers(web: TestClient, rt: Runtime) -> None:
+    token = Signer(b"test-secret-key").sign(Purpose.UNSUBSCRIBE, {"m": "msg_gone", "c": "c-gone", "ch": "email"})
+    response = one_click(web, f"/u/{token}")
     assert response.status_code == 200 and '<html lang="en">' in response.text
     assert suppressions(rt) == []
 

@@ -1,11 +1,11 @@
-"""POST /events and /healthz over real HTTP against the app served by uvicorn on 127.0.0.1."""
+"""POST /events and /healthz, through an HTTP client calling the app in this process."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from aftersale.config import Settings
@@ -14,15 +14,15 @@ from aftersale.pipeline.runtime import Runtime
 from aftersale.web.app import create_app
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import serve
+from tests.integration.helpers import in_process
 
 AUTH = {"Authorization": "Bearer test-token"}
 
 
 @pytest.fixture
-def base_url(settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(create_app(settings, rt)) as url:
-        yield url
+def web(settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(create_app(settings, rt)) as client:
+        yield client
 
 
 def _stored(rt: Runtime) -> int:
@@ -30,11 +30,11 @@ def _stored(rt: Runtime) -> int:
         return session.scalar(select(func.count()).select_from(InboxEvent)) or 0
 
 
-def test_events_are_accepted_one_or_many_and_stored_once(base_url: str, rt: Runtime) -> None:
-    one = httpx.post(f"{base_url}/events", json=placed("o-1", START), headers=AUTH)
+def test_events_are_accepted_one_or_many_and_stored_once(web: TestClient, rt: Runtime) -> None:
+    one = web.post("/events", json=placed("o-1", START), headers=AUTH)
     assert one.status_code == 202 and one.json() == {"received": 1, "stored": 1, "duplicates": 0}
-    many = httpx.post(f"{base_url}/events", headers=AUTH,
-                      json=[placed("o-1", START), follow("shipped", "o-1", START)])
+    many = web.post("/events", headers=AUTH,
+                    json=[placed("o-1", START), follow("shipped", "o-1", START)])
     assert many.json() == {"received": 2, "stored": 1, "duplicates": 1}
     assert _stored(rt) == 2
 
@@ -43,17 +43,17 @@ def test_events_are_accepted_one_or_many_and_stored_once(base_url: str, rt: Runt
                                      {"Authorization": "Basic dGVzdC10b2tlbg=="},
                                      {"Authorization": "Bearer"}])
 def test_a_missing_or_wrong_token_gets_401_and_writes_nothing(
-        base_url: str, rt: Runtime, headers: dict[str, str]) -> None:
-    response = httpx.post(f"{base_url}/events", json=placed("o-1", START), headers=headers)
+        web: TestClient, rt: Runtime, headers: dict[str, str]) -> None:
+    response = web.post("/events", json=placed("o-1", START), headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert _stored(rt) == 0
 
 
-def test_a_batch_with_one_bad_event_is_rejected_whole_with_reasons(base_url: str,
+def test_a_batch_with_one_bad_event_is_rejected_whole_with_reasons(web: TestClient,
                                                                    rt: Runtime) -> None:
     bad = placed("o-2", START, "c-2") | {"occurred_at": "2026-03-01T10:00:00"}
-    response = httpx.post(f"{base_url}/events", headers=AUTH, json=[placed("o-1", START), bad])
+    response = web.post("/events", headers=AUTH, json=[placed("o-1", START), bad])
     assert response.status_code == 422
     [problem] = response.json()["events"]
     assert problem["index"] == 1 and problem["id"] == "evt-o-2-placed"
@@ -61,10 +61,10 @@ def test_a_batch_with_one_bad_event_is_rejected_whole_with_reasons(base_url: str
     assert _stored(rt) == 0
 
 
-def test_a_consent_of_the_wrong_type_gets_422_naming_the_field(base_url: str,
+def test_a_consent_of_the_wrong_type_gets_422_naming_the_field(web: TestClient,
                                                                rt: Runtime) -> None:
     bad = placed("o-2", START, "c-2", consent={"sms": "yes", "order_updates": {"whatsapp": 1}})
-    response = httpx.post(f"{base_url}/events", headers=AUTH, json=[placed("o-1", START), bad])
+    response = web.post("/events", headers=AUTH, json=[placed("o-1", START), bad])
     assert response.status_code == 422
     [problem] = response.json()["events"]
     assert problem["index"] == 1
@@ -73,22 +73,22 @@ def test_a_consent_of_the_wrong_type_gets_422_naming_the_field(base_url: str,
     assert _stored(rt) == 0
 
 
-def test_a_body_that_is_not_json_gets_400(base_url: str, rt: Runtime) -> None:
-    response = httpx.post(f"{base_url}/events", headers=AUTH, content=b"{oops")
+def test_a_body_that_is_not_json_gets_400(web: TestClient, rt: Runtime) -> None:
+    response = web.post("/events", headers=AUTH, content=b"{oops")
     assert response.status_code == 400 and "not JSON" in response.json()["error"]
     assert _stored(rt) == 0
 
 
-def test_healthz_checks_the_database(base_url: str) -> None:
-    response = httpx.get(f"{base_url}/healthz")
+def test_healthz_checks_the_database(web: TestClient) -> None:
+    response = web.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
 
 
-def test_skip_invalid_stores_the_good_events_and_lists_the_bad(base_url: str, rt: Runtime) -> None:
+def test_skip_invalid_stores_the_good_events_and_lists_the_bad(web: TestClient, rt: Runtime) -> None:
     bad = placed("o-2", START, "c-2", email="not-an-address")
-    response = httpx.post(f"{base_url}/events?skip_invalid=true", headers=AUTH,
-                          json=[placed("o-1", START), bad])
+    response = web.post("/events?skip_invalid=true", headers=AUTH,
+                        json=[placed("o-1", START), bad])
     assert response.status_code == 202
     body = response.json()
     assert (body["received"], body["stored"]) == (1, 1)

@@ -1,4 +1,4 @@
-"""POST /webhooks/sendgrid/events over real HTTP: the signed Event Webhook (ECDSA P-256 over the
+"""POST /webhooks/sendgrid/events, called in this process: the signed Event Webhook (ECDSA P-256 over the
 exact raw body), normalized storage, delivery status, suppressions, and everything a forged or
 replayed request must not do. Signed with our own key, verified by SendGrid's own helper."""
 
@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from aftersale.config import Settings
@@ -27,7 +28,7 @@ from aftersale.web.app import create_app
 from aftersale.webhooks import sendgrid as sg
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import feed, run_to, sent, serve
+from tests.integration.helpers import feed, in_process, run_to, sent
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 PUBLIC_KEY = base64.b64encode(
@@ -43,9 +44,9 @@ def signed_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def base_url(signed_settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(create_app(signed_settings, rt)) as url:
-        yield url
+def web(signed_settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(create_app(signed_settings, rt)) as client:
+        yield client
 
 
 @pytest.fixture
@@ -62,12 +63,12 @@ def sign(body: bytes, timestamp: str = NOW_TS) -> str:
     return base64.b64encode(KEY.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
 
 
-def post(base_url: str, body: bytes, timestamp: str = NOW_TS,
-         signature: str | None = None) -> httpx.Response:
+def post(web: TestClient, body: bytes, timestamp: str = NOW_TS,
+         signature: str | None = None) -> httpx2.Response:
     headers = {"Content-Type": "application/json",
                sg.SIGNATURE_HEADER: signature if signature is not None else sign(body, timestamp),
                sg.TIMESTAMP_HEADER: timestamp}
-    return httpx.post(f"{base_url}/webhooks/sendgrid/events", content=body, headers=headers)
+    return web.post("/webhooks/sendgrid/events", content=body, headers=headers)
 
 
 def encode(events: list[dict[str, Any]]) -> bytes:
@@ -115,9 +116,9 @@ def suppressed(rt: Runtime, address: str = EMAIL) -> bool:
 
 
 def test_a_signed_batch_is_stored_normalized_and_moves_the_message_forward(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     events = lifecycle(message.id)
-    response = post(base_url, encode(events))
+    response = post(web, encode(events))
     assert response.status_code == 200
     assert response.json() == {"received": 4, "stored": 4, "duplicates": 0, "suppressed": 0,
                                "lifted": 0}
@@ -137,22 +138,22 @@ def test_a_signed_batch_is_stored_normalized_and_moves_the_message_forward(
     assert not suppressed(rt)
 
 
-def test_the_same_batch_twice_is_stored_once(base_url: str, rt: Runtime, message: Message) -> None:
+def test_the_same_batch_twice_is_stored_once(web: TestClient, rt: Runtime, message: Message) -> None:
     body = encode(lifecycle(message.id))
-    assert post(base_url, body).json()["stored"] == 4
-    again = post(base_url, body)
+    assert post(web, body).json()["stored"] == 4
+    again = post(web, body)
     assert again.status_code == 200
     assert again.json() == {"received": 4, "stored": 0, "duplicates": 4, "suppressed": 0, "lifted": 0}
     assert count(rt, DeliveryEvent) == 4
 
 
 def test_a_late_processed_event_does_not_move_a_delivered_message_back(
-        base_url: str, rt: Runtime, message: Message) -> None:
-    post(base_url, encode([event("delivered", message.id, 2, response="250 OK")]))
-    post(base_url, encode([event("processed", message.id, 1), event("deferred", message.id, 0,
+        web: TestClient, rt: Runtime, message: Message) -> None:
+    post(web, encode([event("delivered", message.id, 2, response="250 OK")]))
+    post(web, encode([event("processed", message.id, 1), event("deferred", message.id, 0,
                                                                       response="450 try later")]))
     assert delivery_status(rt, message.id) == "delivered"
-    post(base_url, encode([event("open", message.id, 3, sg_machine_open=False)]))
+    post(web, encode([event("open", message.id, 3, sg_machine_open=False)]))
     assert delivery_status(rt, message.id) == "opened"
 
 
@@ -175,19 +176,19 @@ def _bad_requests() -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize(("case", "request_"), _bad_requests(), ids=[c for c, _ in _bad_requests()])
 def test_a_forged_or_replayed_request_gets_403_and_writes_nothing(
-        base_url: str, rt: Runtime, case: str, request_: dict[str, Any]) -> None:
-    response = post(base_url, **request_)
+        web: TestClient, rt: Runtime, case: str, request_: dict[str, Any]) -> None:
+    response = post(web, **request_)
     assert response.status_code == 403, case
     assert response.json()["error"]
     assert count(rt, DeliveryEvent) == 0 and count(rt, Suppression) == 0
 
 
 @pytest.mark.parametrize("missing", [sg.SIGNATURE_HEADER, sg.TIMESTAMP_HEADER])
-def test_missing_signature_headers_get_403(base_url: str, rt: Runtime, missing: str) -> None:
+def test_missing_signature_headers_get_403(web: TestClient, rt: Runtime, missing: str) -> None:
     body = encode([{"email": EMAIL, "event": "bounce", "sg_event_id": "x1", "type": "bounce"}])
     headers = {sg.SIGNATURE_HEADER: sign(body), sg.TIMESTAMP_HEADER: NOW_TS}
     del headers[missing]
-    response = httpx.post(f"{base_url}/webhooks/sendgrid/events", content=body, headers=headers)
+    response = web.post("/webhooks/sendgrid/events", content=body, headers=headers)
     assert response.status_code == 403 and "missing" in response.json()["error"]
     assert count(rt, DeliveryEvent) == 0 and count(rt, Suppression) == 0
 
@@ -195,31 +196,31 @@ def test_missing_signature_headers_get_403(base_url: str, rt: Runtime, missing: 
 def test_without_a_public_key_nothing_is_accepted_and_sendgrid_is_told_to_retry(
         settings: Settings, rt: Runtime) -> None:
     body = encode([{"email": EMAIL, "event": "delivered", "sg_event_id": "x1"}])
-    with serve(create_app(settings, rt)) as url:
-        response = post(url, body)
+    with in_process(create_app(settings, rt)) as client:
+        response = post(client, body)
     assert response.status_code == 503
     assert "AFTERSALE_SENDGRID_WEBHOOK_PUBLIC_KEY" in response.json()["error"]
     assert count(rt, DeliveryEvent) == 0
 
 
 @pytest.mark.parametrize("body", [b'{"event": "delivered"}', b"[1, 2]", b"{oops", b'"text"'])
-def test_a_signed_body_that_is_not_an_array_of_events_gets_400(base_url: str, rt: Runtime,
+def test_a_signed_body_that_is_not_an_array_of_events_gets_400(web: TestClient, rt: Runtime,
                                                                 body: bytes) -> None:
-    response = post(base_url, body)
+    response = post(web, body)
     assert response.status_code == 400
     assert count(rt, DeliveryEvent) == 0
 
 
 def test_a_hard_bounce_suppresses_the_address_and_a_blocked_one_does_not(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     blocked = event("bounce", message.id, 1, type="blocked", status="4.7.1",
                     reason="421 4.7.1 try again later", bounce_classification="Reputation")
-    assert post(base_url, encode([blocked])).json()["suppressed"] == 0
+    assert post(web, encode([blocked])).json()["suppressed"] == 0
     assert not suppressed(rt)
     bounce = event("bounce", message.id, 2, type="bounce", status="5.1.1",
                    reason="550 5.1.1 The email account that you tried to reach does not exist",
                    bounce_classification="Invalid Address")
-    assert post(base_url, encode([bounce])).json()["suppressed"] == 1
+    assert post(web, encode([bounce])).json()["suppressed"] == 1
     assert suppressed(rt) and suppressed(rt, "C-1@EXAMPLE.COM")
     [row] = [r for r in rows(rt) if r.provider_event_id == bounce["sg_event_id"]]
     assert (row.kind, row.error_code) == ("bounced", "5.1.1")
@@ -232,13 +233,13 @@ def test_a_hard_bounce_suppresses_the_address_and_a_blocked_one_does_not(
         assert session.get(Customer, "c-1").consent_email is True  # type: ignore[union-attr]
     assert delivery_status(rt, message.id) == "bounced"
     # A second report of the same bounce has no second effect.
-    assert post(base_url, encode([bounce])).json() == {
+    assert post(web, encode([bounce])).json() == {
         "received": 1, "stored": 0, "duplicates": 1, "suppressed": 0, "lifted": 0}
 
 
-def test_a_spam_report_suppresses_and_withdraws_consent(base_url: str, rt: Runtime,
+def test_a_spam_report_suppresses_and_withdraws_consent(web: TestClient, rt: Runtime,
                                                        message: Message) -> None:
-    response = post(base_url, encode([event("spamreport", message.id, 5)]))
+    response = post(web, encode([event("spamreport", message.id, 5)]))
     assert response.json()["suppressed"] == 1
     assert suppressed(rt)
     with rt.factory() as session:
@@ -247,12 +248,12 @@ def test_a_spam_report_suppresses_and_withdraws_consent(base_url: str, rt: Runti
 
 
 def test_an_unsubscribe_suppresses_and_a_group_resubscribe_lifts_it(
-        base_url: str, rt: Runtime, message: Message) -> None:
-    post(base_url, encode([event("group_unsubscribe", message.id, 5, asm_group_id=42)]))
+        web: TestClient, rt: Runtime, message: Message) -> None:
+    post(web, encode([event("group_unsubscribe", message.id, 5, asm_group_id=42)]))
     assert suppressed(rt)
     with rt.factory() as session:
         assert session.get(Customer, "c-1").consent_email is False  # type: ignore[union-attr]
-    response = post(base_url, encode([event("group_resubscribe", message.id, 6, asm_group_id=42)]))
+    response = post(web, encode([event("group_resubscribe", message.id, 6, asm_group_id=42)]))
     assert response.json()["lifted"] == 1
     assert not suppressed(rt)
     with rt.factory() as session:
@@ -261,9 +262,9 @@ def test_an_unsubscribe_suppresses_and_a_group_resubscribe_lifts_it(
         assert row.lifted_at == START  # kept for the record
 
 
-def test_a_resubscribe_never_lifts_a_hard_bounce(base_url: str, rt: Runtime, message: Message) -> None:
-    post(base_url, encode([event("bounce", message.id, 1, type="bounce", reason="550 no such user")]))
-    post(base_url, encode([event("group_resubscribe", message.id, 2, asm_group_id=42)]))
+def test_a_resubscribe_never_lifts_a_hard_bounce(web: TestClient, rt: Runtime, message: Message) -> None:
+    post(web, encode([event("bounce", message.id, 1, type="bounce", reason="550 no such user")]))
+    post(web, encode([event("group_resubscribe", message.id, 2, asm_group_id=42)]))
     assert suppressed(rt)
 
 
@@ -272,14 +273,14 @@ def test_a_resubscribe_never_lifts_a_hard_bounce(base_url: str, rt: Runtime, mes
     ("Spam Reporting Address", True), ("Invalid SMTPAPI header", False),
 ])
 def test_a_drop_suppresses_only_for_reasons_about_the_address(
-        base_url: str, rt: Runtime, message: Message, reason: str, suppresses: bool) -> None:
-    post(base_url, encode([event("dropped", message.id, 1, reason=reason)]))
+        web: TestClient, rt: Runtime, message: Message, reason: str, suppresses: bool) -> None:
+    post(web, encode([event("dropped", message.id, 1, reason=reason)]))
     assert suppressed(rt) is suppresses
     assert delivery_status(rt, message.id) == "dropped"
 
 
-def test_an_unknown_event_kind_is_kept_as_unknown(base_url: str, rt: Runtime, message: Message) -> None:
-    response = post(base_url, encode([event("account_status_change", message.id, 1)]))
+def test_an_unknown_event_kind_is_kept_as_unknown(web: TestClient, rt: Runtime, message: Message) -> None:
+    response = post(web, encode([event("account_status_change", message.id, 1)]))
     assert response.status_code == 200
     [row] = rows(rt)
     assert row.kind == "unknown" and row.raw["event"] == "account_status_change"
@@ -293,19 +294,19 @@ def test_an_unknown_event_kind_is_kept_as_unknown(base_url: str, rt: Runtime, me
     ("Hw8ghdQrQyCGKJbEcJzEkA", "Hw8ghdQrQyCGKJbEcJzEkA.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0"),
 ], ids=["new-style", "old-style with dots", "current"])
 def test_an_event_without_our_id_is_matched_by_the_providers_message_id(
-        base_url: str, rt: Runtime, message: Message, recorded: str, sg_message_id: str) -> None:
+        web: TestClient, rt: Runtime, message: Message, recorded: str, sg_message_id: str) -> None:
     with rt.factory() as session, session.begin():
         session.get(Message, message.id).provider = "sendgrid"  # type: ignore[union-attr]
         session.get(Message, message.id).provider_message_id = recorded  # type: ignore[union-attr]
     delivered = event("delivered", message.id, 1, response="250 OK", sg_message_id=sg_message_id)
     del delivered["aftersale_message_id"]
-    post(base_url, encode([delivered]))
+    post(web, encode([delivered]))
     assert rows(rt)[0].message_id == message.id
     assert delivery_status(rt, message.id) == "delivered"
 
 
 def test_a_message_id_is_matched_by_the_longest_recorded_prefix(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     """Another message recorded under a shorter prefix of the same id does not take the event."""
     with rt.factory() as session, session.begin():
         mine = session.get(Message, message.id)
@@ -320,17 +321,17 @@ def test_a_message_id_is_matched_by_the_longest_recorded_prefix(
             {"id": message.id})
     delivered = event("delivered", message.id, 1, response="250 OK")
     del delivered["aftersale_message_id"]
-    post(base_url, encode([delivered]))
+    post(web, encode([delivered]))
     assert rows(rt)[0].message_id == message.id
     assert delivery_status(rt, "other") is None
 
 
-def test_a_database_failure_answers_500_and_writes_nothing(base_url: str, rt: Runtime,
+def test_a_database_failure_answers_500_and_writes_nothing(web: TestClient, rt: Runtime,
                                                            message: Message) -> None:
     with rt.engine.begin() as connection:
         connection.execute(text("ALTER TABLE suppressions RENAME TO suppressions_away"))
     events = [event("delivered", message.id, 1), event("bounce", message.id, 2, type="bounce")]
-    response = post(base_url, encode(events))
+    response = post(web, encode(events))
     assert response.status_code == 500
     assert count(rt, DeliveryEvent) == 0
     assert delivery_status(rt, message.id) is None
@@ -352,13 +353,13 @@ def test_verify_accepts_the_edges_of_the_retry_window(signed_settings: Settings)
 
 
 def test_a_retry_two_hours_late_is_applied_and_its_replay_changes_nothing(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     """Our endpoint was down; SendGrid's retry two hours later still suppresses the bounce, and
     the same signed body posted again (a retry after a lost 200, or a replay) adds nothing."""
     late = str(int((START - timedelta(hours=2)).timestamp()))
     body = encode([event("delivered", message.id, 1, response="250 OK"),
                    event("bounce", message.id, 2, type="bounce", reason="550 no such user")])
-    first = post(base_url, body, timestamp=late)
+    first = post(web, body, timestamp=late)
     assert first.status_code == 200, first.text
     assert count(rt, DeliveryEvent) == 2 and suppressed(rt)
     assert delivery_status(rt, message.id) == "bounced"
@@ -374,7 +375,7 @@ def test_a_retry_two_hours_late_is_applied_and_its_replay_changes_nothing(
         return [*map(tuple, events), *map(tuple, held), (status,)]
 
     before = snapshot()
-    again = post(base_url, body, timestamp=late)
+    again = post(web, body, timestamp=late)
     assert again.status_code == 200, again.text
     assert snapshot() == before
 
@@ -387,10 +388,10 @@ def test_a_public_key_that_is_not_a_key_is_a_configuration_error(settings: Setti
 
 
 def test_effects_in_one_batch_apply_in_the_order_they_happened(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     resubscribe = event("group_resubscribe", message.id, 9, asm_group_id=42)
     unsubscribe = event("group_unsubscribe", message.id, 1, asm_group_id=42)
-    response = post(base_url, encode([resubscribe, unsubscribe]))  # SendGrid does not sort them
+    response = post(web, encode([resubscribe, unsubscribe]))  # SendGrid does not sort them
     assert response.json()["suppressed"] == 1 and response.json()["lifted"] == 1
     assert not suppressed(rt)
 
@@ -416,42 +417,42 @@ def kinds(rt: Runtime) -> list[tuple[str, str | None]]:
 
 
 def test_an_apple_privacy_open_is_a_machine_open_kept_apart_from_peoples(
-        base_url: str, rt: Runtime, message: Message) -> None:
-    post(base_url, encode([event("delivered", message.id, 2, response="250 OK"),
+        web: TestClient, rt: Runtime, message: Message) -> None:
+    post(web, encode([event("delivered", message.id, 2, response="250 OK"),
                            event("open", message.id, 3, sg_machine_open=True,
                                  useragent="Mozilla/5.0", ip="17.58.0.1")]))
     assert kinds(rt) == [("machine_opened", "sg_machine_open")]
     assert delivery_status(rt, message.id) == "delivered"  # not opened by anyone yet
     [row] = [r for r in rows(rt) if r.kind == "machine_opened"]
     assert row.raw["sg_machine_open"] is True  # the payload as received
-    post(base_url, encode([event("open", message.id, 4, sg_machine_open=False,
+    post(web, encode([event("open", message.id, 4, sg_machine_open=False,
                                  useragent=CHROME, timestamp=after_send(message, 3600))]))
     assert kinds(rt)[-1] == ("opened", None)
     assert delivery_status(rt, message.id) == "opened"
 
 
 def test_a_scanners_clicks_are_suspect_and_a_persons_click_later_is_a_click(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     links = ["https://track.example.com/o-1", "https://shop.example.com/help",
              "https://shop.example.com/s/TOKEN?hp=1"]
     # every link within 2 s of the send, a browser's user agent
     scanner = [event("click", message.id, 10 + i, url=url, useragent=CHROME,
                      timestamp=after_send(message, 1 + i / 2)) for i, url in enumerate(links)]
-    assert post(base_url, encode(scanner)).status_code == 200
+    assert post(web, encode(scanner)).status_code == 200
     assert kinds(rt) == [("suspect_clicked", "too_soon"), ("suspect_clicked", "too_soon"),
                          ("suspect_clicked", "honeypot")]
     # a gateway that says what it is, later; then a burst of two links a minute after the send
-    post(base_url, encode([event("click", message.id, 20, url=links[0], timestamp=after_send(
+    post(web, encode([event("click", message.id, 20, url=links[0], timestamp=after_send(
         message, 40), useragent="Mozilla/5.0 (compatible; Barracuda Link Protection)")]))
-    post(base_url, encode([event("click", message.id, 21, url=links[0], useragent=CHROME,
+    post(web, encode([event("click", message.id, 21, url=links[0], useragent=CHROME,
                                  timestamp=after_send(message, 60))]))
     assert kinds(rt)[-1] == ("clicked", None)  # alone so far: a person, it seems
-    post(base_url, encode([event("click", message.id, 22, url=links[1], useragent=CHROME,
+    post(web, encode([event("click", message.id, 22, url=links[1], useragent=CHROME,
                                  timestamp=after_send(message, 61))]))
     assert kinds(rt)[3:] == [("suspect_clicked", "scanner_agent"), ("suspect_clicked", "burst"),
                              ("suspect_clicked", "burst")]  # the burst re-marked the first one
     # the person, an hour later
-    post(base_url, encode([event("click", message.id, 30, url=links[0], useragent=CHROME,
+    post(web, encode([event("click", message.id, 30, url=links[0], useragent=CHROME,
                                  timestamp=after_send(message, 3600))]))
     assert kinds(rt)[-1] == ("clicked", None)
     with rt.factory() as session:

@@ -1,4 +1,4 @@
-"""Twilio's status callbacks and inbound messages over real HTTP: ``X-Twilio-Signature`` over
+"""Twilio's status callbacks and inbound messages, called in this process: ``X-Twilio-Signature`` over
 PUBLIC_URL + path + parameters (computed with Twilio's own RequestValidator), delivery
 statuses, suppression by error code, STOP/START/HELP, WhatsApp's 24-hour window."""
 
@@ -10,8 +10,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import httpx2
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
@@ -26,7 +27,7 @@ from aftersale.web.app import create_app
 from aftersale.webhooks import twilio as tw
 from tests.conftest import START
 from tests.factories import follow, placed
-from tests.integration.helpers import feed, run_to, sent, serve
+from tests.integration.helpers import feed, in_process, run_to, sent
 
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC = "https://shop.example.com"
@@ -40,9 +41,9 @@ def twilio_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def base_url(twilio_settings: Settings, rt: Runtime) -> Iterator[str]:
-    with serve(create_app(twilio_settings, rt)) as url:
-        yield url
+def web(twilio_settings: Settings, rt: Runtime) -> Iterator[TestClient]:
+    with in_process(create_app(twilio_settings, rt)) as client:
+        yield client
 
 
 @pytest.fixture
@@ -55,12 +56,12 @@ def message(rt: Runtime) -> Message:
     return msg
 
 
-def post(base_url: str, path: str, params: dict[str, str], *, signed_url: str | None = None,
-         signature: str | None = None) -> httpx.Response:
+def post(web: TestClient, path: str, params: dict[str, str], *, signed_url: str | None = None,
+         signature: str | None = None) -> httpx2.Response:
     """Post a form the way Twilio does, signed for PUBLIC_URL + path (or ``signed_url``)."""
     if signature is None:
         signature = RequestValidator(TOKEN).compute_signature(signed_url or PUBLIC + path, params)
-    return httpx.post(base_url + path, data=params, headers={tw.SIGNATURE_HEADER: signature})
+    return web.post(path, data=params, headers={tw.SIGNATURE_HEADER: signature})
 
 
 def status_params(status: str, sid: str = "SM" + "a" * 32, to: str = PHONE,
@@ -136,34 +137,34 @@ def test_a_public_url_with_a_base_path_is_part_of_the_signed_url() -> None:
 
 @pytest.mark.parametrize("case", ["wrong token", "signed for the request's own host",
                                   "parameter changed", "message id changed", "no signature"])
-def test_a_bad_signature_gets_403_and_writes_nothing(base_url: str, rt: Runtime, message: Message,
+def test_a_bad_signature_gets_403_and_writes_nothing(web: TestClient, rt: Runtime, message: Message,
                                                      case: str) -> None:
     params = status_params("undelivered", ErrorCode="21610")
     path = status_path(message.id)
     if case == "wrong token":
-        response = post(base_url, path, params,
+        response = post(web, path, params,
                         signature=RequestValidator("other").compute_signature(PUBLIC + path, params))
     elif case == "signed for the request's own host":
-        response = post(base_url, path, params, signed_url=base_url + path)
+        response = post(web, path, params, signed_url=str(web.base_url.join(path)))
     elif case == "parameter changed":
         signature = RequestValidator(TOKEN).compute_signature(PUBLIC + path, params)
-        response = post(base_url, path, params | {"ErrorCode": "30003"}, signature=signature)
+        response = post(web, path, params | {"ErrorCode": "30003"}, signature=signature)
     elif case == "message id changed":
         signature = RequestValidator(TOKEN).compute_signature(PUBLIC + path, params)
-        response = post(base_url, status_path("msg_other"), params, signature=signature)
+        response = post(web, status_path("msg_other"), params, signature=signature)
     else:
-        response = httpx.post(base_url + path, data=params)
+        response = web.post(path, data=params)
     assert response.status_code == 403
     assert count(rt, DeliveryEvent) == 0 and count(rt, Suppression) == 0
     assert delivery_status(rt, message.id) is None
-    inbound = post(base_url, tw.INBOUND_PATH, inbound_params("STOP"), signature="bm90IGl0")
+    inbound = post(web, tw.INBOUND_PATH, inbound_params("STOP"), signature="bm90IGl0")
     assert inbound.status_code == 403
     assert count(rt, InboundMessage) == 0 and not suppressed(rt)
 
 
 def test_without_an_auth_token_webhooks_answer_503(settings: Settings, rt: Runtime) -> None:
-    with serve(create_app(settings, rt)) as url:
-        response = post(url, tw.INBOUND_PATH, inbound_params("STOP"))
+    with in_process(create_app(settings, rt)) as client:
+        response = post(client, tw.INBOUND_PATH, inbound_params("STOP"))
     assert response.status_code == 503 and "AFTERSALE_TWILIO_AUTH_TOKEN" in response.text
     assert count(rt, InboundMessage) == 0
 
@@ -172,12 +173,12 @@ def test_without_an_auth_token_webhooks_answer_503(settings: Settings, rt: Runti
 
 
 def test_status_callbacks_are_stored_and_move_the_message_forward(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     path = status_path(message.id)
     for status in ("queued", "sent", "delivered"):
-        response = post(base_url, path, status_params(status))
+        response = post(web, path, status_params(status))
         assert response.status_code == 200 and response.content == b""
-    late = post(base_url, path, status_params("sent"))  # Twilio retrying an earlier callback
+    late = post(web, path, status_params("sent"))  # Twilio retrying an earlier callback
     assert late.status_code == 200
     with rt.factory() as session:
         stored = list(session.scalars(select(DeliveryEvent).order_by(DeliveryEvent.id)))
@@ -199,9 +200,9 @@ def test_status_callbacks_are_stored_and_move_the_message_forward(
     ("failed", "21614", "invalid", True),
 ])
 def test_an_error_code_that_rules_out_the_number_suppresses_it(
-        base_url: str, rt: Runtime, message: Message, status: str, code: str, reason: str,
+        web: TestClient, rt: Runtime, message: Message, status: str, code: str, reason: str,
         consent: bool) -> None:
-    response = post(base_url, status_path(message.id), status_params(status, ErrorCode=code))
+    response = post(web, status_path(message.id), status_params(status, ErrorCode=code))
     assert response.status_code == 200
     assert suppressed(rt) and not suppressed(rt, "whatsapp")
     with rt.factory() as session:
@@ -214,17 +215,17 @@ def test_an_error_code_that_rules_out_the_number_suppresses_it(
     assert delivery_status(rt, message.id) == status
 
 
-def test_a_transient_failure_does_not_suppress(base_url: str, rt: Runtime, message: Message) -> None:
-    post(base_url, status_path(message.id), status_params("undelivered", ErrorCode="30003"))
+def test_a_transient_failure_does_not_suppress(web: TestClient, rt: Runtime, message: Message) -> None:
+    post(web, status_path(message.id), status_params("undelivered", ErrorCode="30003"))
     assert not suppressed(rt)
     with rt.factory() as session:
         assert session.scalars(select(DeliveryEvent.reason)).one() == "unreachable handset"
 
 
-def test_a_whatsapp_read_receipt_is_a_whatsapp_event(base_url: str, rt: Runtime) -> None:
+def test_a_whatsapp_read_receipt_is_a_whatsapp_event(web: TestClient, rt: Runtime) -> None:
     to = f"whatsapp:{PHONE}"
-    post(base_url, status_path("msg_wa"), status_params("read", to=to))
-    post(base_url, status_path("msg_wa"), status_params("failed", sid="SM" + "c" * 32, to=to,
+    post(web, status_path("msg_wa"), status_params("read", to=to))
+    post(web, status_path("msg_wa"), status_params("failed", sid="SM" + "c" * 32, to=to,
                                                         ErrorCode="21610"))
     with rt.factory() as session:
         kinds = list(session.scalars(select(DeliveryEvent.kind).order_by(DeliveryEvent.id)))
@@ -232,9 +233,9 @@ def test_a_whatsapp_read_receipt_is_a_whatsapp_event(base_url: str, rt: Runtime)
     assert suppressed(rt, "whatsapp") and not suppressed(rt, "sms")
 
 
-def test_a_status_callback_without_message_sid_gets_400(base_url: str, rt: Runtime) -> None:
+def test_a_status_callback_without_message_sid_gets_400(web: TestClient, rt: Runtime) -> None:
     params = {"MessageStatus": "delivered", "To": PHONE}
-    assert post(base_url, status_path("msg_1"), params).status_code == 400
+    assert post(web, status_path("msg_1"), params).status_code == 400
     assert count(rt, DeliveryEvent) == 0
 
 
@@ -249,7 +250,7 @@ def known(rt: Runtime) -> None:
     assert customer(rt).consent_sms is True
 
 
-def twiml(response: httpx.Response) -> ET.Element:
+def twiml(response: httpx2.Response) -> ET.Element:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     return ET.fromstring(response.content)
@@ -257,8 +258,8 @@ def twiml(response: httpx.Response) -> ET.Element:
 
 @pytest.mark.parametrize("body", ["STOP", "stop", " Stop ", "Stop.", "UNSUBSCRIBE", "quit", "OptOut"])
 def test_stop_in_any_case_suppresses_sms_and_withdraws_consent(
-        base_url: str, rt: Runtime, known: None, body: str) -> None:
-    root = twiml(post(base_url, tw.INBOUND_PATH, inbound_params(body)))
+        web: TestClient, rt: Runtime, known: None, body: str) -> None:
+    root = twiml(post(web, tw.INBOUND_PATH, inbound_params(body)))
     assert root.tag == "Response" and len(root) == 0
     assert suppressed(rt) and not suppressed(rt, "whatsapp")
     assert customer(rt).consent_sms is False and customer(rt).consent_whatsapp is True
@@ -269,32 +270,32 @@ def test_stop_in_any_case_suppresses_sms_and_withdraws_consent(
         assert stored.raw["MessageSid"] == "SM" + "b" * 32
 
 
-def test_start_lifts_the_stop_and_grants_consent_again(base_url: str, rt: Runtime,
+def test_start_lifts_the_stop_and_grants_consent_again(web: TestClient, rt: Runtime,
                                                         known: None) -> None:
-    post(base_url, tw.INBOUND_PATH, inbound_params("STOP", sid="SM1"))
+    post(web, tw.INBOUND_PATH, inbound_params("STOP", sid="SM1"))
     assert suppressed(rt)
-    root = twiml(post(base_url, tw.INBOUND_PATH, inbound_params("start", sid="SM2")))
+    root = twiml(post(web, tw.INBOUND_PATH, inbound_params("start", sid="SM2")))
     assert len(root) == 0
     assert not suppressed(rt) and customer(rt).consent_sms is True
     with rt.factory() as session:
         assert session.scalars(select(Suppression.lifted_at)).one() == START
 
 
-def test_a_sentence_containing_stop_is_not_an_opt_out(base_url: str, rt: Runtime,
+def test_a_sentence_containing_stop_is_not_an_opt_out(web: TestClient, rt: Runtime,
                                                       known: None) -> None:
-    twiml(post(base_url, tw.INBOUND_PATH, inbound_params("Please don't stop, I love it")))
+    twiml(post(web, tw.INBOUND_PATH, inbound_params("Please don't stop, I love it")))
     assert not suppressed(rt) and customer(rt).consent_sms is True
     assert count(rt, InboundMessage) == 1
 
 
-def test_advanced_opt_out_types_win_over_the_words(base_url: str, rt: Runtime, known: None) -> None:
-    post(base_url, tw.INBOUND_PATH, inbound_params("ARRET", OptOutType="STOP"))
+def test_advanced_opt_out_types_win_over_the_words(web: TestClient, rt: Runtime, known: None) -> None:
+    post(web, tw.INBOUND_PATH, inbound_params("ARRET", OptOutType="STOP"))
     assert suppressed(rt)
 
 
 def test_help_is_answered_with_the_shops_help_text_in_the_customers_language(
-        base_url: str, rt: Runtime, known: None) -> None:
-    root = twiml(post(base_url, tw.INBOUND_PATH, inbound_params("help")))
+        web: TestClient, rt: Runtime, known: None) -> None:
+    root = twiml(post(web, tw.INBOUND_PATH, inbound_params("help")))
     [reply] = root.findall("Message")
     assert reply.text is not None
     assert reply.text.startswith("Atlas Store: Sorunuz mu var?")
@@ -303,8 +304,8 @@ def test_help_is_answered_with_the_shops_help_text_in_the_customers_language(
 
 
 def test_help_from_an_unknown_number_is_answered_in_the_default_language(
-        base_url: str, rt: Runtime) -> None:
-    root = twiml(post(base_url, tw.INBOUND_PATH, inbound_params("INFO", sender="+48601234567")))
+        web: TestClient, rt: Runtime) -> None:
+    root = twiml(post(web, tw.INBOUND_PATH, inbound_params("INFO", sender="+48601234567")))
     reply = root.find("Message")
     assert reply is not None and reply.text is not None
     assert reply.text.startswith("Atlas Store: Questions?")
@@ -312,12 +313,12 @@ def test_help_from_an_unknown_number_is_answered_in_the_default_language(
         assert session.scalars(select(InboundMessage.customer_id)).one() is None
 
 
-def test_a_whatsapp_message_opens_the_24_hour_window(base_url: str, rt: Runtime, known: None) -> None:
+def test_a_whatsapp_message_opens_the_24_hour_window(web: TestClient, rt: Runtime, known: None) -> None:
     assert customer(rt).whatsapp_last_inbound_at is None
     clock = rt.clock
     assert isinstance(clock, SimulatedClock)
     clock.set(START + timedelta(hours=2))
-    root = twiml(post(base_url, tw.INBOUND_PATH, inbound_params("Merhaba!", sender=f"whatsapp:{PHONE}")))
+    root = twiml(post(web, tw.INBOUND_PATH, inbound_params("Merhaba!", sender=f"whatsapp:{PHONE}")))
     assert len(root) == 0
     assert customer(rt).whatsapp_last_inbound_at == START + timedelta(hours=2)
     with rt.factory() as session:
@@ -327,42 +328,42 @@ def test_a_whatsapp_message_opens_the_24_hour_window(base_url: str, rt: Runtime,
     assert not suppressed(rt, "whatsapp")
 
 
-def test_stop_on_whatsapp_suppresses_whatsapp_only(base_url: str, rt: Runtime, known: None) -> None:
-    post(base_url, tw.INBOUND_PATH, inbound_params("STOP", sender=f"whatsapp:{PHONE}"))
+def test_stop_on_whatsapp_suppresses_whatsapp_only(web: TestClient, rt: Runtime, known: None) -> None:
+    post(web, tw.INBOUND_PATH, inbound_params("STOP", sender=f"whatsapp:{PHONE}"))
     assert suppressed(rt, "whatsapp") and not suppressed(rt, "sms")
     assert customer(rt).consent_whatsapp is False and customer(rt).consent_sms is True
 
 
-def test_a_repeated_message_sid_is_stored_once_and_acted_on_once(base_url: str, rt: Runtime,
+def test_a_repeated_message_sid_is_stored_once_and_acted_on_once(web: TestClient, rt: Runtime,
                                                                 known: None) -> None:
     stop = inbound_params("STOP", sid="SM-stop")
-    post(base_url, tw.INBOUND_PATH, stop)
-    post(base_url, tw.INBOUND_PATH, inbound_params("START", sid="SM-start"))
-    again = post(base_url, tw.INBOUND_PATH, stop)  # Twilio retrying the first request
+    post(web, tw.INBOUND_PATH, stop)
+    post(web, tw.INBOUND_PATH, inbound_params("START", sid="SM-start"))
+    again = post(web, tw.INBOUND_PATH, stop)  # Twilio retrying the first request
     assert again.status_code == 200
     assert count(rt, InboundMessage) == 2
     assert not suppressed(rt) and customer(rt).consent_sms is True
 
 
-def test_an_ordinary_reply_is_stored_and_answered_with_nothing(base_url: str, rt: Runtime,
+def test_an_ordinary_reply_is_stored_and_answered_with_nothing(web: TestClient, rt: Runtime,
                                                                known: None) -> None:
-    root = twiml(post(base_url, tw.INBOUND_PATH, inbound_params("9")))
+    root = twiml(post(web, tw.INBOUND_PATH, inbound_params("9")))
     assert len(root) == 0
     with rt.factory() as session:
         assert session.scalars(select(InboundMessage.body)).one() == "9"
     assert not suppressed(rt)
 
 
-def test_an_inbound_message_without_a_sender_gets_400(base_url: str, rt: Runtime) -> None:
+def test_an_inbound_message_without_a_sender_gets_400(web: TestClient, rt: Runtime) -> None:
     params: dict[str, Any] = inbound_params("STOP")
     del params["From"]
-    assert post(base_url, tw.INBOUND_PATH, params).status_code == 400
+    assert post(web, tw.INBOUND_PATH, params).status_code == 400
     assert count(rt, InboundMessage) == 0
 
 
 def test_a_callback_without_to_suppresses_the_address_the_message_went_to(
-        base_url: str, rt: Runtime, message: Message) -> None:
+        web: TestClient, rt: Runtime, message: Message) -> None:
     params = status_params("undelivered", ErrorCode="21610")
     del params["To"]
-    post(base_url, status_path(message.id), params)
+    post(web, status_path(message.id), params)
     assert suppressed(rt)

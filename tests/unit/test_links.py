@@ -188,7 +188,7 @@ def test_the_keys_come_from_the_settings_and_a_blank_previous_key_is_none(monkey
 
 # -- links sent before itsdangerous and purposes -------------------------------------------------
 
-# Produced by aftersale.links at 7b825b9 (the last commit before itsdangerous), with
+# Produced by aftersale.core.links at 7b825b9 (the last commit before itsdangerous), with
 # Signer(b"test-secret-key") and Links("https://shop.example.com", ...): the tokens of
 # .survey("msg-1", "c-1", "nps", 9) and .unsubscribe("msg-1", "c-1", "email"). Frozen so that
 # the check does not depend on signed_with() reproducing the old algorithm faithfully.
