@@ -29,7 +29,7 @@ def test_a_customer_unsubscribes_with_one_tap_on_a_phone(
         browser: Browser, base_url: str, rt: Runtime, tmp_path: Path) -> None:
     message = email_message(rt, "c-1", locale="tr")
     page = browser.new_page(viewport={"width": 360, "height": 740}, is_mobile=True)
-    page.goto(link(rt, base_url, message))
+    page.goto(base_url + link(rt, message))
     assert page.locator("html").get_attribute("lang") == "tr"
     assert page.locator("h1").inner_text() == "Abonelikten çık"
     # fits a small phone: no sideways scrolling, a button big enough to tap
@@ -61,7 +61,7 @@ def test_a_customer_unsubscribes_with_one_tap_on_a_phone(
 def test_a_tampered_link_shows_a_friendly_page_and_changes_nothing(
         browser: Browser, base_url: str, rt: Runtime) -> None:
     message = email_message(rt, "c-2", locale="pl")
-    url = link(rt, base_url, message)
+    url = base_url + link(rt, message)
     page = browser.new_page()
     response = page.goto(url[:-3] + "xyz")
     assert response is not None and response.status == 400
