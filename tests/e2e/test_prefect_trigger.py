@@ -147,7 +147,8 @@ def up(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[U
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "aftersale.orchestration.up", "--port", str(port), "--prefect-port",
-             str(_free_port())], cwd=home, env=env, stdout=sink, stderr=subprocess.STDOUT)
+             str(_free_port())], cwd=home, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=ctrl_c_stops_it)
     handle = Up(process, f"http://127.0.0.1:{port}", create_engine(f"sqlite:///{database}"), log)
     try:
         _wait(lambda: _answers(f"{handle.web}/healthz"), 120, "the web app did not answer", handle)
@@ -158,6 +159,13 @@ def up(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[U
         interrupt(process, 30)
         handle.engine.dispose()
         asyncio.run(_remove_deployments())
+
+
+def ctrl_c_stops_it() -> None:
+    """For Popen's preexec_fn: Ctrl-C (SIGINT) stops the child as it does in a terminal, even
+    when the test run itself is a background job, whose children inherit SIGINT ignored (POSIX;
+    Python then keeps ignoring it) and so would never hear `interrupt`."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.e2e.test_prefect_trigger import TOKEN, _answers, _free_port, _post, interrupt
+from tests.e2e.test_prefect_trigger import TOKEN, _answers, _free_port, _post, ctrl_c_stops_it, interrupt
 from tests.factories import follow, placed
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -64,7 +64,8 @@ def up_on_own_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Up]:
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "aftersale.orchestration.up", "--port", str(web_port), "--prefect-port",
-             str(prefect_port)], cwd=home, env=env, stdout=sink, stderr=subprocess.STDOUT)
+             str(prefect_port)], cwd=home, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=ctrl_c_stops_it)
     up = _Up(process, f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{prefect_port}/api", log)
     try:
         _wait(lambda: _answers(f"{up.web}/healthz"), 180, "the web app did not answer", up)
