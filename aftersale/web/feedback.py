@@ -237,7 +237,7 @@ class _Claims:
 
 def _claims(signer: Signer | None, token: str) -> _Claims | int:
     """The token's claims, or the status to answer: 400 tampered/malformed, 503 no key."""
-    payload = signed_payload(signer, Purpose.UNSUBSCRIBE, token, 400, "unsubscribe")
+    payload = signed_payload(signer, Purpose.UNSUBSCRIBE, token, 400)
     if isinstance(payload, int):
         return payload
     message_id, customer_id, channel = payload.get("m"), payload.get("c"), payload.get("ch")

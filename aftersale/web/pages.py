@@ -66,13 +66,13 @@ def accepted_language(header: str | None) -> str | None:
     return None
 
 
-def signed_payload(signer: Signer | None, purpose: Purpose, token: str, bad_status: int,
-                   link: str) -> dict[str, Any] | int:
-    """The payload of a ``link`` token signed for ``purpose``, or the status to answer:
+def signed_payload(signer: Signer | None, purpose: Purpose, token: str,
+                   bad_status: int) -> dict[str, Any] | int:
+    """The payload of a token signed for ``purpose``, or the status to answer:
     ``bad_status`` when it is tampered, malformed or another purpose's, 503 when no key is set.
     The caller checks the claims in it."""
     if signer is None:
-        log.error("%s link used but AFTERSALE_SECRET_KEY is not set", link)
+        log.error("%s link used but AFTERSALE_SECRET_KEY is not set", purpose.value)
         return 503
     try:
         return signer.verify(purpose, token)

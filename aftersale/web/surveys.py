@@ -228,7 +228,7 @@ class _Claims:
 
 def _claims(signer: Signer | None, token: str) -> _Claims | int:
     """The token's claims, or the status to answer: 403 tampered or malformed, 503 no key."""
-    payload = signed_payload(signer, Purpose.SURVEY, token, 403, "survey")
+    payload = signed_payload(signer, Purpose.SURVEY, token, 403)
     if isinstance(payload, int):
         return payload
     message_id, customer_id, kind = payload.get("m"), payload.get("c"), payload.get("k")
