@@ -6,6 +6,7 @@ store and to act on. Unknown fields are kept (``extra="allow"``); unknown types 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -25,7 +26,10 @@ from pydantic import (
 )
 
 from aftersale.core.clock import as_utc
+from aftersale.core.shipments import SHIPMENT_STATUSES, ShipmentStatus
 from aftersale.core.survey_scales import SURVEY_SCALES, SurveyKind
+
+log = logging.getLogger(__name__)
 
 
 class EventType(StrEnum):
@@ -37,9 +41,17 @@ class EventType(StrEnum):
     CUSTOMER_UPDATED = "customer.updated"
     CONSENT_CHANGED = "consent.changed"
     SURVEY_RESPONDED = "survey.responded"
+    # A carrier moment of one parcel (see aftersale.core.shipments), and the two moments
+    # aftersale derives itself when nothing happens (aftersale.pipeline.shipment_checks).
+    SHIPMENT_UPDATED = "shipment.updated"
+    SHIPMENT_STALLED = "shipment.stalled"
+    SHIPMENT_LATE = "shipment.late"
 
 
 _EVENT_TYPES = frozenset(t.value for t in EventType)  # built once: checked per event
+#: Moments aftersale derives itself (stored in the inbox by the pipeline, never taken from
+#: outside): a second source of them would raise each one twice.
+DERIVED_TYPES = frozenset({"shipment.stalled", "shipment.late"})
 
 
 
@@ -225,10 +237,59 @@ class OrderIn(_Open):
         return value.upper() if value else None
 
 
+def _aware_time(value: datetime | None, example: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"needs a UTC offset, e.g. {example}")
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+_unknown_statuses_logged: set[str] = set()
+
+
 class ShipmentIn(_Open):
-    carrier: str | None = None
-    tracking_number: str | None = None
+    """One parcel of an order (a Shopify fulfillment, an AfterShip tracking). ``order.shipped``
+    may carry just the tracking fields; the ``shipment.*`` events need ``id`` and ``status``."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=128)
+    status: ShipmentStatus | None = None
+    raw_status: str | None = Field(default=None, max_length=64)  # the source's own word
+    carrier: str | None = Field(default=None, max_length=100)
+    tracking_number: str | None = Field(default=None, max_length=100)
     tracking_url: str | None = None
+    estimated_delivery_at: datetime | None = None
+    message: str | None = Field(default=None, max_length=2000)  # the carrier's last words
+    happened_at: datetime | None = None  # when the carrier saw it; default: occurred_at
+    destination_country: str | None = Field(default=None, min_length=2, max_length=2)
+    days_late: int | None = Field(default=None, ge=0)  # shipment.late: by how many days
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status(cls, data: Any) -> Any:
+        """A status nobody mapped is kept as ``unknown`` with its word in ``raw_status``,
+        logged once per value: carriers and platforms add statuses, and a new one must not
+        lose the update or answer 500."""
+        if not isinstance(data, dict):
+            return data
+        value = data.get("status")
+        if value is None or value in SHIPMENT_STATUSES:
+            return data
+        if not isinstance(value, str):
+            raise ValueError(f"status must be one of {', '.join(sorted(SHIPMENT_STATUSES))}")
+        if value not in _unknown_statuses_logged:
+            _unknown_statuses_logged.add(value)
+            log.warning("shipment status '%s' is not one we know; stored as 'unknown'", value)
+        return {**data, "status": ShipmentStatus.UNKNOWN.value,
+                "raw_status": data.get("raw_status") or value[:64]}
+
+    _times = field_validator("happened_at", "estimated_delivery_at")(
+        lambda cls, v: _aware_time(v, "2026-03-01T10:00:00+03:00"))
+    _country = field_validator("destination_country")(
+        lambda cls, v: v.upper() if v else None)
 
 
 class SurveyIn(_Open):
@@ -256,7 +317,12 @@ _NEEDS: dict[EventType, tuple[str, ...]] = {
     EventType.CUSTOMER_UPDATED: ("customer",),
     EventType.CONSENT_CHANGED: ("customer",),
     EventType.SURVEY_RESPONDED: ("customer", "survey"),
+    EventType.SHIPMENT_UPDATED: ("order", "shipment"),
+    EventType.SHIPMENT_STALLED: ("order", "shipment"),
+    EventType.SHIPMENT_LATE: ("order", "shipment"),
 }
+SHIPMENT_EVENTS = frozenset({EventType.SHIPMENT_UPDATED, EventType.SHIPMENT_STALLED,
+                             EventType.SHIPMENT_LATE})
 
 
 class Event(_Open):
@@ -272,7 +338,7 @@ class Event(_Open):
     @classmethod
     def _known_type(cls, value: Any) -> Any:
         if not isinstance(value, str) or value not in _EVENT_TYPES:
-            known = ", ".join(t.value for t in EventType)
+            known = ", ".join(t.value for t in EventType if t.value not in DERIVED_TYPES)
             raise ValueError(f"unknown event type '{value}'; known types: {known}")
         return value
 
@@ -296,6 +362,15 @@ class Event(_Open):
             if total >= MAX_AMOUNT:
                 raise ValueError(f"the items add up to {total:.2E}: too large an order total")
             self.order.total = total
+        if self.type in SHIPMENT_EVENTS:
+            assert self.shipment is not None
+            if self.shipment.id is None:
+                raise ValueError(f"a {self.type.value} event needs shipment.id")
+            if self.type == EventType.SHIPMENT_UPDATED and self.shipment.status is None:
+                raise ValueError("a shipment.updated event needs shipment.status, one of "
+                                 + ", ".join(s.value for s in ShipmentStatus))
+        if self.shipment is not None and self.shipment.happened_at is None:
+            self.shipment.happened_at = self.occurred_at
         return self
 
     @property
@@ -315,6 +390,9 @@ def parse_event(data: Any) -> Event:
 
     if not isinstance(data, dict):
         raise EventError("an event must be a JSON object")
+    if isinstance(data.get("type"), str) and data["type"] in DERIVED_TYPES:
+        raise EventError(f"type: {data['type']} is derived by aftersale from the carrier's "
+                         "updates; send shipment.updated events instead")
     try:
         return Event.model_validate(data)
     except ValidationError as exc:

@@ -129,9 +129,69 @@ class Order(Base):
     carrier: Mapped[str | None] = mapped_column(String(100))
     tracking_number: Mapped[str | None] = mapped_column(String(100))
     tracking_url: Mapped[str | None] = mapped_column(Text)
+    # The first time any of its parcels had a problem (attempted, delayed, exception,
+    # returned, stalled, late): ``order.had_delivery_problem`` and the delivery metrics.
+    delivery_problem_at: Mapped[datetime | None]
 
     # Metrics walk each customer's orders in time (the next order after the anchor).
     __table_args__ = (Index("ix_orders_customer_placed", "customer_id", "placed_at"),)
+
+
+class Shipment(Base):
+    """One parcel of an order (a Shopify fulfillment, an AfterShip tracking). The order is
+    delivered when all its shipments are; ``status`` only moves forward
+    (aftersale.core.shipments.takes_over), every carrier word is in ``shipment_updates``."""
+
+    __tablename__ = "shipments"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    carrier: Mapped[str | None] = mapped_column(String(100))
+    tracking_number: Mapped[str | None] = mapped_column(String(100))
+    tracking_url: Mapped[str | None] = mapped_column(Text)
+    destination_country: Mapped[str | None] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(24))
+    raw_status: Mapped[str | None] = mapped_column(String(64))
+    status_at: Mapped[datetime]  # when the carrier reported ``status``
+    last_update_at: Mapped[datetime]  # the newest carrier update of any status: stalled reads it
+    last_message: Mapped[str | None] = mapped_column(Text)
+    first_estimated_delivery_at: Mapped[datetime | None]  # on-time is judged against this one
+    estimated_delivery_at: Mapped[datetime | None]  # the latest estimate
+    shipped_at: Mapped[datetime | None]  # the first moving status
+    delivered_at: Mapped[datetime | None]
+    problem_at: Mapped[datetime | None]  # the first problem status or derived moment
+    # The derived moments, each raised once: stalled once per shipment, late once per estimate.
+    stalled_at: Mapped[datetime | None]
+    late_for: Mapped[datetime | None]  # the estimated date the last shipment.late was about
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_shipments_tracking", "order_id", "tracking_number"),
+        # The clock check walks the shipments still on their way.
+        Index("ix_shipments_open", "delivered_at", "status"),
+    )
+
+
+class ShipmentUpdate(Base):
+    """Every carrier moment of a shipment as it was reported, in or out of order."""
+
+    __tablename__ = "shipment_updates"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"))
+    event_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(24))
+    raw_status: Mapped[str | None] = mapped_column(String(64))
+    happened_at: Mapped[datetime]
+    message: Mapped[str | None] = mapped_column(Text)
+    estimated_delivery_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("shipment_id", "event_id", name="uq_shipment_update_event"),
+        Index("ix_shipment_updates_timeline", "shipment_id", "happened_at"),
+    )
 
 
 class SurveyResponse(Base):
@@ -213,6 +273,8 @@ class Enrollment(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     order_id: Mapped[str | None] = mapped_column(ForeignKey("orders.id"), index=True)
     entry_key: Mapped[str] = mapped_column(String(140))
+    # The parcel a shipment-triggered enrollment is about (``shipment.*`` in its conditions).
+    shipment_id: Mapped[str | None] = mapped_column(String(128))
     segment: Mapped[str] = mapped_column(String(64))
     holdout: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(12))

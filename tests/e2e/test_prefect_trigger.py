@@ -70,11 +70,11 @@ def _wait(check: Any, timeout: float, what: str, up: Up | None = None) -> Any:
 _API: list[str] = []  # this module's Prefect server (see prefect_api)
 
 
-def _client() -> Any:
+def _client(api: str | None = None) -> Any:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: _API[0]}):
+    with temporary_settings(updates={PREFECT_API_URL: api or _API[0]}):
         return get_client()
 
 
@@ -90,9 +90,11 @@ def _flow_runs(deployment: str, since: datetime) -> list[Any]:
     return asyncio.run(read())
 
 
-def _served() -> bool:
+def _served(api: str | None = None) -> bool:
+    """Both deployments and every trigger's automation exist: an event posted before that
+    starts nothing (only the safety schedule would pick its work up, a minute later)."""
     async def read() -> bool:
-        async with _client() as client:
+        async with _client(api) as client:
             names = {d.name for d in await client.read_deployments()}
             automations = await client.read_automations()
         wanted = {t["name"] for spec in SPECS for t in spec.triggers}

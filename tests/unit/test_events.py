@@ -26,7 +26,7 @@ DESIGN_EVENT = {
               "discount_codes": [], "referral_code": None},
 }
 KNOWN = ("order.placed, order.shipped, order.delivered, order.cancelled, order.refunded, "
-         "customer.updated, consent.changed, survey.responded")
+         "customer.updated, consent.changed, survey.responded, shipment.updated")
 
 
 def event(**changes) -> dict:

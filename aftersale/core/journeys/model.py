@@ -20,6 +20,9 @@ from aftersale.core.sending_rules import FrequencyCap, QuietHours
 class Reentry(StrEnum):
     ONCE_PER_ORDER = "once_per_order"
     ONCE_PER_CUSTOMER = "once_per_customer"
+    # Shipment journeys: once per parcel and moment (its status, "stalled", or "late" per
+    # estimated date), so an attempted delivery and a later stall each get their message.
+    ONCE_PER_SHIPMENT_MOMENT = "once_per_shipment_moment"
 
 
 class OnTimeout(StrEnum):
@@ -98,6 +101,15 @@ class Journey:
     # None: the defaults from settings; False: switched off for this journey.
     quiet_hours: QuietHours | Literal[False] | None = None
     frequency_cap: FrequencyCap | Literal[False] | None = None
+    # More events that start it besides ``trigger`` (``trigger:`` may be a list in YAML).
+    also_triggered_by: tuple[str, ...] = ()
+    # ``when:`` at the journey's top: checked at entry on the segment context (plus
+    # ``shipment`` for shipment events); an event it rejects enrolls nobody.
+    entry_when: Condition | None = None
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        return (self.trigger, *self.also_triggered_by)
 
     def templates(self) -> set[str]:
         return {i.template for i in self.program if isinstance(i, Send)}
