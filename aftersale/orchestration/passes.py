@@ -40,7 +40,9 @@ def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000,
         counts = process_batch(rt.factory, definitions, rt.clock, size,
                                timedelta(hours=rt.settings.max_trigger_age_hours), due_by)
         total.add(counts)
-        if counts.events < size:
+        # A short batch emptied the inbox, unless it derived events of its own (an order
+        # shipped or delivered by its parcels): those are the next batch's.
+        if counts.events < size and not counts.derived:
             break
     return total
 
