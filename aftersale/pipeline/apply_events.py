@@ -112,6 +112,8 @@ class ProcessCounts(Counts):
     referrals: int = 0
     shipment_updates: int = 0  # carrier moments recorded in a shipment's history
     derived: int = 0  # order.shipped/order.delivered put in the inbox for the next batch
+    stalled: int = 0  # shipment.stalled / shipment.late derived by the clock check
+    late: int = 0
     replayed_batches: int = 0  # rolled back and applied again event by event
     by_type: Counter[str] = field(default_factory=Counter)
     by_segment: Counter[str] = field(default_factory=Counter)
