@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from aftersale.db.models import Enrollment, InboxEvent, Order, Shipment, ShipmentUpdate
@@ -259,3 +260,91 @@ def test_shipment_events_reach_the_enrollments_of_their_order(rt: Runtime) -> No
                  if e.due_at is not None}
     assert woken == {"o-1"}
     assert counts.resumed >= 1
+
+
+
+def _parcels(n: int, prefix: str) -> list[dict[str, Any]]:
+    events = []
+    for i in range(n):
+        oid, sid = f"{prefix}o-{i}", f"{prefix}s-{i}"
+        events += [placed(oid, START, f"{prefix}c-{i}"),
+                   update(f"{prefix}u-{i}-1", oid, sid, "in_transit", START + days(1)),
+                   update(f"{prefix}u-{i}-2", oid, sid, "attempted_delivery", START + days(2)),
+                   update(f"{prefix}u-{i}-3", oid, sid, "delivered", START + days(3))]
+    return events
+
+
+def _state(rt: Runtime, prefix: str) -> tuple[Any, ...]:
+    """What a prefix's parcels left, with the prefix taken out of every id."""
+    def strip(value: Any) -> Any:
+        return value.replace(prefix, "") if isinstance(value, str) else value
+
+    with rt.factory() as session:
+        shipments = sorted(tuple(map(strip, (
+            s.id, s.order_id, s.status, s.shipped_at, s.delivered_at, s.problem_at,
+            s.last_update_at))) for s in session.scalars(select(Shipment))
+            if s.id.startswith(prefix))
+        history = sorted(tuple(map(strip, (u.shipment_id, u.event_id, u.status)))
+                         for u in session.scalars(select(ShipmentUpdate))
+                         if u.shipment_id.startswith(prefix))
+        orders = sorted(tuple(map(strip, (o.id, o.status, o.shipped_at, o.delivered_at,
+                                          o.delivery_problem_at)))
+                        for o in session.scalars(select(Order)) if o.id.startswith(prefix))
+        inbox = sorted((strip(e.event_id), e.status) for e in session.scalars(
+            select(InboxEvent)) if prefix in e.event_id)
+    return shipments, history, orders, inbox
+
+
+def test_a_batch_replayed_event_by_event_applies_shipments_the_same(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error no check foresaw replays the batch event by event: the shipments, their
+    history and the derived events come out as they do all at once."""
+    from aftersale.pipeline import apply_events
+
+    defs = rt.definitions()
+    feed(rt, *_parcels(3, "A_"))
+    together = drain_inbox(rt, defs)
+    feed(rt, *_parcels(3, "B_"))
+    original = apply_events._apply_together
+
+    def fail_once(applier: Any, events: Any) -> None:
+        monkeypatch.setattr(apply_events, "_apply_together", original)
+        raise apply_events._TakeCare from RuntimeError("no check foresaw this")
+
+    monkeypatch.setattr(apply_events, "_apply_together", fail_once)
+    alone = drain_inbox(rt, defs)
+    assert alone.replayed_batches == 1
+    assert (alone.shipment_updates, together.shipment_updates) == (9, 9)
+    assert _state(rt, "B_") == _state(rt, "A_")
+    assert len(_state(rt, "A_")[3]) == 18  # 12 events in, 6 derived
+    assert _state(rt, "A_")[2][0][1:] == ("delivered", START + days(1), START + days(3),
+                                         START + days(2))
+
+
+def test_a_batch_of_parcels_costs_the_same_statements_however_many_events(
+        rt: Runtime) -> None:
+    """Shipments are loaded with the batch's other rows and written with one statement per
+    table: the statements a batch sends do not grow with its events."""
+    from sqlalchemy import event as sa_event
+
+    from aftersale.pipeline.apply_events import process_batch
+
+    defs = rt.definitions()
+    sent_statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent_statements.append(args[2])
+
+    def statements_for(events: list[dict[str, Any]]) -> int:
+        feed(rt, *events)
+        sent_statements.clear()
+        sa_event.listen(rt.engine, "before_cursor_execute", count)
+        try:
+            counts = process_batch(rt.factory, defs, rt.clock, 1000)
+        finally:
+            sa_event.remove(rt.engine, "before_cursor_execute", count)
+        assert counts.failed == counts.waiting == 0 and counts.shipment_updates > 0
+        return len(sent_statements)
+
+    statements_for(_parcels(1, "W_"))  # the journeys' versions are recorded once
+    assert statements_for(_parcels(40, "M_")) == statements_for(_parcels(2, "F_"))
