@@ -264,3 +264,27 @@ def test_a_journey_triggered_by_a_stall_sends_its_message(
             Message.enrollment_id == enrollment.id)).all()
     assert [m.template for m in messages] == ["shipping_update"]
     assert [m.template for m in sent(rt, cid)].count("shipping_update") == 2
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_process_events_flow_checks_parcels_and_applies_what_it_derived(
+        domestic_rt: Runtime, clock: SimulatedClock) -> None:
+    """One process-events run: the clock check first, then the batches, until the events
+    derived on the way (order.shipped from a parcel, the stall) are applied too."""
+    from aftersale.orchestration.flow_context import using_runtime
+    from aftersale.orchestration.process_events import process_events
+
+    rt = domestic_rt
+    feed(rt, placed("o-1", BEGIN), placed("o-2", BEGIN),
+         update("u-1", "o-1", "s-1", "in_transit", BEGIN + timedelta(hours=1)),
+         update("u-2", "o-2", "s-2", "in_transit", BEGIN + timedelta(hours=1)))
+    clock.set(BEGIN + timedelta(hours=2))
+    with using_runtime(rt):
+        first = process_events(reason="test")
+    assert (first["events"], first["derived"], first["failed"]) == (6, 2, 0)
+    clock.set(BEGIN + timedelta(days=6))  # Wed 1 April 10:00 to Tue 7: 3.96 business days
+    with using_runtime(rt):
+        second = process_events(reason="schedule")
+    assert (second["stalled"], second["events"], second["processed"]) == (2, 2, 2)
+    assert sorted(_derived(rt, "stalled")) == ["derived:s-1:stalled:3", "derived:s-2:stalled:3"]
+    assert _order(rt, "o-1").status == "shipped"
