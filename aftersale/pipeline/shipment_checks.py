@@ -14,7 +14,10 @@ query each and one statement per table written, in the drain's own transactions.
 Once each: ``stalled_days`` keeps the largest threshold raised (each journey may have its
 own, and a stall is raised once per distinct threshold, id ``derived:{shipment}:stalled:{n}``),
 ``late_for`` the estimate the last late was about (id ``derived:{shipment}:late:{date}``), and
-the inbox stores an id once, whatever happens. The stall at the shop's own threshold (the
+the inbox stores an id once, whatever happens. A stall's payload says which threshold it is
+about: ``shipment.stalled_after`` (N), ``shipment.shop_threshold`` (N is the settings' one for
+its scope) and ``shipment.days_silent``; a journey with its own ``stalled_after`` enters on
+the stall at its N, any other on the one at the shop's threshold. The stall at the shop's own threshold (the
 settings) and every late mark the shipment (``stalled_at``, ``problem_at``) and its order
 (``delivery_problem_at``) as having had a delivery problem; a journey's earlier threshold is
 only that journey's business.
@@ -152,13 +155,14 @@ def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
         stalled_days, stalled_at, late_for = row.stalled_days, row.stalled_at, row.late_for
         problem = False
         silent = silent_days(row.last_update_at, now, calendar)
+        shops = rules.default.days(abroad)
         for n in stalled_due(rules.thresholds(abroad), stalled_days, silent):
             events.append(_event(row, EventType.SHIPMENT_STALLED, f"stalled:{n}", now,
                                  days_silent=silent, stalled_after=n,
-                                 is_international=abroad))
+                                 shop_threshold=n == shops, is_international=abroad))
             counts.stalled += 1
             stalled_days = n
-            if n >= rules.default.days(abroad) and stalled_at is None:
+            if n >= shops and stalled_at is None:
                 stalled_at, problem = now, True
         late = late_due(row.first_estimated_delivery_at, row.estimated_delivery_at, late_for,
                         now, calendar)

@@ -113,6 +113,7 @@ def test_stalled_counts_business_days_in_each_destination(domestic_rt: Runtime) 
     assert event.source == "aftersale" and event.status == "processed"
     assert event.payload["shipment"]["days_silent"] == 3
     assert event.payload["shipment"]["stalled_after"] == 3
+    assert event.payload["shipment"]["shop_threshold"] is True
     assert event.payload["shipment"]["is_international"] is False
     shipment = _shipment(rt, "s-tr")
     assert shipment.stalled_at == local(ISTANBUL, 2026, 4, 8, 15)
@@ -224,6 +225,8 @@ def test_each_journeys_own_threshold_is_raised_once(domestic_rt: Runtime) -> Non
     counts = check_shipments(rt.factory, [eager, other], when, default)  # type: ignore[list-item]
     assert counts.stalled == 1
     assert list(_derived(rt, "stalled")) == ["derived:s-tr:stalled:2"]
+    assert _derived(rt, "stalled")["derived:s-tr:stalled:2"].payload["shipment"][
+        "shop_threshold"] is False
     assert _shipment(rt, "s-tr").stalled_days == 2
     assert _shipment(rt, "s-tr").stalled_at is None  # a journey's threshold: no problem yet
     assert check_shipments(rt.factory, [eager], when, default).stalled == 0  # type: ignore[list-item]
