@@ -45,7 +45,7 @@ from aftersale.core.delivery_clock import (
 )
 from aftersale.core.events import Event, EventType
 from aftersale.core.journeys.model import Journey
-from aftersale.core.shipments import FINAL_STATUSES
+from aftersale.core.shipments import FINAL_STATUSES, ShipmentStatus
 from aftersale.db.models import Customer, Order, Shipment
 from aftersale.intake.inbox import store_events
 from aftersale.pipeline.apply_events import DERIVED_SOURCE, derived_id
@@ -119,8 +119,8 @@ def _is_international(shop_country: str | None) -> ColumnElement[bool]:
 
 
 def _may_stall(rules: _Rules, now: datetime) -> ColumnElement[bool]:
-    """Silent for at least the smallest threshold in calendar days (business days are never
-    fewer), and not yet raised at the largest, for its scope."""
+    """Silent for at least the smallest threshold in calendar days (there are never fewer of
+    them than business days), and not yet raised at the largest, for its scope."""
     international = _is_international(rules.shop_country)
     scopes = []
     for abroad, thresholds in ((False, rules.domestic), (True, rules.international)):
@@ -132,7 +132,8 @@ def _may_stall(rules: _Rules, now: datetime) -> ColumnElement[bool]:
         scopes.append(and_(scope, Shipment.last_update_at <= now - timedelta(days=min(thresholds)),
                            or_(Shipment.stalled_days.is_(None),
                                Shipment.stalled_days < max(thresholds))))
-    return or_(*scopes)
+    # A parcel waiting at a pickup point is not stuck: it waits for its customer.
+    return and_(Shipment.status != ShipmentStatus.READY_FOR_PICKUP.value, or_(*scopes))
 
 
 def _may_be_late(now: datetime) -> ColumnElement[bool]:
@@ -154,7 +155,8 @@ def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
         calendar = calendar_for(row.destination_country or rules.shop_country, row.timezone)
         stalled_days, stalled_at, late_for = row.stalled_days, row.stalled_at, row.late_for
         problem = False
-        silent = silent_days(row.last_update_at, now, calendar)
+        silent = (0 if row.status == ShipmentStatus.READY_FOR_PICKUP.value
+                  else silent_days(row.last_update_at, now, calendar))
         shops = rules.default.days(abroad)
         for n in stalled_due(rules.thresholds(abroad), stalled_days, silent):
             events.append(_event(row, EventType.SHIPMENT_STALLED, f"stalled:{n}", now,

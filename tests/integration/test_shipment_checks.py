@@ -153,14 +153,17 @@ def test_a_carrier_update_restarts_the_silence(domestic_rt: Runtime) -> None:
     assert "derived:s-tr:stalled:3" in _derived(rt, "stalled")
 
 
-def test_delivered_returned_and_cancelled_parcels_are_never_stalled(domestic_rt: Runtime) -> None:
+def test_delivered_returned_cancelled_and_waiting_parcels_are_never_stalled(
+        domestic_rt: Runtime) -> None:
     rt = domestic_rt
     feed(rt, placed("o-1", BEGIN), placed("o-2", BEGIN), placed("o-3", BEGIN),
+         placed("o-4", BEGIN),
          update("u-1", "o-1", "s-1", "delivered", BEGIN + timedelta(hours=1)),
          update("u-2", "o-2", "s-2", "returned_to_sender", BEGIN + timedelta(hours=1)),
          update("u-3", "o-3", "s-3", "in_transit", BEGIN + timedelta(hours=1),
                 estimated_delivery_at=(BEGIN + timedelta(days=1)).isoformat()),
-         follow("cancelled", "o-3", BEGIN + timedelta(hours=2)))
+         follow("cancelled", "o-3", BEGIN + timedelta(hours=2)),
+         update("u-4", "o-4", "s-4", "ready_for_pickup", BEGIN + timedelta(hours=1)))
     _tick(rt, BEGIN + timedelta(days=12), timedelta(hours=6))
     assert _derived(rt, "stalled") == {} and _derived(rt, "late") == {}
 

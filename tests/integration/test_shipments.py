@@ -348,3 +348,18 @@ def test_a_batch_of_parcels_costs_the_same_statements_however_many_events(
 
     statements_for(_parcels(1, "W_"))  # the journeys' versions are recorded once
     assert statements_for(_parcels(40, "M_")) == statements_for(_parcels(2, "F_"))
+
+
+def test_a_carrier_time_without_an_offset_is_refused_naming_the_field(rt: Runtime) -> None:
+    from aftersale.core.errors import EventError
+    from aftersale.core.events import parse_event
+
+    naive = update("u-1", "o-1", "s-1", "in_transit", START)
+    naive["shipment"]["happened_at"] = "2026-03-03T10:00:00"
+    with pytest.raises(EventError, match=r"shipment\.happened_at: needs a UTC offset"):
+        parse_event(naive)
+    late = update("u-2", "o-1", "s-1", "in_transit", START,
+                  estimated_delivery_at="2026-03-05")
+    with pytest.raises(EventError, match=r"shipment\.estimated_delivery_at"):
+        parse_event(late)
+    assert _inbox(rt) == {} and _shipments(rt) == {}
