@@ -4,6 +4,13 @@ Per event: upsert the customer, the order and its shipment, record survey answer
 customer into the journeys the event triggers (segment and holdout decided here), wake up
 enrollments waiting for it, and end enrollments it exits.
 
+A ``shipment.updated`` is one carrier moment of one parcel: it goes into the shipment's
+history, moves its status only forward (aftersale.core.shipments.takes_over), and may make
+an order moment, which is derived into the inbox rather than applied here: the order's first
+moving parcel is its ``order.shipped``, and the order is delivered (``order.delivered``) when
+all its shipments are. The next batch of the same drain applies them exactly like those
+events posted directly, so the journeys that wait for them need nothing new.
+
 A batch loads what its events touch (customers, their orders and enrollments, survey messages,
 referral codes) in a few queries, applies the events in memory and writes once at the end: a
 query per event would bound processing at a few hundred events a second. The rows it changes
@@ -241,6 +248,7 @@ def _apply_together(applier: _Applier, events: list[tuple[_Item, Event]]) -> Non
 def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
     try:
         with applier.session.begin_nested(), _undone_on_error(applier.version_ids):
+            applier.derived.clear()  # what an event that failed derived went with it
             applier.known = _Known.load(applier.session, [event], applier.definitions)
             applier.apply(applier.without_forgotten_data(item, event))
             applier.write()

@@ -363,3 +363,30 @@ def test_a_carrier_time_without_an_offset_is_refused_naming_the_field(rt: Runtim
     with pytest.raises(EventError, match=r"shipment\.estimated_delivery_at"):
         parse_event(late)
     assert _inbox(rt) == {} and _shipments(rt) == {}
+
+
+def test_an_update_that_fails_leaves_no_derived_event_behind(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replayed event by event, an update that breaks a rule after deriving its order's
+    moment takes that moment with it; the others' are stored."""
+    from aftersale.pipeline.apply_events import _Applier
+
+    enroll = _Applier.enroll
+
+    def broken(self: _Applier, event: Any, customer: Any, order: Any) -> None:
+        if customer.id == "c-bad" and event.type.value == "shipment.updated":
+            raise ValueError("a rule blew up")
+        enroll(self, event, customer, order)
+
+    feed(rt, placed("o-1", START), placed("o-bad", START, "c-bad"))
+    drain_inbox(rt, rt.definitions())
+    monkeypatch.setattr(_Applier, "enroll", broken)
+    feed(rt, update("u-bad", "o-bad", "s-bad", "in_transit", START + days(1)),
+         update("u-1", "o-1", "s-1", "in_transit", START + days(1)))
+    counts = drain_inbox(rt, rt.definitions())
+    assert (counts.replayed_batches, counts.failed) == (1, 1)
+    inbox = _inbox(rt)
+    assert inbox["u-bad"].status == "failed" and inbox["u-1"].status == "processed"
+    assert "derived:o-bad:order.shipped" not in inbox
+    assert inbox["derived:o-1:order.shipped"].status == "processed"
+    assert list(_shipments(rt)) == ["s-1"]
