@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # process; more are answered 429. A person clicks a few times; a scanner hundreds.
     survey_rate_per_second: float = Field(default=2.0, gt=0)
     survey_rate_burst: int = Field(default=30, ge=1)
+    # Parcels (aftersale.core.delivery_clock): the shop's country (ISO 3166 alpha-2) tells
+    # domestic from international parcels; unset, every parcel is domestic. A parcel with no
+    # carrier update for this many business days in its destination country is stalled
+    # (journeys triggered by shipment.stalled may set their own ``stalled_after``).
+    shop_country: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    stalled_after_days: int = Field(default=3, ge=1, le=60)
+    stalled_after_days_international: int = Field(default=5, ge=1, le=60)
     # Emit a Prefect event when new events reach the inbox, so process-events starts at once.
     # None: only when PREFECT_API_URL is set (a Prefect server is there to hear it).
     prefect_events: bool | None = None
@@ -96,6 +103,13 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         # Emptied once a rotation is over: an empty key would verify links anyone can sign.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("shop_country", mode="before")
+    @classmethod
+    def _country(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
 
     @field_validator("quiet_hours", "frequency_cap")
     @classmethod

@@ -162,6 +162,9 @@ class Shipment(Base):
     problem_at: Mapped[datetime | None]  # the first problem status or derived moment
     # The derived moments, each raised once: stalled once per shipment, late once per estimate.
     stalled_at: Mapped[datetime | None]
+    # The largest stalled threshold (business days of silence) raised for it: journeys may
+    # set their own, and each threshold is raised once (aftersale.pipeline.shipment_checks).
+    stalled_days: Mapped[int | None] = mapped_column(Integer)
     late_for: Mapped[datetime | None]  # the estimated date the last shipment.late was about
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

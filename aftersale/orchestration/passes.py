@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aftersale.config import Settings
 from aftersale.core.clock import Clock
+from aftersale.core.delivery_clock import StalledAfter
 from aftersale.core.errors import ConfigError
 from aftersale.db.models import Message
 from aftersale.intake.importer import default_workers
@@ -24,6 +25,7 @@ from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.definitions import Definitions, recorded
 from aftersale.pipeline.runtime import Runtime, open_runtime
 from aftersale.pipeline.send import Rules, send_pending
+from aftersale.pipeline.shipment_checks import CheckCounts, check_shipments
 from aftersale.pipeline.stopping import STOP, graceful, stop_on_sigterm
 from aftersale.surveys.clicks import settle_due
 
@@ -33,16 +35,30 @@ log = logging.getLogger(__name__)
 def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000,
                 due_by: datetime | None = None) -> ProcessCounts:
     """``due_by``: only events that occurred by then (see ``process_batch``)."""
+    checked = check_parcels(rt, definitions)
     settle_survey_clicks(rt)
-    total = ProcessCounts()
+    total = ProcessCounts(stalled=checked.stalled, late=checked.late)
     size = rt.settings.batch_size
     for _ in range(max_batches):
         counts = process_batch(rt.factory, definitions, rt.clock, size,
                                timedelta(hours=rt.settings.max_trigger_age_hours), due_by)
         total.add(counts)
-        if counts.events < size:
+        # A short batch emptied the inbox, unless it derived events of its own (an order
+        # shipped or delivered by its parcels): those are the next batch's.
+        if counts.events < size and not counts.derived:
             break
     return total
+
+
+def check_parcels(rt: Runtime, definitions: Definitions) -> CheckCounts:
+    """Parcels that went silent or missed their estimated date become shipment.stalled /
+    shipment.late events in the inbox, so the drain that follows takes them
+    (aftersale.pipeline.shipment_checks), on the runtime's clock."""
+    settings = rt.settings
+    return check_shipments(
+        rt.factory, definitions.journeys.values(), rt.now(),
+        StalledAfter(settings.stalled_after_days, settings.stalled_after_days_international),
+        settings.shop_country)
 
 
 def settle_survey_clicks(rt: Runtime) -> int:

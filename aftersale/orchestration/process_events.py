@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.intake import notify
 from aftersale.orchestration.flow_context import linger, publish_counts, runtime, work, working_with
-from aftersale.orchestration.passes import settle_survey_clicks
+from aftersale.orchestration.passes import check_parcels, settle_survey_clicks
 from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.backlog import inbox_pending
 
@@ -26,6 +26,15 @@ def process_batch_task() -> ProcessCounts:
     settle_survey_clicks(rt)  # pending survey clicks become answers first, taken by this batch
     return process_batch(rt.factory, definitions, rt.clock, rt.settings.batch_size,
                          timedelta(hours=rt.settings.max_trigger_age_hours))
+
+
+@task(name="check-parcels", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def check_parcels_task() -> ProcessCounts:
+    """Silent or overdue parcels become shipment.stalled / shipment.late in the inbox, for
+    the batches after it (aftersale.pipeline.shipment_checks): one query, once per drain."""
+    rt, definitions = work()
+    checked = check_parcels(rt, definitions)
+    return ProcessCounts(stalled=checked.stalled, late=checked.late)
 
 
 @flow(name="process-events")
@@ -42,12 +51,14 @@ def process_events(max_batches: int = 100, reason: str = "schedule", count: int 
     total = ProcessCounts()
 
     def drain() -> None:
-        drained = ProcessCounts()
+        drained = check_parcels_task()
         for _ in range(max_batches):
             counts = process_batch_task()
             drained.add(counts)
             logger.info("batch: %s", counts.summary())
-            if counts.events < rt.settings.batch_size:
+            # A short batch emptied the inbox, unless it derived events of its own (an
+            # order shipped or delivered by its parcels): those are the next batch's.
+            if counts.events < rt.settings.batch_size and not counts.derived:
                 break
         total.add(drained)
         # Enrolled and resumed journeys may have a step due now: wake dispatch-messages

@@ -4,6 +4,13 @@ Per event: upsert the customer, the order and its shipment, record survey answer
 customer into the journeys the event triggers (segment and holdout decided here), wake up
 enrollments waiting for it, and end enrollments it exits.
 
+A ``shipment.updated`` is one carrier moment of one parcel: it goes into the shipment's
+history, moves its status only forward (aftersale.core.shipments.takes_over), and may make
+an order moment, which is derived into the inbox rather than applied here: the order's first
+moving parcel is its ``order.shipped``, and the order is delivered (``order.delivered``) when
+all its shipments are. The next batch of the same drain applies them exactly like those
+events posted directly, so the journeys that wait for them need nothing new.
+
 A batch loads what its events touch (customers, their orders and enrollments, survey messages,
 referral codes) in a few queries, applies the events in memory and writes once at the end: a
 query per event would bound processing at a few hundred events a second. The rows it changes
@@ -36,10 +43,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.core.clock import Clock
 from aftersale.core.counts import Counts
 from aftersale.core.customer_facts import customer_facts, newest_facts
-from aftersale.core.events import STORED, Event, EventType
+from aftersale.core.events import SHIPMENT_EVENTS, STORED, Event, EventType, ShipmentIn
 from aftersale.core.journeys.engine import Status, in_holdout, in_time
 from aftersale.core.journeys.model import Journey, Reentry
 from aftersale.core.links import referral_code
+from aftersale.core.shipments import (
+    MOVING_STATUSES,
+    PROBLEM_STATUSES,
+    ShipmentStatus,
+    takes_over,
+)
 from aftersale.db.batchrows import RowSet
 from aftersale.db.errors import is_storage_outage
 from aftersale.db.lookup import by_id, in_chunks
@@ -50,8 +63,11 @@ from aftersale.db.models import (
     Message,
     Order,
     Referral,
+    Shipment,
+    ShipmentUpdate,
     SurveyResponse,
 )
+from aftersale.intake.inbox import store_events
 from aftersale.pipeline.contexts import purchases_among, segment_context
 from aftersale.pipeline.definitions import Definitions, VersionCache, ensure_version
 from aftersale.pipeline.erasure import scrub_payload
@@ -80,6 +96,9 @@ class OrderNotYetKnown(EventRejected):
 
 
 ORDER_WAIT = timedelta(days=3)
+#: The inbox source of the events aftersale derives itself (order moments from shipments,
+#: shipment.stalled / shipment.late from the clock check).
+DERIVED_SOURCE = "aftersale"
 RETRY_WAITING_AFTER = timedelta(minutes=1)
 
 
@@ -98,6 +117,10 @@ class ProcessCounts(Counts):
     unexpected: int = 0  # of waiting: an error no check foresaw (see _unexpected)
     answers_changed: int = 0
     referrals: int = 0
+    shipment_updates: int = 0  # carrier moments recorded in a shipment's history
+    derived: int = 0  # order.shipped/order.delivered put in the inbox for the next batch
+    stalled: int = 0  # shipment.stalled / shipment.late derived by the clock check
+    late: int = 0
     replayed_batches: int = 0  # rolled back and applied again event by event
     by_type: Counter[str] = field(default_factory=Counter)
     by_segment: Counter[str] = field(default_factory=Counter)
@@ -225,6 +248,7 @@ def _apply_together(applier: _Applier, events: list[tuple[_Item, Event]]) -> Non
 def _apply_alone(applier: _Applier, item: _Item, event: Event) -> None:
     try:
         with applier.session.begin_nested(), _undone_on_error(applier.version_ids):
+            applier.derived.clear()  # what an event that failed derived went with it
             applier.known = _Known.load(applier.session, [event], applier.definitions)
             applier.apply(applier.without_forgotten_data(item, event))
             applier.write()
@@ -303,13 +327,15 @@ class _Rows:
     def __init__(self) -> None:
         self.customers = RowSet(Customer)
         self.orders = RowSet(Order)
+        self.shipments = RowSet(Shipment)
+        self.shipment_updates = RowSet(ShipmentUpdate)
         self.referrals = RowSet(Referral)
         self.answers = RowSet(SurveyResponse)
         self.enrollments = RowSet(Enrollment)
 
     def write(self, session: Session) -> None:
-        for rows in (self.customers, self.orders, self.referrals, self.answers,
-                     self.enrollments):
+        for rows in (self.customers, self.orders, self.shipments, self.shipment_updates,
+                     self.referrals, self.answers, self.enrollments):
             rows.write(session)
 
 
@@ -327,6 +353,9 @@ class _Known:
     # rule reads them when a journey starts), the active ones for the rest (what an event
     # can end or wake). Half of a batch's reads were enrollments that had already ended.
     enrollments_of: defaultdict[str, list[Enrollment]]
+    # Every shipment of the orders the batch's shipment.* events are about: an update finds
+    # its parcel (by id, or by tracking number), and the order is delivered when all are.
+    shipments_of: defaultdict[str, list[Shipment]]
     referrers: dict[str, str]  # referral code -> customer id
     messages: dict[str, Message]  # survey messages answered
     answers: dict[str, SurveyResponse]  # by message id
@@ -338,6 +367,10 @@ class _Known:
     @property
     def orders(self) -> dict[str, Order]:
         return self.rows.orders.by_key
+
+    @property
+    def shipments(self) -> dict[str, Shipment]:
+        return self.rows.shipments.by_key
 
     @classmethod
     def load(cls, session: Session, events: list[Event], definitions: Definitions) -> _Known:
@@ -357,17 +390,36 @@ class _Known:
                                        Enrollment.status == Status.ACTIVE.value)]:
             enrollments_of[enrollment.customer_id].append(enrollment)
         rows.customers.by_keys(session, customer_ids)
+        shipments_of: defaultdict[str, list[Shipment]] = defaultdict(list)
+        if shipment_events := [e for e in events if e.type in SHIPMENT_EVENTS]:
+            # by id too: an update naming another order's parcel is refused, not applied
+            rows.shipments.by_keys(session, {e.shipment.id for e in shipment_events
+                                             if e.shipment})
+            for shipment in rows.shipments.load(session, Shipment.order_id, {
+                    e.order.id for e in shipment_events if e.order}):
+                shipments_of[shipment.order_id].append(shipment)
         codes = {e.order.referral_code.strip().upper() for e in events
                  if e.order and e.order.referral_code}
         message_ids = {e.survey.message_id for e in events
                        if e.survey and e.survey.message_id is not None}
         return cls(
             rows=rows, orders_of=orders_of, enrollments_of=enrollments_of,
+            shipments_of=shipments_of,
             referrers={c.referral_code: c.id for c in rows.customers.load(
                 session, Customer.referral_code, codes) if c.referral_code},
             messages=by_id(session, Message, message_ids),
             answers={a.message_id: a for a in rows.answers.load(
                 session, SurveyResponse.message_id, message_ids) if a.message_id is not None})
+
+
+def derived_id(subject: str, type_: EventType | str) -> str:
+    """The inbox id of a moment derived about ``subject`` (an order or a shipment id): one
+    per moment, so deriving it again stores nothing."""
+    return f"derived:{subject}:{type_}"
+
+
+def _earliest(current: datetime | None, new: datetime) -> datetime:
+    return new if current is None or new < current else current
 
 
 def _history_needed(events: list[Event], orders: dict[str, Order],
@@ -395,9 +447,16 @@ class _Applier:
     max_trigger_age: timedelta | None
     known: _Known = field(init=False)
     version_ids: dict[str, int] = field(default_factory=dict)
+    # order.shipped / order.delivered derived from shipments, for the inbox (see derive)
+    derived: dict[str, Event] = field(default_factory=dict)
 
     def write(self) -> None:
         self.known.rows.write(self.session)
+        if self.derived:
+            # The inbox's own insert: stored once by id, taken by the next batch of this drain.
+            self.counts.derived += store_events(self.session, list(self.derived.values()),
+                                                DERIVED_SOURCE, self.clock.now()).stored
+            self.derived = {}
 
     def without_forgotten_data(self, item: _Item, event: Event) -> Event:
         """A late event from before its customer was forgotten (a webhook retried for days)
@@ -426,6 +485,11 @@ class _Applier:
         elif event.type == EventType.SURVEY_RESPONDED:
             assert customer is not None
             self.record_response(event, customer)
+        elif event.type in SHIPMENT_EVENTS:
+            assert event.order is not None
+            order = self.known.orders[event.order.id]  # check() made sure it is known
+            if event.type == EventType.SHIPMENT_UPDATED:
+                self.update_shipment(event, order)
         if customer is None and order is not None:
             customer = self.known.customers.get(order.customer_id)
         if customer is None:
@@ -447,6 +511,8 @@ class _Applier:
             if event.order.id not in known.orders:
                 raise OrderNotYetKnown(f"order {event.order.id} is unknown; waiting for its "
                                        "order.placed event")
+        elif event.type in SHIPMENT_EVENTS:
+            self.check_shipment(event)
         elif event.type == EventType.SURVEY_RESPONDED:
             assert event.survey is not None and event.customer is not None
             survey, customer_id = event.survey, event.customer.id
@@ -461,6 +527,24 @@ class _Applier:
                     event, existing):
                 raise EventRejected(f"message {survey.message_id} asked {existing.kind}, "
                                     f"not {survey.kind}")
+
+    def check_shipment(self, event: Event) -> None:
+        assert event.order is not None and event.shipment is not None
+        order_id, data = event.order.id, event.shipment
+        order = self.known.orders.get(order_id)
+        if order is None:
+            raise OrderNotYetKnown(f"order {order_id} is unknown; waiting for its order.placed "
+                                   "event")
+        if event.customer is not None and event.customer.id != order.customer_id:
+            raise EventRejected(f"order {order_id} belongs to customer {order.customer_id}, "
+                                f"not {event.customer.id}")
+        assert data.id is not None  # the event contract requires it for shipment.* events
+        other = self.known.shipments.get(data.id)
+        if other is not None and other.order_id != order_id:
+            raise EventRejected(f"shipment {data.id} belongs to order {other.order_id}, "
+                                f"not {order_id}")
+        if event.type != EventType.SHIPMENT_UPDATED and self.shipment_of(order_id, data) is None:
+            raise EventRejected(f"shipment {data.id} of order {order_id} is unknown")
 
     @staticmethod
     def _newer(event: Event, answer: SurveyResponse) -> bool:
@@ -539,6 +623,114 @@ class _Applier:
             order.tracking_url = event.shipment.tracking_url or order.tracking_url
         return order
 
+    # -- shipments -----------------------------------------------------------------------
+    def shipment_of(self, order_id: str, data: ShipmentIn) -> Shipment | None:
+        """The parcel an update is about: by its id, or, for an id we do not know, the order's
+        shipment with the same tracking number (one parcel reported by two sources, e.g. a
+        Shopify fulfillment and an AfterShip tracking)."""
+        assert data.id is not None
+        shipment = self.known.shipments.get(data.id)
+        if shipment is not None or not data.tracking_number:
+            return shipment
+        return next((s for s in self.known.shipments_of[order_id]
+                     if s.tracking_number == data.tracking_number), None)
+
+    def update_shipment(self, event: Event, order: Order) -> Shipment:
+        """Record one carrier moment: every update goes into the history, in or out of order;
+        the status moves only forward (takes_over); the estimate, message and last update are
+        the newest ones; shipped, delivered and problem times are the first."""
+        data = event.shipment
+        assert data is not None and data.id is not None and data.status is not None
+        happened = data.happened_at or event.occurred_at
+        status = ShipmentStatus(data.status)
+        now = self.clock.now()
+        shipment = self.shipment_of(order.id, data)
+        if shipment is None:
+            shipment = self.known.rows.shipments.add(
+                id=data.id, order_id=order.id, carrier=data.carrier,
+                tracking_number=data.tracking_number, tracking_url=data.tracking_url,
+                destination_country=data.destination_country, status=status.value,
+                raw_status=data.raw_status, status_at=happened, last_update_at=happened,
+                last_message=data.message,
+                first_estimated_delivery_at=data.estimated_delivery_at,
+                estimated_delivery_at=data.estimated_delivery_at,
+                delivered_at=happened if status == ShipmentStatus.DELIVERED else None,
+                created_at=now, updated_at=now)
+            self.known.shipments_of[order.id].append(shipment)
+        else:
+            self.revise_shipment(shipment, data, status, happened)
+            shipment.updated_at = now
+        if status in MOVING_STATUSES and (shipment.shipped_at is None
+                                          or happened < shipment.shipped_at):
+            shipment.shipped_at = happened
+        if status in PROBLEM_STATUSES:
+            # A problem is one even if reported late, after a newer status: the history had it.
+            shipment.problem_at = _earliest(shipment.problem_at, happened)
+            order.delivery_problem_at = _earliest(order.delivery_problem_at, happened)
+        self.known.rows.shipment_updates.add(
+            shipment_id=shipment.id, event_id=event.id, status=status.value,
+            raw_status=data.raw_status, happened_at=happened, message=data.message,
+            estimated_delivery_at=data.estimated_delivery_at, recorded_at=now)
+        self.counts.shipment_updates += 1
+        self.derive(event, order, shipment, status)
+        return shipment
+
+    @staticmethod
+    def revise_shipment(shipment: Shipment, data: ShipmentIn, status: ShipmentStatus,
+                        happened: datetime) -> None:
+        for name in ("carrier", "tracking_number", "tracking_url", "destination_country"):
+            value = getattr(data, name)
+            if value is not None and value != getattr(shipment, name):
+                setattr(shipment, name, value)
+        if takes_over(ShipmentStatus(shipment.status), shipment.status_at, status, happened):
+            shipment.status, shipment.raw_status = status.value, data.raw_status
+            shipment.status_at = happened
+            if status == ShipmentStatus.DELIVERED:
+                shipment.delivered_at = happened
+        if shipment.first_estimated_delivery_at is None:
+            shipment.first_estimated_delivery_at = data.estimated_delivery_at
+        # The newest update says what is true now; an older one fills only what is missing
+        # (the history keeps each update's estimate and message as reported).
+        newest = happened >= shipment.last_update_at
+        if newest:
+            shipment.last_update_at = happened
+        if data.estimated_delivery_at is not None and (
+                newest or shipment.estimated_delivery_at is None):
+            shipment.estimated_delivery_at = data.estimated_delivery_at
+        if data.message is not None and (newest or shipment.last_message is None):
+            shipment.last_message = data.message
+
+    def derive(self, event: Event, order: Order, shipment: Shipment,
+               status: ShipmentStatus) -> None:
+        """The order's own moments, derived from its parcels, as inbox events (durable,
+        idempotent by id) that the next batch applies like any other ``order.shipped`` /
+        ``order.delivered``: the first moving status of any of its shipments ships the order;
+        the order is delivered when all its shipments are."""
+        if order.status in ("cancelled", "refunded"):
+            return
+        # When the parcels say it happened, but never after the event that tells it: a
+        # simulated run takes events as its clock reaches them.
+        latest = event.occurred_at
+        shipments = self.known.shipments_of[order.id]
+        if status in MOVING_STATUSES and order.shipped_at is None:
+            first = min(s.shipped_at for s in shipments if s.shipped_at is not None)
+            self.add_derived(order, EventType.ORDER_SHIPPED, min(first, latest), {
+                "id": shipment.id, "carrier": shipment.carrier,
+                "tracking_number": shipment.tracking_number,
+                "tracking_url": shipment.tracking_url})
+        if (order.delivered_at is None
+                and all(s.status == ShipmentStatus.DELIVERED.value for s in shipments)):
+            delivered = max(s.delivered_at or s.status_at for s in shipments)
+            self.add_derived(order, EventType.ORDER_DELIVERED, min(delivered, latest),
+                             {"id": shipment.id})
+
+    def add_derived(self, order: Order, type_: EventType, at: datetime,
+                    shipment: dict[str, Any]) -> None:
+        event_id = derived_id(order.id, type_)
+        self.derived[event_id] = Event.model_validate({
+            "id": event_id, "type": type_.value, "occurred_at": at,
+            "order": {"id": order.id}, "shipment": shipment})
+
     def record_response(self, event: Event, customer: Customer) -> None:
         """One answer per survey message: a later answer to the same message (another click,
         another reply) replaces the score; a comment sent later is added to it."""
@@ -563,10 +755,23 @@ class _Applier:
 
     # -- journeys ------------------------------------------------------------------------
     def _concerns(self, enrollment: Enrollment, event: Event, order: Order | None) -> bool:
-        """Order events concern only the enrollments of that order."""
+        """Order events concern only the enrollments of that order; shipment events those of
+        that order too, and of an enrollment about one parcel, only that parcel's."""
+        if event.type in SHIPMENT_EVENTS:
+            shipment = self._shipment_row(event)
+            return (order is not None and enrollment.order_id == order.id
+                    and (enrollment.shipment_id is None or shipment is None
+                         or enrollment.shipment_id == shipment.id))
         if event.type.value.startswith("order."):
             return order is not None and enrollment.order_id == order.id
         return True
+
+    def _shipment_row(self, event: Event) -> Shipment | None:
+        """The stored parcel a shipment.* event is about (after update_shipment, for a
+        shipment.updated), for the enrollment it starts and the contexts."""
+        if event.type not in SHIPMENT_EVENTS or event.shipment is None or event.order is None:
+            return None
+        return self.shipment_of(event.order.id, event.shipment)
 
     def exit_or_resume(self, event: Event, customer: Customer, order: Order | None) -> None:
         """End the enrollments this event exits; wake those waiting for it (dispatch looks at
@@ -615,6 +820,7 @@ class _Applier:
                 journey=journey.name,
                 journey_version_id=self.version_ids[journey.name],
                 customer_id=customer.id, order_id=order.id if order else None,
+                shipment_id=shipment.id if (shipment := self._shipment_row(event)) else None,
                 entry_key=entry_key, segment=segment, holdout=holdout,
                 # The holdout group is recorded (metrics compare it) but never gets a step.
                 status=Status.COMPLETED.value if holdout else Status.ACTIVE.value,
