@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_whatsapp_from: str | None = None
     shopify_webhook_secret: SecretStr | None = None
+    # Verifies AfterShip's tracking webhooks (aftership-hmac-sha256); unset: /webhooks/aftership
+    # answers 503, as the Shopify endpoint does without its secret.
+    aftership_webhook_secret: SecretStr | None = None
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Our own pacing per provider account (SendGrid and Twilio enforce theirs with 429s).
     sendgrid_rate_per_second: float = Field(default=100.0, gt=0)

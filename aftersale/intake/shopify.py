@@ -1,8 +1,11 @@
 """Shopify webhooks -> normalized events. Pure code: no I/O, no clock (the caller passes times).
 
 One webhook maps to zero or more :class:`aftersale.core.events.Event`: orders become
-``order.placed`` / ``order.cancelled``, refunds ``order.refunded``, fulfillments
-``order.shipped`` / ``order.delivered``, the customer consent topics ``consent.changed``.
+``order.placed`` / ``order.cancelled``, refunds ``order.refunded``, the customer consent topics
+``consent.changed``, and every carrier moment (``fulfillments/create``,
+``fulfillments/update``, ``fulfillment_events/create``) one ``shipment.updated`` of the
+shipment ``shopify:{fulfillment id}``. Processing derives ``order.shipped`` and
+``order.delivered`` from the shipments, so they are not mapped here.
 
 Since API 2025-01 order payloads carry no marketing consent. An order event then has no
 ``consent`` at all, so processing keeps the last value the consent topics gave us; treating a
@@ -29,6 +32,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from aftersale.core.errors import AftersaleError, EventError
 from aftersale.core.events import Event, normalize_phone, parse_event
+from aftersale.core.shipments import ShipmentStatus
 from aftersale.intake.jsonl import LineError, ParsedFile
 from aftersale.intake.jsontext import JSONTextError, loads
 
@@ -49,14 +53,36 @@ TOPIC_ALIASES = {
     "customers/marketing_consent/update": SMS_CONSENT_TOPIC,
 }
 
-# Shipment statuses that mean "on its way" (or unknown yet): each one refreshes the tracking.
-# Anything not listed and not a failure is treated the same: newer API versions add statuses.
-IN_TRANSIT = frozenset({"confirmed", "label_printed", "label_purchased", "carrier_picked_up",
-                        "in_transit", "out_for_delivery", "attempted_delivery",
-                        "ready_for_pickup", "picked_up", "delayed"})
-# A fulfillment in one of these states did not leave (or was withdrawn): no journey event.
+FULFILLMENT_EVENT_TOPIC = "fulfillment_events/create"
+
+#: Shopify's ``shipment_status`` (Fulfillment) and ``status`` (FulfillmentEvent) words, one
+#: vocabulary, onto ours. Sources: the REST Fulfillment and FulfillmentEvent resources and the
+#: GraphQL ``FulfillmentEventStatus`` enum (DELAYED since 2025-01, CARRIER_PICKED_UP and
+#: PICKED_UP in later versions). ``picked_up`` is "the fulfillment was successfully picked up":
+#: the customer collected a local-pickup parcel (it follows ``ready_for_pickup``; the carrier
+#: collecting it is ``carrier_picked_up``), so it is a delivery. ``returning_to_sender`` is not
+#: in Shopify's published enums; issue 17 names it, so it is mapped rather than left unknown.
+#: A word not listed becomes ``unknown`` (kept with its word, logged once).
+SHIPMENT_STATUSES: dict[str, ShipmentStatus] = {
+    "label_printed": ShipmentStatus.LABEL_CREATED,
+    "label_purchased": ShipmentStatus.LABEL_CREATED,
+    "confirmed": ShipmentStatus.LABEL_CREATED,
+    "carrier_picked_up": ShipmentStatus.IN_TRANSIT,
+    "in_transit": ShipmentStatus.IN_TRANSIT,
+    "delayed": ShipmentStatus.DELAYED,
+    "out_for_delivery": ShipmentStatus.OUT_FOR_DELIVERY,
+    "attempted_delivery": ShipmentStatus.ATTEMPTED_DELIVERY,
+    "ready_for_pickup": ShipmentStatus.READY_FOR_PICKUP,
+    "picked_up": ShipmentStatus.DELIVERED,
+    "delivered": ShipmentStatus.DELIVERED,
+    "failure": ShipmentStatus.EXCEPTION,
+    "returning_to_sender": ShipmentStatus.RETURNED_TO_SENDER,
+}
+# A fulfillment in one of these states did not leave (or was withdrawn): no event. (A
+# ``shipment_status`` of ``failure`` is the carrier's word and is an ``exception``.)
 DEAD_FULFILLMENT = frozenset({"cancelled", "error", "failure"})
 MAX_EVENT_ID = 200
+MAX_MESSAGE = 2000  # the event contract's limit for a carrier's message: longer ones are cut
 
 _CONSENT_STATES: dict[str, bool | None] = {
     "subscribed": True,
@@ -187,32 +213,71 @@ def _refund(p: dict[str, Any], received_at: datetime) -> list[Draft]:
 
 
 def _fulfillment(p: dict[str, Any], received_at: datetime) -> list[Draft]:
+    """A fulfillment is one shipment; each create/update is one ``shipment.updated``. A
+    ``shipment_status`` of null on a successful fulfillment means the merchant marked it
+    shipped without carrier tracking: ``in_transit``."""
     order = {"id": _required_id(p, "order_id")}
+    fulfillment_id = _required_id(p, "id")
     status = (_text(p.get("status")) or "").lower()
-    shipment_status = (_text(p.get("shipment_status")) or "").lower() or None
-    if status in DEAD_FULFILLMENT or shipment_status == "failure":
-        log.info("Shopify fulfillment %s of order %s is %s: no journey event", p.get("id"),
-                 order["id"], shipment_status if shipment_status == "failure" else status)
+    if status in DEAD_FULFILLMENT:
+        log.info("Shopify fulfillment %s of order %s is %s: no event", fulfillment_id,
+                 order["id"], status)
         return []
     when = _time(p, ("updated_at", "created_at"), received_at)
+    raw = _text(p.get("shipment_status"))
+    destination = _text(_dict(p.get("destination")).get("country_code"))
     shipment = {
+        "id": shipment_id(fulfillment_id),
+        **_status(raw, default=ShipmentStatus.IN_TRANSIT),
         "carrier": _text(p.get("tracking_company")),
         "tracking_number": _text(p.get("tracking_number")) or _first(p.get("tracking_numbers")),
         "tracking_url": _text(p.get("tracking_url")) or _first(p.get("tracking_urls")),
+        "destination_country": destination.upper() if destination and len(destination) == 2
+        and destination.isalpha() else None,
+        "estimated_delivery_at": _optional_time(p, "estimated_delivery_at"),
+        "happened_at": when,
     }
-    shipped: Draft = {"type": "order.shipped", "occurred_at": when, "order": order,
-                      "shipment": shipment}
-    if shipment_status != "delivered":
-        if shipment_status is not None and shipment_status not in IN_TRANSIT:
-            log.info("Shopify shipment_status '%s' is new to us; treated as in transit",
-                     shipment_status)
-        return [shipped]
-    delivered: Draft = {"type": "order.delivered", "occurred_at": when, "order": dict(order)}
-    # Record the tracking first when there is some (a late "shipped" never moves a delivered
-    # order back: statuses only move forward).
-    if any(shipment.values()):
-        return [shipped, delivered]
-    return [delivered]
+    return [{"type": "shipment.updated", "occurred_at": when, "order": order,
+             "shipment": _present(shipment)}]
+
+
+def _fulfillment_event(p: dict[str, Any], received_at: datetime) -> list[Draft]:
+    """One carrier scan of a fulfillment (the REST FulfillmentEvent resource): its status,
+    message, when it happened and the estimate; ``country`` is where the scan was, not the
+    destination, so it is not mapped."""
+    order = {"id": _required_id(p, "order_id")}
+    when = _time(p, ("happened_at", "created_at", "updated_at"), received_at)
+    shipment = {
+        "id": shipment_id(_required_id(p, "fulfillment_id")),
+        **_status(_text(p.get("status")), default=None),
+        "message": (_text(p.get("message")) or "")[:MAX_MESSAGE] or None,
+        "estimated_delivery_at": _optional_time(p, "estimated_delivery_at"),
+        "happened_at": when,
+    }
+    if "status" not in shipment:
+        raise PayloadError("status: missing; a fulfillment event needs its status")
+    return [{"type": "shipment.updated", "occurred_at": when, "order": order,
+             "shipment": _present(shipment)}]
+
+
+def shipment_id(fulfillment_id: str) -> str:
+    """The shipment a Shopify fulfillment is: the same id from every topic about it."""
+    return f"shopify:{fulfillment_id}"
+
+
+def _status(raw: str | None, default: ShipmentStatus | None) -> dict[str, str]:
+    """``status`` and ``raw_status`` of a Shopify word; without a word, ``default``. A word not
+    in :data:`SHIPMENT_STATUSES` goes on as it is: the event contract stores it as ``unknown``
+    with the word kept, and logs it once."""
+    if raw is None:
+        return {"status": default.value} if default is not None else {}
+    word = raw.lower()[:64]
+    mapped = SHIPMENT_STATUSES.get(word)
+    return {"status": mapped.value if mapped else word, "raw_status": word}
+
+
+def _present(part: Draft) -> Draft:
+    return {k: v for k, v in part.items() if v is not None}
 
 
 def _email_consent(p: dict[str, Any], received_at: datetime) -> list[Draft]:
@@ -246,6 +311,7 @@ _MAPPERS: dict[str, Mapper] = {
     "refunds/create": _refund,
     "fulfillments/create": _fulfillment,
     "fulfillments/update": _fulfillment,
+    FULFILLMENT_EVENT_TOPIC: _fulfillment_event,
     EMAIL_CONSENT_TOPIC: _email_consent,
     SMS_CONSENT_TOPIC: _sms_consent,
 }
@@ -436,6 +502,12 @@ def _time(obj: Mapping[str, Any], fields: tuple[str, ...], default: datetime) ->
         return parsed.isoformat()
     when = default if default.tzinfo is not None else default.replace(tzinfo=UTC)
     return when.isoformat()
+
+
+def _optional_time(obj: Mapping[str, Any], field: str) -> str | None:
+    if obj.get(field) in (None, ""):
+        return None
+    return _time(obj, (field,), datetime.min)
 
 
 def _event_id(topic: str, key: str, n: int) -> str:

@@ -22,6 +22,7 @@ from aftersale.intake import jsontext
 from aftersale.intake.inbox import store_events
 from aftersale.intake.notify import inbox_received
 from aftersale.pipeline.runtime import Runtime, open_runtime
+from aftersale.web.aftership_webhook import aftership_router
 from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import feedback_router
 from aftersale.web.shopify_webhook import shopify_router
@@ -91,6 +92,7 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
 
     app.include_router(feedback_router(settings, runtime))
     app.include_router(shopify_router(settings, runtime))
+    app.include_router(aftership_router(settings, runtime))
     app.include_router(surveys_router(settings, runtime))
     return app
 

@@ -43,6 +43,7 @@ from tests.integration.helpers import serve
 
 EXAMPLES = int(os.environ.get("AFTERSALE_FUZZ_EXAMPLES", "0")) or None
 TOKEN, SHOP_SECRET, TWILIO_TOKEN, SECRET_KEY = "api-token", "shpss_x", "twilio-token", "test-secret-key"
+AFTERSHIP_SECRET = "as-secret"
 PUBLIC = "https://shop.example.com"
 KEY = ec.generate_private_key(ec.SECP256R1())
 PUBLIC_KEY = base64.b64encode(KEY.public_key().public_bytes(
@@ -105,6 +106,11 @@ def _shopify_sign(body: bytes) -> str:
     return base64.b64encode(hmac.new(SHOP_SECRET.encode(), body, hashlib.sha256).digest()).decode()
 
 
+def _aftership_sign(body: bytes) -> str:
+    return base64.b64encode(hmac.new(AFTERSHIP_SECRET.encode(), body, hashlib.sha256).digest()
+                            ).decode()
+
+
 def _sendgrid_sign(body: bytes, timestamp: str) -> str:
     return base64.b64encode(KEY.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
 
@@ -132,8 +138,8 @@ tokens = st.one_of(
 
 @st.composite
 def calls(draw: st.DrawFn) -> Call:
-    kind = draw(st.sampled_from(["events", "shopify", "sendgrid", "twilio", "survey", "unsubscribe",
-                                 "referral", "healthz"]))
+    kind = draw(st.sampled_from(["events", "shopify", "aftership", "sendgrid", "twilio", "survey",
+                                 "unsubscribe", "referral", "healthz"]))
     if kind == "events":
         auth = draw(st.sampled_from(["right", "wrong", "missing", "scheme"]))
         headers = {"right": {"Authorization": f"Bearer {TOKEN}"}, "wrong": {
@@ -145,11 +151,26 @@ def calls(draw: st.DrawFn) -> Call:
         body = draw(raw_bodies | values.map(lambda v: _json_bytes({"id": 1, "x": v})))
         signed = draw(st.booleans())
         headers = {"X-Shopify-Topic": draw(st.sampled_from(
-            ["orders/create", "fulfillments/update", "customers_marketing_consent/update",
-             "products/update", ""]) | text.filter(lambda t: t.isprintable() and t.isascii())),
+            ["orders/create", "fulfillments/update", "fulfillment_events/create",
+             "customers_marketing_consent/update", "products/update", ""]) | text.filter(lambda t: t.isprintable() and t.isascii())),
                    "X-Shopify-Hmac-Sha256": _shopify_sign(body) if signed else draw(
                        st.sampled_from(["", "AAAA", _shopify_sign(body + b" ")]))}
         return Call("/webhooks/shopify", "POST", "/webhooks/shopify", headers, body,
+                    forged=not signed)
+    if kind == "aftership":
+        msg = st.dictionaries(st.sampled_from(
+            ["id", "order_id", "tag", "subtag", "slug", "tracking_number", "updated_at",
+             "checkpoints", "expected_delivery", "destination_country_region"]) | text,
+            st.sampled_from(["t1", "o-1", "InTransit", "Exception_011", "2026-03-01",
+                             "2026-03-01T10:00:00", "USA"]) | values, max_size=8)
+        body = draw(raw_bodies | st.builds(
+            lambda e, m: _json_bytes({"event": e, "event_id": "ev-1", "msg": m}),
+            st.sampled_from(["tracking_update", "edd_revise", "tracking_pending_time"]) | values,
+            msg))
+        signed = draw(st.booleans())
+        headers = {"aftership-hmac-sha256": _aftership_sign(body) if signed else draw(
+            st.sampled_from(["", "AAAA", _aftership_sign(body + b" ")]))}
+        return Call("/webhooks/aftership", "POST", "/webhooks/aftership", headers, body,
                     forged=not signed)
     if kind == "sendgrid":
         body = draw(raw_bodies | st.lists(st.dictionaries(st.sampled_from(
@@ -204,6 +225,7 @@ def calls(draw: st.DrawFn) -> Call:
 def fuzz_settings(settings: Settings) -> Settings:
     return Settings(_env_file=None, **settings.model_dump() | {  # type: ignore[call-arg]
         "api_token": TOKEN, "secret_key": SECRET_KEY, "shopify_webhook_secret": SHOP_SECRET,
+        "aftership_webhook_secret": AFTERSHIP_SECRET,
         "twilio_auth_token": TWILIO_TOKEN, "sendgrid_webhook_public_key": PUBLIC_KEY,
         "public_url": PUBLIC, "prefect_events": False})
 
@@ -259,6 +281,7 @@ def test_the_fuzzer_covers_every_route_the_openapi_lists(settings: Settings, rt:
     paths = create_app(fuzz_settings(settings), rt).openapi()["paths"]
     listed = {(method.upper(), path) for path, ops in paths.items() for method in ops}
     fuzzed = {("POST", "/events"), ("GET", "/healthz"), ("POST", "/webhooks/shopify"),
+              ("POST", "/webhooks/aftership"),
               ("POST", "/webhooks/sendgrid/events"), ("POST", "/webhooks/twilio/status"),
               ("POST", "/webhooks/twilio/inbound"), ("GET", "/s/{token}"), ("POST", "/s/{token}"),
               ("GET", "/u/{token}"), ("POST", "/u/{token}"), ("GET", "/r/{code}")}

@@ -158,17 +158,50 @@ def test_without_a_configured_secret_the_endpoint_answers_503(settings: Settings
 
 def test_a_retried_delivery_is_stored_once(web: TestClient, rt: Runtime) -> None:
     first = deliver(web, "fulfillments_update_delivered")
-    assert first.json() == {"topic": "fulfillments/update", "received": 2, "stored": 2,
+    assert first.json() == {"topic": "fulfillments/update", "received": 1, "stored": 1,
                             "duplicates": 0}
     retry = deliver(web, "fulfillments_update_delivered")
     assert retry.status_code == 200
-    assert retry.json() == {"topic": "fulfillments/update", "received": 2, "stored": 0,
-                            "duplicates": 2}
+    assert retry.json() == {"topic": "fulfillments/update", "received": 1, "stored": 0,
+                            "duplicates": 1}
     # a second subscription to the topic: its own webhook id, the same event id
     other = deliver(web, "fulfillments_update_delivered",
                     headers={"X-Shopify-Webhook-Id": "00000000-1111-4222-8333-444444444444"})
     assert other.json()["stored"] == 0
-    assert [r.type for r in inbox(rt)] == ["order.shipped", "order.delivered"]
+    [row] = inbox(rt)
+    assert row.type == "shipment.updated"
+    assert (row.payload["shipment"]["id"], row.payload["shipment"]["status"]) == (
+        "shopify:4987654321012", "delivered")
+
+
+def test_every_carrier_moment_is_one_shipment_update_in_the_inbox(web: TestClient,
+                                                                   rt: Runtime) -> None:
+    for name in ("fulfillments_create", "fulfillments_update_in_transit",
+                 "fulfillment_events_create", "fulfillments_update_failure"):
+        response = deliver(web, name)
+        assert response.status_code == 200 and response.json()["stored"] == 1, name
+    rows = inbox(rt)
+    assert {r.type for r in rows} == {"shipment.updated"}
+    assert [(r.payload["shipment"]["id"], r.payload["shipment"]["status"],
+             r.payload["shipment"].get("raw_status")) for r in rows] == [
+        ("shopify:4987654321012", "in_transit", None),
+        ("shopify:4987654321012", "in_transit", "in_transit"),
+        ("shopify:4987654321012", "attempted_delivery", "attempted_delivery"),
+        ("shopify:4987654321013", "exception", "failure")]
+    scan = rows[2].payload["shipment"]
+    assert scan["message"] == "Alıcı adreste bulunamadı; kargo şubeye teslim edilecek"
+    assert scan["estimated_delivery_at"].startswith("2026-03-04T15:00:00")
+    assert rows[2].payload["source_ids"]["shopify_topic"] == "fulfillment_events/create"
+
+
+def test_an_unknown_shipment_status_is_stored_as_unknown_not_refused(web: TestClient,
+                                                                     rt: Runtime) -> None:
+    payload = fixture("fulfillments_update_in_transit")["payload"] | {
+        "shipment_status": "held_by_dragons"}
+    assert deliver(web, "fulfillments_update_in_transit", payload=payload).status_code == 200
+    [row] = inbox(rt)
+    assert (row.payload["shipment"]["status"], row.payload["shipment"]["raw_status"]) == (
+        "unknown", "held_by_dragons")
 
 
 def test_without_an_event_id_the_webhook_id_dedupes(web: TestClient, rt: Runtime) -> None:
@@ -237,7 +270,7 @@ def test_a_storage_failure_is_500_then_the_retry_stores_it(web: TestClient, rt: 
         connection.execute(text("ALTER TABLE inbox_events_away RENAME TO inbox_events"))
     assert inbox(rt) == []
     retry = deliver(web, "fulfillments_update_delivered")
-    assert retry.json()["stored"] == 2
+    assert retry.json()["stored"] == 1
 
 
 # --- through processing -------------------------------------------------------------------------------
@@ -311,7 +344,8 @@ def test_a_later_unsubscribe_from_shopify_withdraws_consent(web: TestClient, rt:
 def test_an_order_without_contact_details_runs_its_journeys_and_skips_every_channel(
         web: TestClient, rt: Runtime) -> None:
     deliver(web, "orders_create_no_contact")
-    shipped = fixture("fulfillments_create")["payload"] | {"order_id": 5612345678902,
+    shipped = fixture("fulfillments_create")["payload"] | {"id": 4987654321099,
+                                                           "order_id": 5612345678902,
                                                            "name": "#1002.1"}
     assert deliver(web, "fulfillments_create", payload=shipped, headers={
         "X-Shopify-Event-Id": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",

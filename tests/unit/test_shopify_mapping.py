@@ -15,6 +15,7 @@ import pytest
 
 from aftersale.core.errors import EventError
 from aftersale.core.events import Event, EventType
+from aftersale.core.shipments import ShipmentStatus
 from aftersale.intake import shopify
 from aftersale.intake.jsonl import LineError, ParsedFile
 from aftersale.intake.shopify import (
@@ -227,54 +228,98 @@ def test_refunds_create_refunds_the_order_even_when_partial() -> None:
 # --- fulfillments ---------------------------------------------------------------------------------
 
 
-def test_fulfillments_create_ships_with_carrier_and_the_first_tracking_number_and_url() -> None:
+def test_fulfillments_create_is_one_shipment_update_with_carrier_and_first_tracking() -> None:
     [event] = mapped("fulfillments_create")
-    assert event.type == EventType.ORDER_SHIPPED
+    assert event.type == EventType.SHIPMENT_UPDATED
+    assert event.id == "shopify:fulfillments/create:9f1a3b5c-7d9e-4f1a-8b3c-5d7e9f1a3b5c:0"
     assert event.order is not None and event.order.id == ORDER_1001
-    assert event.shipment is not None
-    assert (event.shipment.carrier, event.shipment.tracking_number, event.shipment.tracking_url) == (
+    shipment = event.shipment
+    assert shipment is not None
+    assert (shipment.id, shipment.status, shipment.raw_status) == (
+        "shopify:4987654321012", ShipmentStatus.IN_TRANSIT, None)  # shipped, no carrier word yet
+    assert (shipment.carrier, shipment.tracking_number, shipment.tracking_url) == (
         "DHL Express", "4817263950",
         "https://www.dhl.com/tr-en/home/tracking.html?tracking-id=4817263950")
+    assert shipment.destination_country == "TR"
+    assert shipment.happened_at == event.occurred_at == datetime(2026, 3, 2, 11, 30, tzinfo=UTC)
+    assert shipment.estimated_delivery_at is None and shipment.message is None
 
 
-@pytest.mark.parametrize("name", ["fulfillments_update_in_transit",
-                                  "fulfillments_update_out_for_delivery"])
-def test_an_update_on_the_way_refreshes_the_shipment(name: str) -> None:
+@pytest.mark.parametrize(("name", "status"), [
+    ("fulfillments_update_in_transit", ShipmentStatus.IN_TRANSIT),
+    ("fulfillments_update_out_for_delivery", ShipmentStatus.OUT_FOR_DELIVERY),
+    ("fulfillments_update_delivered", ShipmentStatus.DELIVERED),
+    ("fulfillments_update_failure", ShipmentStatus.EXCEPTION),
+])
+def test_each_fulfillment_update_is_one_shipment_update_at_its_time(
+        name: str, status: ShipmentStatus) -> None:
     [event] = mapped(name)
-    assert event.type == EventType.ORDER_SHIPPED
-    assert event.shipment is not None and event.shipment.tracking_number == "4817263950"
-    assert event.occurred_at == datetime.fromisoformat(fixture(name)["payload"]["updated_at"])
+    assert event.type == EventType.SHIPMENT_UPDATED and event.id.endswith(":0")
+    shipment = event.shipment
+    assert shipment is not None
+    assert shipment.status == status
+    assert shipment.raw_status == fixture(name)["payload"]["shipment_status"]
+    assert shipment.id == f"shopify:{fixture(name)['payload']['id']}"
+    assert shipment.happened_at == event.occurred_at == datetime.fromisoformat(
+        fixture(name)["payload"]["updated_at"])
 
 
-def test_delivered_records_the_tracking_then_the_delivery() -> None:
-    events = mapped("fulfillments_update_delivered")
-    assert [e.type for e in events] == [EventType.ORDER_SHIPPED, EventType.ORDER_DELIVERED]
-    assert [e.id[-2:] for e in events] == [":0", ":1"]
-    assert events[1].occurred_at == datetime(2026, 3, 4, 8, 15, 27, tzinfo=UTC)
-
-
-def test_delivered_without_tracking_is_only_the_delivery() -> None:
+def test_a_delivery_without_tracking_is_still_the_delivery() -> None:
     payload = fixture("fulfillments_update_delivered")["payload"]
     payload |= {"tracking_company": None, "tracking_numbers": [], "tracking_urls": []}
-    assert [e.type for e in to_events("fulfillments/update", payload, "d", RECEIVED)] == [
-        EventType.ORDER_DELIVERED]
+    [event] = to_events("fulfillments/update", payload, "d", RECEIVED)
+    assert event.shipment is not None
+    assert (event.shipment.status, event.shipment.tracking_number) == (
+        ShipmentStatus.DELIVERED, None)
 
 
-def test_a_failed_shipment_starts_no_journey_event() -> None:
-    assert mapped("fulfillments_update_failure") == []
+# Every shipment_status Shopify documents (REST Fulfillment, GraphQL FulfillmentEventStatus),
+# written out here rather than read from the table it tests.
+SHOPIFY_STATUSES = [
+    ("label_printed", "label_created"),
+    ("label_purchased", "label_created"),
+    ("confirmed", "label_created"),
+    ("carrier_picked_up", "in_transit"),
+    ("in_transit", "in_transit"),
+    ("delayed", "delayed"),
+    ("out_for_delivery", "out_for_delivery"),
+    ("attempted_delivery", "attempted_delivery"),
+    ("ready_for_pickup", "ready_for_pickup"),
+    ("picked_up", "delivered"),  # the customer collected it at the pickup point
+    ("delivered", "delivered"),
+    ("failure", "exception"),
+    ("returning_to_sender", "returned_to_sender"),
+    ("IN_TRANSIT", "in_transit"),  # GraphQL's spelling of the same word
+]
 
 
-@pytest.mark.parametrize("status", [None, "confirmed", "label_printed", "label_purchased",
-                                    "carrier_picked_up", "attempted_delivery", "ready_for_pickup",
-                                    "picked_up", "delayed", "something_new"])
-def test_every_other_shipment_status_is_on_its_way(status: str | None) -> None:
-    payload = fixture("fulfillments_update_in_transit")["payload"] | {"shipment_status": status}
-    assert [e.type for e in to_events("fulfillments/update", payload, "d", RECEIVED)] == [
-        EventType.ORDER_SHIPPED]
+@pytest.mark.parametrize(("word", "status"), SHOPIFY_STATUSES)
+def test_every_shopify_shipment_status_has_its_normalized_status(word: str, status: str) -> None:
+    payload = fixture("fulfillments_update_in_transit")["payload"] | {"shipment_status": word}
+    [update] = to_events("fulfillments/update", payload, "d", RECEIVED)
+    event_payload = fixture("fulfillment_events_create")["payload"] | {"status": word}
+    [scan] = to_events("fulfillment_events/create", event_payload, "d", RECEIVED)
+    for event in (update, scan):
+        assert event.shipment is not None
+        assert (event.shipment.status.value if event.shipment.status else None,
+                event.shipment.raw_status) == (status, word.lower())
+
+
+def test_the_table_covers_exactly_the_documented_words() -> None:
+    assert set(shopify.SHIPMENT_STATUSES) == {w.lower() for w, _ in SHOPIFY_STATUSES}
+
+
+def test_a_status_shopify_adds_later_is_stored_as_unknown_with_its_word() -> None:
+    payload = fixture("fulfillments_update_in_transit")["payload"] | {
+        "shipment_status": "teleported"}
+    [event] = to_events("fulfillments/update", payload, "d", RECEIVED)
+    assert event.shipment is not None
+    assert (event.shipment.status, event.shipment.raw_status) == (
+        ShipmentStatus.UNKNOWN, "teleported")
 
 
 @pytest.mark.parametrize("status", ["cancelled", "error", "failure"])
-def test_a_cancelled_or_failed_fulfillment_ships_nothing(status: str) -> None:
+def test_a_cancelled_or_failed_fulfillment_gives_no_event(status: str) -> None:
     payload = fixture("fulfillments_create")["payload"] | {"status": status}
     assert to_events("fulfillments/create", payload, "d", RECEIVED) == []
 
@@ -286,6 +331,57 @@ def test_tracking_number_wins_over_tracking_numbers() -> None:
     assert event.shipment is not None
     assert (event.shipment.tracking_number, event.shipment.tracking_url) == (
         "1Z999AA10123456784", "https://ups.example/1Z")
+
+
+def test_an_estimate_on_the_fulfillment_is_kept_and_a_bad_one_named() -> None:
+    payload = fixture("fulfillments_create")["payload"] | {
+        "estimated_delivery_at": "2026-03-05T18:00:00+03:00"}
+    [event] = to_events("fulfillments/create", payload, "d", RECEIVED)
+    assert event.shipment is not None
+    assert event.shipment.estimated_delivery_at == datetime(2026, 3, 5, 15, 0, tzinfo=UTC)
+    with pytest.raises(PayloadError, match=r"^fulfillments/create: estimated_delivery_at: "
+                                           r"'2026-03-05T18:00:00' has no UTC offset$"):
+        to_events("fulfillments/create", payload | {
+            "estimated_delivery_at": "2026-03-05T18:00:00"}, "d", RECEIVED)
+
+
+# --- fulfillment events (carrier scans) ------------------------------------------------------------
+
+
+def test_a_fulfillment_event_is_a_shipment_update_of_its_fulfillment() -> None:
+    [event] = mapped("fulfillment_events_create")
+    assert event.type == EventType.SHIPMENT_UPDATED
+    assert event.id == "shopify:fulfillment_events/create:6d8f0b2c-4e6a-4c8e-8f2a-4b6d8f0b2c4e:0"
+    assert event.order is not None and event.order.id == ORDER_1001
+    shipment = event.shipment
+    assert shipment is not None
+    assert (shipment.id, shipment.status, shipment.raw_status) == (
+        "shopify:4987654321012", ShipmentStatus.ATTEMPTED_DELIVERY, "attempted_delivery")
+    assert shipment.message == "Alıcı adreste bulunamadı; kargo şubeye teslim edilecek"
+    assert shipment.happened_at == event.occurred_at == datetime(2026, 3, 3, 10, 4, tzinfo=UTC)
+    assert shipment.estimated_delivery_at == datetime(2026, 3, 4, 15, 0, tzinfo=UTC)
+    # the scan's country is where the parcel was seen, not where it goes
+    assert shipment.destination_country is None and shipment.carrier is None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"fulfillment_id": None}, "fulfillment_id: missing or not an id (got None)"),
+    ({"order_id": None}, "order_id: missing or not an id (got None)"),
+    ({"status": None}, "status: missing; a fulfillment event needs its status"),
+    ({"happened_at": "2026-03-03T13:04:00"}, "happened_at: '2026-03-03T13:04:00' has no UTC offset"),
+])
+def test_a_fulfillment_event_that_cannot_be_mapped_names_the_field(
+        change: dict[str, Any], message: str) -> None:
+    payload = fixture("fulfillment_events_create")["payload"] | change
+    with pytest.raises(PayloadError) as caught:
+        to_events("fulfillment_events/create", payload, "d", RECEIVED)
+    assert str(caught.value) == f"fulfillment_events/create: {message}"
+
+
+def test_a_very_long_carrier_message_is_cut_not_refused() -> None:
+    payload = fixture("fulfillment_events_create")["payload"] | {"message": "ş" * 5000}
+    [event] = to_events("fulfillment_events/create", payload, "d", RECEIVED)
+    assert event.shipment is not None and event.shipment.message == "ş" * 2000
 
 
 # --- consent topics ---------------------------------------------------------------------------------
@@ -418,23 +514,26 @@ def file_line(name: str, with_id: bool = True) -> str:
 def test_a_file_of_webhooks_gives_their_events_in_order() -> None:
     parsed = parse_file([file_line("orders_create"), "\n", file_line("fulfillments_create"),
                          file_line("fulfillments_update_delivered", with_id=False),
-                         file_line("fulfillments_update_failure")], received_at=RECEIVED)
+                         file_line("fulfillments_update_failure"),
+                         file_line("fulfillment_events_create")], received_at=RECEIVED)
     assert isinstance(parsed, ParsedFile)
     assert parsed.errors == []
-    assert [e.type.value for e in parsed.events] == [
-        "order.placed", "order.shipped", "order.shipped", "order.delivered"]
+    assert [(e.type.value, e.shipment.status.value if e.shipment and e.shipment.status else None)
+            for e in parsed.events] == [
+        ("order.placed", None), ("shipment.updated", "in_transit"),
+        ("shipment.updated", "delivered"), ("shipment.updated", "exception"),
+        ("shipment.updated", "attempted_delivery")]
     assert parsed.events[0].id == "shopify:orders/create:7f3c1a52-2e8d-4f4b-9a61-3d5e0c9b8a10:0"
-    assert parsed.events[3].id == (
-        "shopify:fulfillments/update:4987654321012@2026-03-04T11:15:27+03:00:1")
+    assert parsed.events[2].id == (
+        "shopify:fulfillments/update:4987654321012@2026-03-04T11:15:27+03:00:0")
 
 
 def test_a_repeated_webhook_in_a_file_is_kept_once() -> None:
     parsed = parse_file([file_line("orders_create"), file_line("orders_create"),
                          file_line("fulfillments_update_delivered", with_id=False),
                          file_line("fulfillments_update_delivered", with_id=False)])
-    assert [e.type.value for e in parsed.events] == ["order.placed", "order.shipped",
-                                                     "order.delivered"]
-    assert parsed.duplicates_in_file == 3
+    assert [e.type.value for e in parsed.events] == ["order.placed", "shipment.updated"]
+    assert parsed.duplicates_in_file == 2
 
 
 def test_every_bad_line_is_reported_with_its_number() -> None:
