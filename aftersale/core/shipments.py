@@ -71,3 +71,11 @@ def takes_over(current: ShipmentStatus | None, current_at: datetime | None,
     if new_at != current_at:
         return new_at > current_at
     return _RANK[new] > _RANK[current]
+
+
+def is_international(destination_country: str | None, home_country: str | None) -> bool | None:
+    """Whether a parcel crosses a border: its destination is not the shop's own country.
+    None when either is unknown (a condition on it is then false; stalled uses domestic)."""
+    if not destination_country or not home_country:
+        return None
+    return destination_country.upper() != home_country.upper()

@@ -163,6 +163,7 @@ class Shipment(Base):
     # The derived moments, each raised once: stalled once per shipment, late once per estimate.
     stalled_at: Mapped[datetime | None]
     late_for: Mapped[datetime | None]  # the estimated date the last shipment.late was about
+    late_at: Mapped[datetime | None]  # when that shipment.late was raised (wait_for reads it)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -42,7 +42,15 @@ from aftersale.core.journeys.engine import (
 )
 from aftersale.core.journeys.model import Journey
 from aftersale.db.lookup import by_id
-from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
+from aftersale.db.models import (
+    AlertRecord,
+    Customer,
+    Enrollment,
+    Message,
+    Order,
+    Shipment,
+    SurveyResponse,
+)
 from aftersale.db.session import rowcount
 from aftersale.pipeline.contexts import (
     enrollment_facts,
@@ -120,6 +128,7 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         versions = VersionCache(session)
         customers = by_id(session, Customer, {e.customer_id for e in rows})
         orders = by_id(session, Order, {e.order_id for e in rows if e.order_id})
+        shipments = by_id(session, Shipment, {e.shipment_id for e in rows if e.shipment_id})
         answers = responses_by_customer(session, set(customers))
         for enrollment in rows:
             counts.advanced += 1
@@ -127,7 +136,8 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
             given = _given_in_time(enrollment, answers[customer.id], now)
             try:
                 journey = versions.get(enrollment.journey_version_id)
-                facts = _facts(session, enrollment, customer, order, given, definitions, now)
+                facts = _facts(session, enrollment, customer, order, given, definitions, now,
+                               shipments.get(enrollment.shipment_id or ""))
                 outcome = advance(journey, _position(enrollment), facts, now)
             except SQLAlchemyError:
                 raise  # the database's trouble, not this enrollment's: the batch runs again
@@ -170,11 +180,13 @@ def _position(enrollment: Enrollment) -> Position:
 
 
 def _facts(session: Session, enrollment: Enrollment, customer: Customer, order: Order | None,
-           answers: list[SurveyResponse], definitions: Definitions, now: datetime) -> Facts:
+           answers: list[SurveyResponse], definitions: Definitions, now: datetime,
+           shipment: Shipment | None = None) -> Facts:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
     return enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
-                            answers, has_guide=has_guide)
+                            answers, has_guide=has_guide, shipment=shipment,
+                            home_country=definitions.home_country)
 
 
 def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer: Customer,

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.core.clock import Clock
 from aftersale.core.counts import Counts
 from aftersale.core.customer_facts import customer_facts, newest_facts
-from aftersale.core.events import STORED, Event, EventType
+from aftersale.core.events import SHIPMENT_EVENTS, STORED, Event, EventType
 from aftersale.core.journeys.engine import Status, in_holdout, in_time
 from aftersale.core.journeys.model import Journey, Reentry
 from aftersale.core.links import referral_code
@@ -50,9 +50,17 @@ from aftersale.db.models import (
     Message,
     Order,
     Referral,
+    Shipment,
     SurveyResponse,
 )
-from aftersale.pipeline.contexts import purchases_among, segment_context
+from aftersale.pipeline.contexts import (
+    SHIPMENT_KEY,
+    purchases_among,
+    segment_context,
+    shipment_context,
+    shipment_moment,
+    stall_concerns,
+)
 from aftersale.pipeline.definitions import Definitions, VersionCache, ensure_version
 from aftersale.pipeline.erasure import scrub_payload
 
@@ -330,6 +338,9 @@ class _Known:
     referrers: dict[str, str]  # referral code -> customer id
     messages: dict[str, Message]  # survey messages answered
     answers: dict[str, SurveyResponse]  # by message id
+    # The parcels the batch's shipment events name, by id (read by enroll). A minimal
+    # accessor: process-events keeps the shipments it applies here.
+    shipments: dict[str, Shipment] = field(default_factory=dict)
 
     @property
     def customers(self) -> dict[str, Customer]:
@@ -367,7 +378,9 @@ class _Known:
                 session, Customer.referral_code, codes) if c.referral_code},
             messages=by_id(session, Message, message_ids),
             answers={a.message_id: a for a in rows.answers.load(
-                session, SurveyResponse.message_id, message_ids) if a.message_id is not None})
+                session, SurveyResponse.message_id, message_ids) if a.message_id is not None},
+            shipments=by_id(session, Shipment, {e.shipment.id for e in events
+                                                if e.shipment and e.shipment.id}))
 
 
 def _history_needed(events: list[Event], orders: dict[str, Order],
@@ -599,15 +612,33 @@ class _Applier:
         context = segment_context(self.session, customer, order, self.definitions.segments, now,
                                   purchases_among(self.known.orders_of[customer.id]))
         segment = self.definitions.segments.assign(context)
+        # A shipment event is about one parcel, at one moment of it (its status, a stall, a
+        # late date); an older scan that did not become its status is no moment at all.
+        shipment_id = event.shipment.id if event.shipment and event.type in SHIPMENT_EVENTS \
+            else None
+        shipment = self.known.shipments.get(shipment_id) if shipment_id else None
+        moment = shipment_moment(event, shipment) if shipment_id else None
+        if shipment_id and moment is None:
+            self.counts.too_old += len(journeys)
+            return
+        entry_context = context | {"segment": segment, "shipment": None if shipment is None
+                                   else shipment_context(shipment, moment, now,
+                                                         self.definitions.home_country)}
         enrollments = self.known.enrollments_of[customer.id]
         entered = {(e.journey, e.entry_key) for e in enrollments}
         for journey in journeys:
             if segment is None or (journey.segments and segment not in journey.segments):
                 self.counts.not_eligible += 1
                 continue
-            entry_key = self._entry_key(journey, order)
+            if journey.entry_when is not None and not journey.entry_when.evaluate(entry_context):
+                self.counts.not_eligible += 1
+                continue
+            if not stall_concerns(journey, event, (entry_context["shipment"] or {}).get(
+                    "is_international")):
+                continue  # derived for another journey's stall threshold
+            entry_key = self._entry_key(journey, order, shipment_id, moment)
             if (journey.name, entry_key) in entered:
-                continue  # the re-entry rule: once per order, or once per customer
+                continue  # the re-entry rule: once per order, customer, or parcel moment
             holdout = in_holdout(journey.name, customer.id, journey.holdout_percent)
             if journey.name not in self.version_ids:
                 self.version_ids[journey.name] = ensure_version(self.session, journey, self.clock)
@@ -615,6 +646,7 @@ class _Applier:
                 journey=journey.name,
                 journey_version_id=self.version_ids[journey.name],
                 customer_id=customer.id, order_id=order.id if order else None,
+                shipment_id=shipment_id,
                 entry_key=entry_key, segment=segment, holdout=holdout,
                 # The holdout group is recorded (metrics compare it) but never gets a step.
                 status=Status.COMPLETED.value if holdout else Status.ACTIVE.value,
@@ -630,7 +662,10 @@ class _Applier:
                 self.counts.enrolled += 1
 
     @staticmethod
-    def _entry_key(journey: Journey, order: Order | None) -> str:
+    def _entry_key(journey: Journey, order: Order | None, shipment_id: str | None = None,
+                   moment: str | None = None) -> str:
+        if journey.reentry == Reentry.ONCE_PER_SHIPMENT_MOMENT and shipment_id and moment:
+            return SHIPMENT_KEY.format(id=shipment_id, moment=moment)
         if journey.reentry == Reentry.ONCE_PER_CUSTOMER or order is None:
             return "customer"
         return f"order:{order.id}"

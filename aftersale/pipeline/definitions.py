@@ -40,9 +40,14 @@ class Definitions:
     content: ContentLibrary
     sources: dict[str, Any] = field(default_factory=dict, repr=False)
     digest: str = ""
+    # The shop's own country (AFTERSALE_SHOP_COUNTRY): a parcel to elsewhere is international
+    # (``shipment.is_international``). None: unknown, every parcel counts as domestic.
+    home_country: str | None = None
 
     def triggered_by(self, event_type: str) -> list[Journey]:
-        return [j for j in self.journeys.values() if j.trigger == event_type]
+        """The journeys this event starts (any of their triggers: ``trigger:`` may list
+        several)."""
+        return [j for j in self.journeys.values() if event_type in j.triggers]
 
 
 def check_definitions(journeys_dir: Path, content_dir: Path,

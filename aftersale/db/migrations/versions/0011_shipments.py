@@ -31,6 +31,7 @@ def upgrade() -> None:
     sa.Column('last_message', sa.Text(), nullable=True),
     _when('first_estimated_delivery_at'), _when('estimated_delivery_at'), _when('shipped_at'),
     _when('delivered_at'), _when('problem_at'), _when('stalled_at'), _when('late_for'),
+    _when('late_at'),
     _when('created_at', False), _when('updated_at', False),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id']),
     sa.PrimaryKeyConstraint('id')
