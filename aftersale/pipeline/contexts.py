@@ -278,10 +278,19 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
     if responses:
         seen[EventType.SURVEY_RESPONDED.value] = responses[-1].responded_at
     if shipment is not None:
-        context["shipment"] = shipment_context(
-            shipment, moment_of_entry(enrollment.entry_key, shipment.id), now, home_country)
+        context["shipment"] = enrollment_shipment(enrollment, shipment, now, home_country)
         seen.update(shipment_seen(shipment))
     return Facts(context=context, seen=seen)
+
+
+def enrollment_shipment(enrollment: Enrollment, shipment: Shipment | None, now: datetime,
+                        home_country: str | None) -> dict[str, Any] | None:
+    """An enrollment's parcel as its conditions and its messages read it (the moment it
+    entered on comes from its entry key)."""
+    if shipment is None:
+        return None
+    return shipment_context(shipment, moment_of_entry(enrollment.entry_key, shipment.id), now,
+                            home_country)
 
 
 def shipment_seen(shipment: Shipment) -> dict[str, datetime]:
