@@ -279,7 +279,9 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
         seen[EventType.SURVEY_RESPONDED.value] = responses[-1].responded_at
     if shipment is not None:
         context["shipment"] = enrollment_shipment(enrollment, shipment, now, home_country)
-        seen.update(shipment_seen(shipment))
+        # Only what happened after it entered: the update that started it is no news.
+        seen.update((event, when) for event, when in shipment_seen(shipment).items()
+                    if when > enrollment.enrolled_at)
     return Facts(context=context, seen=seen)
 
 
