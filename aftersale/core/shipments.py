@@ -73,9 +73,9 @@ def takes_over(current: ShipmentStatus | None, current_at: datetime | None,
     return _RANK[new] > _RANK[current]
 
 
-def is_international(destination_country: str | None, home_country: str | None) -> bool | None:
-    """Whether a parcel crosses a border: its destination is not the shop's own country.
-    None when either is unknown (a condition on it is then false; stalled uses domestic)."""
-    if not destination_country or not home_country:
-        return None
-    return destination_country.upper() != home_country.upper()
+
+def is_international(destination_country: str | None, shop_country: str | None) -> bool:
+    """Whether a parcel leaves the shop's country. Without a shop country (or a destination),
+    every parcel is domestic."""
+    return bool(destination_country and shop_country
+                and destination_country.upper() != shop_country.upper())

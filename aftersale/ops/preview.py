@@ -87,7 +87,7 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
     context["response"] = {}
     if shipment is not None:
         context["shipment"] = shipment_context(shipment, _moment(journey, shipment), start,
-                                               definitions.home_country)
+                                               definitions.shop_country)
         seen_at["shipment.updated"] = start + SHIP_AFTER
     entries: list[Entry] = []
     position, now, outcome_text = Position(), start, "still waiting"

@@ -186,7 +186,7 @@ def _facts(session: Session, enrollment: Enrollment, customer: Customer, order: 
                  if order is not None else None)
     return enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
                             answers, has_guide=has_guide, shipment=shipment,
-                            home_country=definitions.home_country)
+                            shop_country=definitions.shop_country)
 
 
 def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer: Customer,

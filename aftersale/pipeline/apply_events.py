@@ -623,7 +623,7 @@ class _Applier:
             return
         entry_context = context | {"segment": segment, "shipment": None if shipment is None
                                    else shipment_context(shipment, moment, now,
-                                                         self.definitions.home_country)}
+                                                         self.definitions.shop_country)}
         enrollments = self.known.enrollments_of[customer.id]
         entered = {(e.journey, e.entry_key) for e in enrollments}
         for journey in journeys:

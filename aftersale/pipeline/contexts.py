@@ -61,7 +61,7 @@ def order_context(order: Order, segments: SegmentSet | None = None,
 
 
 def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
-                     home_country: str | None = None) -> dict[str, Any]:
+                     shop_country: str | None = None) -> dict[str, Any]:
     """The parcel a shipment journey is about, for its conditions (``shipment.*``) and its
     messages. ``moment``: what started the enrollment (:func:`shipment_moment`)."""
     estimate = shipment.first_estimated_delivery_at or shipment.estimated_delivery_at
@@ -75,7 +75,7 @@ def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
         "tracking_number": shipment.tracking_number,
         "tracking_url": shipment.tracking_url,
         "destination_country": shipment.destination_country,
-        "is_international": is_international(shipment.destination_country, home_country),
+        "is_international": is_international(shipment.destination_country, shop_country),
         "estimated_delivery_at": shipment.estimated_delivery_at,
         "first_estimated_delivery_at": shipment.first_estimated_delivery_at,
         "has_estimate": shipment.estimated_delivery_at is not None,
@@ -94,6 +94,15 @@ def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
 SHIPMENT_KEY = "shipment:{id}:{moment}"
 
 
+def stall_threshold(event: Event) -> int | None:
+    """The business days of silence a ``shipment.stalled`` was derived for: the clock check
+    raises one per threshold in use (``shipment.stalled_after``; an event with only
+    ``days_silent`` was derived for that)."""
+    extra = (event.shipment.model_extra or {}) if event.shipment else {}
+    days = extra.get("stalled_after", extra.get("days_silent"))
+    return None if days is None else int(days)
+
+
 def shipment_moment(event: Event, shipment: Shipment | None) -> str | None:
     """The moment of a parcel a shipment event is: its status for ``shipment.updated``,
     ``stalled`` (``stalled:N`` when derived for a threshold of N business days) or
@@ -107,27 +116,32 @@ def shipment_moment(event: Event, shipment: Shipment | None) -> str | None:
             return None
         return str(data.status)
     if event.type == EventType.SHIPMENT_STALLED:
-        days = (data.model_extra or {}).get("days_silent")
+        days = stall_threshold(event)
         return "stalled" if days is None else f"stalled:{days}"
     if event.type == EventType.SHIPMENT_LATE:
+        day = (data.model_extra or {}).get("late_for")  # the local date the clock judged
         estimate = data.estimated_delivery_at or (shipment.late_for if shipment else None)
-        return "late" if estimate is None else f"late:{estimate.date().isoformat()}"
+        if day is None and estimate is not None:
+            day = estimate.date().isoformat()
+        return "late" if day is None else f"late:{day}"
     return None
 
 
 def stall_concerns(journey: Journey, event: Event, international: bool | None) -> bool:
     """Whether a ``shipment.stalled`` event starts this journey. The clock check derives one
-    per threshold in use, saying in ``shipment.days_silent`` which (and in
-    ``shipment.default_threshold`` whether it is the settings' one for this parcel): a journey
-    with ``stalled_after`` takes the event of its own threshold, the others the default's. An
-    event without ``days_silent`` (one threshold for all) starts them all."""
-    extra = (event.shipment.model_extra or {}) if event.shipment else {}
-    days = extra.get("days_silent")
+    per threshold in use (:func:`stall_threshold`; ``shipment.default_threshold`` says whether
+    it is the settings' one for this parcel): a journey with ``stalled_after`` for the
+    parcel's side (domestic or international, as ``shipment.is_international`` says) takes the
+    event of its own threshold, the others the default's. An event without a threshold (one
+    for all) starts them all."""
+    days = stall_threshold(event)
     if event.type != EventType.SHIPMENT_STALLED or days is None:
         return True
-    own = journey.stalled_after.days(bool(international)) if journey.stalled_after else None
+    extra = (event.shipment.model_extra or {}) if event.shipment else {}
+    abroad = bool(extra.get("is_international", international))
+    own = journey.stalled_after.days(abroad) if journey.stalled_after else None
     if own is not None:
-        return bool(own == days)
+        return own == days
     return bool(extra.get("default_threshold", True))
 
 
@@ -240,7 +254,7 @@ def responses_by_customer(session: Session, customer_ids: set[str]
 def enrollment_facts(session: Session, enrollment: Enrollment, customer: Customer,
                      order: Order | None, segments: SegmentSet, now: datetime,
                      answers: list[SurveyResponse], has_guide: bool | None = None,
-                     shipment: Shipment | None = None, home_country: str | None = None) -> Facts:
+                     shipment: Shipment | None = None, shop_country: str | None = None) -> Facts:
     """``answers``: the customer's survey answers (see :func:`responses_by_customer`); only
     those given since the enrollment started count for it. ``shipment``: the enrollment's
     parcel (``Enrollment.shipment_id``), for shipment journeys."""
@@ -278,7 +292,7 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
     if responses:
         seen[EventType.SURVEY_RESPONDED.value] = responses[-1].responded_at
     if shipment is not None:
-        context["shipment"] = enrollment_shipment(enrollment, shipment, now, home_country)
+        context["shipment"] = enrollment_shipment(enrollment, shipment, now, shop_country)
         # Only what happened after it entered: the update that started it is no news.
         seen.update((event, when) for event, when in shipment_seen(shipment).items()
                     if when > enrollment.enrolled_at)
@@ -286,13 +300,13 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
 
 
 def enrollment_shipment(enrollment: Enrollment, shipment: Shipment | None, now: datetime,
-                        home_country: str | None) -> dict[str, Any] | None:
+                        shop_country: str | None) -> dict[str, Any] | None:
     """An enrollment's parcel as its conditions and its messages read it (the moment it
     entered on comes from its entry key)."""
     if shipment is None:
         return None
     return shipment_context(shipment, moment_of_entry(enrollment.entry_key, shipment.id), now,
-                            home_country)
+                            shop_country)
 
 
 def shipment_seen(shipment: Shipment) -> dict[str, datetime]:

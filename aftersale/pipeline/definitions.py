@@ -40,9 +40,9 @@ class Definitions:
     content: ContentLibrary
     sources: dict[str, Any] = field(default_factory=dict, repr=False)
     digest: str = ""
-    # The shop's own country (AFTERSALE_SHOP_COUNTRY): a parcel to elsewhere is international
-    # (``shipment.is_international``). None: unknown, every parcel counts as domestic.
-    home_country: str | None = None
+    # The shop's own country (AFTERSALE_SHOP_COUNTRY, set by the runtime): a parcel to
+    # elsewhere is international (``shipment.is_international``). None: all are domestic.
+    shop_country: str | None = None
 
     def triggered_by(self, event_type: str) -> list[Journey]:
         """The journeys this event starts (any of their triggers: ``trigger:`` may list

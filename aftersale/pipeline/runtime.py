@@ -41,7 +41,7 @@ class Runtime:
             definitions, self.problems = activate(
                 session, self.settings.journeys_dir, self.settings.content_dir, self.clock,
                 self.settings.default_locale)
-        return definitions
+        return with_settings(definitions, self.settings)
 
     def channels(self) -> dict[str, Channel]:
         """One channel per kind, built once: the provider clients keep their connections."""
@@ -64,6 +64,13 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+def with_settings(definitions: Definitions, settings: Settings) -> Definitions:
+    """What the definitions take from the settings: the shop's country (is a parcel
+    international?)."""
+    definitions.shop_country = getattr(settings, "shop_country", None)
+    return definitions
 
 
 def link_signer(settings: Settings) -> Signer | None:

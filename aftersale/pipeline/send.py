@@ -167,7 +167,7 @@ class _Batch:
                     customer, order, message.id, message.template, channel, transactional,
                     self.definitions, self.links, enrollment_shipment(
                         enrollment, self.shipments.get(enrollment.shipment_id or ""), self.now,
-                        self.definitions.home_country))
+                        self.definitions.shop_country))
             return contexts[channel]
 
         # The approved template matters only where WhatsApp free text is not allowed.

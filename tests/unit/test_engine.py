@@ -830,7 +830,7 @@ def test_the_shipment_context_reads_the_row_as_conditions_and_templates_need_it(
     assert ctx["estimated_delivery_at"] == T0 + 3 * DAY
     on_time = shipment_context(_shipment(first_estimated_delivery_at=T0 + DAY,
                                          delivered_at=T0, status="delivered"), None, T0 + 9 * DAY)
-    assert on_time["days_late"] == 0 and on_time["is_international"] is None
+    assert on_time["days_late"] == 0 and on_time["is_international"] is False
     assert shipment_context(row, None, T0, "de")["is_international"] is False
     assert shipment_context(_shipment(), None, T0)["days_late"] is None
 
@@ -852,6 +852,12 @@ def test_the_moment_of_a_shipment_event_and_its_entry_key_round_trip():
     assert shipment_moment(event("shipment.updated", status="in_transit"), row) is None
     assert shipment_moment(event("shipment.stalled"), row) == "stalled"
     assert shipment_moment(event("shipment.stalled", days_silent=5), row) == "stalled:5"
+    assert shipment_moment(event("shipment.stalled", days_silent=6, stalled_after=5), row) \
+        == "stalled:5"
+    # the date the clock judged late (the customer's local date) names the moment
+    assert shipment_moment(event("shipment.late", late_for="2026-03-05",
+                                 estimated_delivery_at="2026-03-09T18:00:00+00:00"), row) \
+        == "late:2026-03-05"
     assert shipment_moment(event("shipment.late",
                                  estimated_delivery_at="2026-03-04T18:00:00+00:00"), row) \
         == "late:2026-03-04"
@@ -871,11 +877,17 @@ def test_a_stall_derived_for_a_threshold_starts_only_the_journeys_of_that_thresh
 
     own = shipment_journey()  # stalled_after: {domestic: 2}
     default = journey("journey: d\ntrigger: shipment.stalled\nsteps: [{send: a}]\n")
-    two, three = stalled(days_silent=2, default_threshold=False), stalled(days_silent=3)
+    two = stalled(stalled_after=2, days_silent=2, default_threshold=False)
+    three = stalled(stalled_after=3, days_silent=4, default_threshold=True)
     assert stall_concerns(own, two, False) and not stall_concerns(own, three, False)
     assert not stall_concerns(default, two, False) and stall_concerns(default, three, False)
     # abroad the journey has no threshold of its own: it takes the settings' one
     assert stall_concerns(own, three, True) and not stall_concerns(own, two, True)
+    # the event says which side the parcel is on, when it knows
+    assert not stall_concerns(own, stalled(stalled_after=2, is_international=True,
+                                           default_threshold=False), False)
+    # an event with only the days of silence was derived for them
+    assert stall_concerns(own, stalled(days_silent=2), False)
     assert stall_concerns(own, stalled(), False) and stall_concerns(default, stalled(), False)
 
 
