@@ -37,7 +37,7 @@ FIELDS: dict[str, frozenset[str]] = {
     ),
     "shipment": frozenset(
         {"id", "status", "raw_status", "moment", "carrier", "days_late", "is_international",
-         "destination_country", "days_since_update", "has_estimate", "is_problem"}
+         "destination_country", "days_since_update", "has_estimate"}
     ),
     "response": frozenset({*SURVEY_KINDS, "comment"}),
 }

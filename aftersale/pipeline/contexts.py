@@ -63,14 +63,16 @@ def order_context(order: Order, segments: SegmentSet | None = None,
 def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
                      shop_country: str | None = None) -> dict[str, Any]:
     """The parcel a shipment journey is about, for its conditions (``shipment.*``) and its
-    messages. ``moment``: what started the enrollment (:func:`shipment_moment`)."""
+    messages. ``moment``: what started the enrollment (:func:`shipment_moment`), such as
+    ``in_transit``, ``stalled:3`` or ``late:2026-03-05``."""
     estimate = shipment.first_estimated_delivery_at or shipment.estimated_delivery_at
     until = shipment.delivered_at or now
     return {
         "id": shipment.id,
         "status": shipment.status,
         "raw_status": shipment.raw_status,
-        "moment": moment,
+        # the kind of moment: the status, "stalled" or "late" (the entry key has the detail)
+        "moment": moment.split(":")[0] if moment else None,
         "carrier": shipment.carrier,
         "tracking_number": shipment.tracking_number,
         "tracking_url": shipment.tracking_url,

@@ -767,7 +767,7 @@ def shipment_journey() -> Journey:
           - branch:
               - if: shipment.status == "attempted_delivery"
                 then: [{send: attempted}]
-              - if: shipment.moment == "stalled:2"
+              - if: shipment.moment == "stalled"
                 then: [{send: stalled}, {alert: stalled_parcel}]
           - wait_for: shipment.updated
             timeout: 2d
@@ -795,7 +795,7 @@ def test_a_shipment_journey_branches_on_the_parcel_and_waits_for_its_next_update
 
 def test_a_stall_raises_the_alert_and_a_silent_parcel_ends_the_journey_at_the_timeout():
     care = shipment_journey()
-    stalled = {"status": "in_transit", "moment": "stalled:2", "days_since_update": 2}
+    stalled = {"status": "in_transit", "moment": "stalled", "days_since_update": 2}
     first = advance(care, Position(), facts(shipment=stalled), T0)
     assert sends(first) == [("0.1.0", "stalled")]
     assert [a.kind for a in first.actions if isinstance(a, AlertAction)] == ["stalled_parcel"]
@@ -833,6 +833,9 @@ def test_the_shipment_context_reads_the_row_as_conditions_and_templates_need_it(
     assert on_time["days_late"] == 0 and on_time["is_international"] is False
     assert shipment_context(row, None, T0, "de")["is_international"] is False
     assert shipment_context(_shipment(), None, T0)["days_late"] is None
+    # conditions read the kind of moment; the entry key keeps its threshold or date
+    assert [shipment_context(row, m, T0)["moment"] for m in ("stalled:3", "late:2026-03-05")] \
+        == ["stalled", "late"]
 
 
 def test_the_moment_of_a_shipment_event_and_its_entry_key_round_trip():
