@@ -256,10 +256,12 @@ def responses_by_customer(session: Session, customer_ids: set[str]
 def enrollment_facts(session: Session, enrollment: Enrollment, customer: Customer,
                      order: Order | None, segments: SegmentSet, now: datetime,
                      answers: list[SurveyResponse], has_guide: bool | None = None,
-                     shipment: Shipment | None = None, shop_country: str | None = None) -> Facts:
+                     shipment: Shipment | None = None, shop_country: str | None = None,
+                     parcels: Iterable[Shipment] = ()) -> Facts:
     """``answers``: the customer's survey answers (see :func:`responses_by_customer`); only
     those given since the enrollment started count for it. ``shipment``: the enrollment's
-    parcel (``Enrollment.shipment_id``), for shipment journeys."""
+    parcel (``Enrollment.shipment_id``), for shipment journeys; ``parcels``: the order's
+    parcels, for an order journey waiting for a shipment moment (any of them will do)."""
     cache: dict[str, Any] = {}
 
     def history() -> tuple[dict[str, Any], bool]:
@@ -295,9 +297,11 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
         seen[EventType.SURVEY_RESPONDED.value] = responses[-1].responded_at
     if shipment is not None:
         context["shipment"] = enrollment_shipment(enrollment, shipment, now, shop_country)
-        # Only what happened after it entered: the update that started it is no news.
-        seen.update((event, when) for event, when in shipment_seen(shipment).items()
-                    if when > enrollment.enrolled_at)
+    for parcel in [shipment] if shipment is not None else parcels:
+        for moment, when in shipment_seen(parcel).items():
+            # Only what happened after it entered: the update that started it is no news.
+            if when > enrollment.enrolled_at and when > seen.get(moment, enrollment.enrolled_at):
+                seen[moment] = when
     return Facts(context=context, seen=seen)
 
 

@@ -35,6 +35,17 @@ JOURNEY = """\
         when: shipment.status == "ready_for_pickup"
     """
 
+# An order journey may wait for any of its parcels' moments too.
+ORDER_JOURNEY = """\
+    journey: order-parcel
+    trigger: order.placed
+    steps:
+      - wait_for: shipment.updated
+        timeout: 5d
+        on_timeout: end
+      - send: parcel_followup
+    """
+
 NOTE = """\
     transactional: true
     email:
@@ -57,6 +68,8 @@ FOLLOWUP = """\
 def journeys(definitions_dirs: tuple[Path, Path]) -> None:
     journeys_dir, content_dir = definitions_dirs
     (journeys_dir / "parcel_care.yaml").write_text(textwrap.dedent(JOURNEY), encoding="utf-8")
+    (journeys_dir / "order_parcel.yaml").write_text(textwrap.dedent(ORDER_JOURNEY),
+                                                    encoding="utf-8")
     for name, text in (("parcel_note", NOTE), ("parcel_followup", FOLLOWUP)):
         (content_dir / name).mkdir()
         (content_dir / name / "en.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
@@ -78,9 +91,9 @@ def enrollments(rt: Runtime) -> list[tuple[str, str | None, str]]:
             .order_by(Enrollment.id))]
 
 
-def parcel_messages(rt: Runtime) -> list[tuple[str, str | None, str | None]]:
-    return [(m.template, m.subject, m.body_text) for m in sent(rt)
-            if m.template.startswith("parcel_")]
+def parcel_messages(rt: Runtime, journey: str = "parcel-care"
+                    ) -> list[tuple[str, str | None, str | None]]:
+    return [(m.template, m.subject, m.body_text) for m in sent(rt) if m.journey == journey]
 
 
 @pytest.mark.usefixtures("journeys")
@@ -136,6 +149,18 @@ def test_a_parcel_that_goes_quiet_ends_the_wait_at_its_timeout(rt: Runtime) -> N
     run_to(rt, definitions, START + days(5), tick=days(0.5))
     assert [t for t, _, _ in parcel_messages(rt)] == ["parcel_note"]
     assert enrollments(rt) == [("shipment:shopify:5001:delayed", "shopify:5001", "completed")]
+
+
+@pytest.mark.usefixtures("journeys")
+def test_an_order_journey_waiting_for_a_parcel_update_wakes_on_any_of_its_parcels(
+        rt: Runtime) -> None:
+    definitions = rt.definitions()
+    feed(rt, placed("o-1", START, "c-1"))
+    run_to(rt, definitions, START + days(1))
+    assert parcel_messages(rt, "order-parcel") == []
+    feed(rt, update("u-1", "in_transit", START + days(2), shipment_id="shopify:5002"))
+    run_to(rt, definitions, START + days(2))
+    assert [t for t, _, _ in parcel_messages(rt, "order-parcel")] == ["parcel_followup"]
 
 
 @pytest.mark.usefixtures("journeys")
