@@ -55,6 +55,7 @@ from aftersale.db.models import (
 )
 from aftersale.pipeline.contexts import (
     SHIPMENT_KEY,
+    parcel_of,
     purchases_among,
     segment_context,
     shipment_context,
@@ -614,9 +615,10 @@ class _Applier:
         segment = self.definitions.segments.assign(context)
         # A shipment event is about one parcel, at one moment of it (its status, a stall, a
         # late date); an older scan that did not become its status is no moment at all.
-        shipment_id = event.shipment.id if event.shipment and event.type in SHIPMENT_EVENTS \
-            else None
-        shipment = self.known.shipments.get(shipment_id) if shipment_id else None
+        shipment = parcel_of(event, self.known.shipments) \
+            if event.type in SHIPMENT_EVENTS else None
+        shipment_id = shipment.id if shipment is not None else (
+            event.shipment.id if event.shipment and event.type in SHIPMENT_EVENTS else None)
         moment = shipment_moment(event, shipment) if shipment_id else None
         if shipment_id and moment is None:
             self.counts.too_old += len(journeys)

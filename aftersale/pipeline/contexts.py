@@ -96,6 +96,20 @@ def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
 SHIPMENT_KEY = "shipment:{id}:{moment}"
 
 
+def parcel_of(event: Event, shipments: Mapping[str, Shipment]) -> Shipment | None:
+    """The parcel a shipment event is about, among ``shipments`` (by id): by its id, else
+    the order's parcel with the same tracking number (one parcel, two sources)."""
+    data = event.shipment
+    if data is None or data.id is None:
+        return None
+    found = shipments.get(data.id)
+    if found is None and data.tracking_number and event.order is not None:
+        order_id, number = event.order.id, data.tracking_number
+        found = next((s for s in shipments.values()
+                      if s.order_id == order_id and s.tracking_number == number), None)
+    return found
+
+
 def stall_threshold(event: Event) -> int | None:
     """The business days of silence a ``shipment.stalled`` was derived for: the clock check
     raises one per threshold in use (``shipment.stalled_after``; an event with only

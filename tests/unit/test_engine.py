@@ -902,3 +902,21 @@ def test_the_parcels_moments_are_seen_when_they_happened():
     assert shipment_seen(row) == {"shipment.updated": T0, "shipment.stalled": T0 + DAY,
                                   "shipment.late": T0 + 2 * DAY}
     assert shipment_seen(_shipment()) == {"shipment.updated": T0}
+
+
+def test_a_shipment_event_finds_its_parcel_by_id_or_by_tracking_number_in_its_order():
+    from aftersale.core.events import STORED, Event
+    from aftersale.pipeline.contexts import parcel_of
+
+    def update(sid, number, oid="o-1"):
+        return Event.model_validate(
+            {"id": "e", "type": "shipment.updated", "occurred_at": "2026-03-02T09:00:00+00:00",
+             "order": {"id": oid}, "shipment": {"id": sid, "status": "in_transit",
+                                                "tracking_number": number}}, context=STORED)
+
+    shopify = _shipment(id="shopify:1", tracking_number="1Z")
+    known = {"shopify:1": shopify}
+    assert parcel_of(update("shopify:1", None), known) is shopify
+    assert parcel_of(update("aftership:9", "1Z"), known) is shopify  # one parcel, two sources
+    assert parcel_of(update("aftership:9", "1Z", oid="o-2"), known) is None
+    assert parcel_of(update("aftership:9", "2Z"), known) is None
