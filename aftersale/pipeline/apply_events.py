@@ -636,7 +636,7 @@ class _Applier:
                 self.counts.not_eligible += 1
                 continue
             if not stall_concerns(journey, event, (entry_context["shipment"] or {}).get(
-                    "is_international")):
+                    "is_international"), self.definitions.stalled_after):
                 continue  # derived for another journey's stall threshold
             entry_key = self._entry_key(journey, order, shipment_id, moment)
             if (journey.name, entry_key) in entered:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from aftersale.core.events import Event, EventType
 from aftersale.core.journeys.engine import Facts
-from aftersale.core.journeys.model import Journey
+from aftersale.core.journeys.model import Journey, StalledAfter
 from aftersale.core.segment_rules import OrderFact, SegmentSet, customer_facts
 from aftersale.core.shipments import is_international
 from aftersale.db.models import Customer, Enrollment, Order, Shipment, SurveyResponse
@@ -143,13 +143,13 @@ def shipment_moment(event: Event, shipment: Shipment | None) -> str | None:
     return None
 
 
-def stall_concerns(journey: Journey, event: Event, international: bool | None) -> bool:
+def stall_concerns(journey: Journey, event: Event, international: bool | None,
+                   default: StalledAfter | None = None) -> bool:
     """Whether a ``shipment.stalled`` event starts this journey. The clock check derives one
-    per threshold in use (:func:`stall_threshold`; ``shipment.default_threshold`` says whether
-    it is the settings' one for this parcel): a journey with ``stalled_after`` for the
+    per threshold in use (:func:`stall_threshold`): a journey with ``stalled_after`` for the
     parcel's side (domestic or international, as ``shipment.is_international`` says) takes the
-    event of its own threshold, the others the default's. An event without a threshold (one
-    for all) starts them all."""
+    event of its own threshold, the others the settings' one (``default``, or the event's
+    ``default_threshold`` flag). An event without a threshold (one for all) starts them all."""
     days = stall_threshold(event)
     if event.type != EventType.SHIPMENT_STALLED or days is None:
         return True
@@ -158,7 +158,10 @@ def stall_concerns(journey: Journey, event: Event, international: bool | None) -
     own = journey.stalled_after.days(abroad) if journey.stalled_after else None
     if own is not None:
         return own == days
-    return bool(extra.get("default_threshold", True))
+    if "default_threshold" in extra:
+        return bool(extra["default_threshold"])
+    settings = default.days(abroad) if default is not None else None
+    return settings is None or settings == days
 
 
 def moment_of_entry(entry_key: str | None, shipment_id: str) -> str | None:

@@ -2,7 +2,8 @@
 enrollment per shipment and moment, the entry ``when``, ``wait_for: shipment.updated``, and
 the parcel in the messages.
 
-Needs process-events to apply ``shipment.updated`` (shipment rows, the order's customer)."""
+Needs process-events to apply ``shipment.updated`` (shipment rows, the order's customer) and
+the clock check that derives ``shipment.stalled``."""
 
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ ORDER_JOURNEY = """\
       - send: parcel_followup
     """
 
+# A journey with its own stall threshold: two business days instead of the settings' three.
+EARLY_STALL = """\
+    journey: stall-early
+    trigger: shipment.stalled
+    reentry: once_per_shipment_moment
+    stalled_after: {domestic: 2}
+    steps:
+      - send: parcel_note
+    """
+
 NOTE = """\
     transactional: true
     email:
@@ -70,6 +81,8 @@ def journeys(definitions_dirs: tuple[Path, Path]) -> None:
     (journeys_dir / "parcel_care.yaml").write_text(textwrap.dedent(JOURNEY), encoding="utf-8")
     (journeys_dir / "order_parcel.yaml").write_text(textwrap.dedent(ORDER_JOURNEY),
                                                     encoding="utf-8")
+    (journeys_dir / "stall_early.yaml").write_text(textwrap.dedent(EARLY_STALL),
+                                                   encoding="utf-8")
     for name, text in (("parcel_note", NOTE), ("parcel_followup", FOLLOWUP)):
         (content_dir / name).mkdir()
         (content_dir / name / "en.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
@@ -84,11 +97,10 @@ def update(eid: str, status: str, at: datetime, shipment_id: str = "shopify:5001
                          "message": f"carrier: {status}", **fields}}
 
 
-def enrollments(rt: Runtime) -> list[tuple[str, str | None, str]]:
+def enrollments(rt: Runtime, journey: str = "parcel-care") -> list[tuple[str, str | None, str]]:
     with rt.factory() as session:
         return [(e.entry_key, e.shipment_id, e.status) for e in session.scalars(
-            select(Enrollment).where(Enrollment.journey == "parcel-care")
-            .order_by(Enrollment.id))]
+            select(Enrollment).where(Enrollment.journey == journey).order_by(Enrollment.id))]
 
 
 def parcel_messages(rt: Runtime, journey: str = "parcel-care"
@@ -99,7 +111,8 @@ def parcel_messages(rt: Runtime, journey: str = "parcel-care"
 @pytest.mark.usefixtures("journeys")
 def test_each_moment_of_a_parcel_enrolls_once_and_the_entry_when_filters(rt: Runtime) -> None:
     definitions = rt.definitions()
-    assert [j.name for j in definitions.triggered_by("shipment.stalled")] == ["parcel-care"]
+    assert sorted(j.name for j in definitions.triggered_by("shipment.stalled")) == [
+        "parcel-care", "stall-early"]
     feed(rt, placed("o-1", START, "c-1"))
     run_to(rt, definitions, START)
     feed(rt, update("u-1", "in_transit", START + days(1)))  # filtered by the entry `when`
@@ -141,14 +154,20 @@ def test_wait_for_a_shipment_update_wakes_the_journey_and_messages_show_the_parc
 
 
 @pytest.mark.usefixtures("journeys")
-def test_a_parcel_that_goes_quiet_ends_the_wait_at_its_timeout(rt: Runtime) -> None:
+def test_a_parcel_that_goes_quiet_ends_the_wait_at_its_timeout_and_stalls(rt: Runtime) -> None:
     definitions = rt.definitions()
-    feed(rt, placed("o-1", START, "c-1"))
+    feed(rt, placed("o-1", START, "c-1"))  # a Monday
     run_to(rt, definitions, START)
     feed(rt, update("u-1", "delayed", START + days(1)))
     run_to(rt, definitions, START + days(5), tick=days(0.5))
-    assert [t for t, _, _ in parcel_messages(rt)] == ["parcel_note"]
-    assert enrollments(rt) == [("shipment:shopify:5001:delayed", "shopify:5001", "completed")]
+    # the wait for its next update ended after 3 days; 3 business days without a word (the
+    # settings' threshold: Tuesday to Friday) are a stall, a moment of its own
+    assert [s for _, s, _ in parcel_messages(rt)] == ["#o-1: delayed", "#o-1: stalled"]
+    assert enrollments(rt) == [("shipment:shopify:5001:delayed", "shopify:5001", "completed"),
+                               ("shipment:shopify:5001:stalled:3", "shopify:5001", "active")]
+    # a journey with stalled_after {domestic: 2} heard of it a day earlier, and only then
+    assert enrollments(rt, "stall-early") == [
+        ("shipment:shopify:5001:stalled:2", "shopify:5001", "completed")]
 
 
 @pytest.mark.usefixtures("journeys")

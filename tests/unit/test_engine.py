@@ -892,6 +892,15 @@ def test_a_stall_derived_for_a_threshold_starts_only_the_journeys_of_that_thresh
     # an event with only the days of silence was derived for them
     assert stall_concerns(own, stalled(days_silent=2), False)
     assert stall_concerns(own, stalled(), False) and stall_concerns(default, stalled(), False)
+    # without the flag, the settings' thresholds say which stall is everyone else's
+    from aftersale.core.journeys.model import StalledAfter
+
+    settings = StalledAfter(domestic=3, international=5)
+    at = {n: stalled(stalled_after=n, days_silent=n) for n in (2, 3, 5)}
+    assert [n for n, e in at.items() if stall_concerns(default, e, False, settings)] == [3]
+    assert [n for n, e in at.items() if stall_concerns(default, e, True, settings)] == [5]
+    assert [n for n, e in at.items() if stall_concerns(own, e, False, settings)] == [2]
+    assert [n for n, e in at.items() if stall_concerns(own, e, True, settings)] == [5]
 
 
 def test_the_parcels_moments_are_seen_when_they_happened():
