@@ -38,8 +38,9 @@ EVENT_NAMES = tuple(t.value for t in EventType)
 SHIPMENT_EVENT_NAMES = tuple(sorted(t.value for t in SHIPMENT_EVENTS))
 TOP_KEYS = {"journey", "description", "trigger", "when", "segments", "exit_on", "holdout",
             "reentry", "stalled_after", "quiet_hours", "frequency_cap", "steps"}
-#: What a journey's top-level ``when`` (checked at entry) can read: no survey answer yet.
-ENTRY_ROOTS = frozenset({"customer", "order", "shipment", "segment"})
+#: What a journey's top-level ``when`` (checked at entry) can read: what steps can, but no
+#: survey answer (nobody has answered yet).
+ENTRY_ROOTS = (frozenset(FIELDS) | {"segment"}) - {"response"}
 STALLED_AFTER_KEYS = ("domestic", "international")
 _SHIPMENT_ONLY = (f"shipment.* is known only in journeys triggered by "
                   f"{', '.join(SHIPMENT_EVENT_NAMES)}")
