@@ -34,6 +34,11 @@ template against :func:`sample_context`, where a misspelt name is an error::
               when the caller does not pass it
     offer:    {code, percent} or None
     response: {kind, score, comment} or None    the survey answer, for alert_detractor
+    shipment: the parcel of a shipment journey, or None: {id, status, raw_status, moment,
+              carrier, tracking_number, tracking_url, destination_country, is_international,
+              estimated_delivery_at, first_estimated_delivery_at (aware datetimes or None),
+              has_estimate, days_late, days_since_update, last_message, status_at,
+              last_update_at, shipped_at, delivered_at}
     added by the library: lang ("tr"), transactional (bool); layouts also get subject, body
 
 Filters: ``money(currency)`` (currency defaults to order.currency), ``date``, ``datetime``,
@@ -673,4 +678,17 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
                    "honeypot": "https://shop.example/s/tok123?hp=1"},
         "offer": {"code": "COMEBACK15", "percent": 15},
         "response": {"kind": "nps", "score": 3, "comment": "The drone arrived late."},
+        "shipment": {
+            "id": "shopify:5001", "status": "attempted_delivery",
+            "raw_status": "attempted_delivery", "moment": "attempted_delivery",
+            "carrier": "Yurtiçi Kargo", "tracking_number": "YK123456789",
+            "tracking_url": "https://track.example/YK123456789", "destination_country": "TR",
+            "is_international": False,
+            "estimated_delivery_at": datetime(2026, 3, 5, 15, 0, tzinfo=UTC),
+            "first_estimated_delivery_at": datetime(2026, 3, 4, 15, 0, tzinfo=UTC),
+            "has_estimate": True, "days_late": 1, "days_since_update": 0,
+            "last_message": "Recipient not at home; a notice was left",
+            "status_at": datetime(2026, 3, 4, 11, 0, tzinfo=UTC),
+            "last_update_at": datetime(2026, 3, 4, 11, 0, tzinfo=UTC),
+            "shipped_at": datetime(2026, 3, 2, 9, 0, tzinfo=UTC), "delivered_at": None},
     }

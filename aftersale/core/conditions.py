@@ -19,7 +19,9 @@ from typing import Any
 from aftersale.core.survey_scales import SURVEY_KINDS
 
 #: The fields a condition may read, per root. ``response`` is the latest survey answer in the
-#: enrollment (``None`` until the customer answers).
+#: enrollment (``None`` until the customer answers). ``shipment`` is the parcel a shipment
+#: journey is about (``moment``: what started it, e.g. ``attempted_delivery``, ``stalled``,
+#: ``late:2026-03-04``); journeys triggered by other events cannot read it.
 FIELDS: dict[str, frozenset[str]] = {
     "customer": frozenset(
         {
@@ -31,7 +33,11 @@ FIELDS: dict[str, frozenset[str]] = {
     ),
     "order": frozenset(
         {"id", "number", "total", "currency", "item_count", "discount_used", "is_first_order",
-         "total_in_reporting_currency", "status", "has_guide"}
+         "total_in_reporting_currency", "status", "has_guide", "had_delivery_problem"}
+    ),
+    "shipment": frozenset(
+        {"id", "status", "raw_status", "moment", "carrier", "days_late", "is_international",
+         "destination_country", "days_since_update", "has_estimate"}
     ),
     "response": frozenset({*SURVEY_KINDS, "comment"}),
 }

@@ -114,12 +114,6 @@ def silent_days(since: datetime, now: datetime, calendar: Calendar,
     return int(business_days_between(since, now, calendar, at_most) + 1e-9)
 
 
-def is_international(destination: str | None, shop_country: str | None) -> bool:
-    """A parcel leaves the shop's country. Without a shop country (or a destination), every
-    parcel is domestic."""
-    return bool(destination and shop_country and destination.upper() != shop_country.upper())
-
-
 @dataclass(frozen=True)
 class StalledAfter:
     """Business days of silence after which a parcel is stalled."""

@@ -71,3 +71,11 @@ def takes_over(current: ShipmentStatus | None, current_at: datetime | None,
     if new_at != current_at:
         return new_at > current_at
     return _RANK[new] > _RANK[current]
+
+
+
+def is_international(destination_country: str | None, shop_country: str | None) -> bool:
+    """Whether a parcel leaves the shop's country. Without a shop country (or a destination),
+    every parcel is domestic."""
+    return bool(destination_country and shop_country
+                and destination_country.upper() != shop_country.upper())

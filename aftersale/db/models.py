@@ -166,6 +166,7 @@ class Shipment(Base):
     # set their own, and each threshold is raised once (aftersale.pipeline.shipment_checks).
     stalled_days: Mapped[int | None] = mapped_column(Integer)
     late_for: Mapped[datetime | None]  # the estimated date the last shipment.late was about
+    late_at: Mapped[datetime | None]  # when that shipment.late was raised (wait_for reads it)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

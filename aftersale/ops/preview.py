@@ -3,6 +3,9 @@
 It runs the same pure engine as production on a simulated clock, assuming the order ships two
 days after it was placed and arrives three days later, and that surveys go unanswered unless
 ``--response nps=3`` says otherwise, then renders each message as the customer would get it.
+A journey started by a parcel's moment previews with the order's latest shipment (a sample
+one in transit if it has none), entering on that moment; its parcel is assumed to get a
+carrier update two days later.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rich.text import Text
 from sqlalchemy import select
 
 from aftersale.core.channel_choice import Contact, choose_channel
+from aftersale.core.events import SHIPMENT_EVENTS, EventType
 from aftersale.core.journeys.engine import (
     AlertAction,
     Facts,
@@ -28,8 +32,9 @@ from aftersale.core.journeys.engine import (
     Status,
     advance,
 )
-from aftersale.db.models import Customer, Order
-from aftersale.pipeline.contexts import segment_context
+from aftersale.core.journeys.model import Journey
+from aftersale.db.models import Customer, Order, Shipment
+from aftersale.pipeline.contexts import segment_context, shipment_context
 from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.send import render_context
 
@@ -73,12 +78,17 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
         start = order.placed_at if order.placed_at else rt.now()
         context = segment_context(session, customer, order, definitions.segments, start) \
             if customer_id else _sample_context(customer, order)
+        shipment = _shipment_of(session, journey, order, start, customer_id is not None)
     segment = definitions.segments.assign(context)
     zone = ZoneInfo(customer.timezone or "UTC")
     seen_at = {"order.placed": start, "order.shipped": start + SHIP_AFTER,
                "order.delivered": start + SHIP_AFTER + DELIVER_AFTER}
     context["segment"] = segment
     context["response"] = {}
+    if shipment is not None:
+        context["shipment"] = shipment_context(shipment, _moment(journey, shipment), start,
+                                               definitions.shop_country)
+        seen_at["shipment.updated"] = start + SHIP_AFTER
     entries: list[Entry] = []
     position, now, outcome_text = Position(), start, "still waiting"
     has_guide = bool(definitions.content.guides_for(order.items, customer.locale or "en"))
@@ -87,7 +97,8 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
         seen = {event: when for event, when in seen_at.items() if when <= now}
         outcome = advance(journey, position, Facts(context, seen), now)
         for action in outcome.actions:
-            entries.append(_entry(action, now.astimezone(zone), customer, order, definitions, rt))
+            entries.append(_entry(action, now.astimezone(zone), customer, order, definitions, rt,
+                                  context.get("shipment")))
         last = outcome.actions[-1] if outcome.actions else None
         if isinstance(last, SendAction) and responses:
             # An assumed answer arrives an hour after the survey that asks for it.
@@ -107,7 +118,7 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
 
 
 def _entry(action: object, local: datetime, customer: Customer, order: Order,
-           definitions: object, rt: Runtime) -> Entry:
+           definitions: object, rt: Runtime, shipment: dict[str, Any] | None = None) -> Entry:
     from aftersale.pipeline.definitions import Definitions
 
     assert isinstance(definitions, Definitions)
@@ -133,9 +144,38 @@ def _entry(action: object, local: datetime, customer: Customer, order: Order,
         return Entry(local, action.step_key, "skip",
                      text=f"{action.template} not sent: {choice.reason}")
     context = render_context(customer, order, "preview", action.template, choice.channel,
-                             transactional, definitions, rt.links())
+                             transactional, definitions, rt.links(), shipment)
     rendered = content.render(action.template, choice.channel, customer.locale, context)
     return Entry(local, action.step_key, "send", choice.channel, rendered.subject, rendered.text)
+
+
+def _shipment_of(session: object, journey: Journey, order: Order, start: datetime,
+                 stored: bool) -> Shipment | None:
+    """The parcel a shipment journey previews with: the order's latest, or a sample one."""
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    if not any(t in SHIPMENT_EVENTS for t in journey.triggers):
+        return None
+    found = session.scalars(select(Shipment).where(Shipment.order_id == order.id)
+                            .order_by(Shipment.created_at.desc()).limit(1)).first() \
+        if stored else None
+    return found or Shipment(
+        id="sample-shipment", order_id=order.id, carrier=order.carrier or "Yurtiçi Kargo",
+        tracking_number=order.tracking_number, tracking_url=order.tracking_url,
+        status="in_transit", status_at=start, last_update_at=start, shipped_at=start,
+        estimated_delivery_at=start + DELIVER_AFTER,
+        first_estimated_delivery_at=start + DELIVER_AFTER, created_at=start, updated_at=start)
+
+
+def _moment(journey: Journey, shipment: Shipment) -> str:
+    """The moment the journey's first trigger would enter on."""
+    if journey.trigger == EventType.SHIPMENT_STALLED:
+        return "stalled"
+    if journey.trigger == EventType.SHIPMENT_LATE:
+        estimate = shipment.estimated_delivery_at
+        return f"late:{estimate.date().isoformat()}" if estimate else "late"
+    return shipment.status
 
 
 def _customer_and_order(session: object, customer_id: str | None,

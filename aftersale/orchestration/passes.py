@@ -23,7 +23,7 @@ from aftersale.pipeline.advance import DispatchCounts, advance_due, recover_stal
 from aftersale.pipeline.alerts import deliver_alerts
 from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.definitions import Definitions, recorded
-from aftersale.pipeline.runtime import Runtime, open_runtime
+from aftersale.pipeline.runtime import Runtime, open_runtime, with_settings
 from aftersale.pipeline.send import Rules, send_pending
 from aftersale.pipeline.shipment_checks import CheckCounts, check_shipments
 from aftersale.pipeline.stopping import STOP, graceful, stop_on_sigterm
@@ -205,8 +205,9 @@ def _send_in_helper(settings: dict[str, Any], clock: Clock, digest: str,
                       migrate=False)
     try:
         with rt.factory() as session:
-            definitions = recorded(session, digest, rt.settings.journeys_dir,
-                                   rt.settings.content_dir, rt.settings.default_locale)
+            definitions = with_settings(recorded(
+                session, digest, rt.settings.journeys_dir, rt.settings.content_dir,
+                rt.settings.default_locale), rt.settings)
         total = DispatchCounts()
         _send_loop(rt, definitions, max_batches, total, _stop)
         return total

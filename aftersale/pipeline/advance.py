@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aftersale.core.clock import Clock
 from aftersale.core.counts import Counts
+from aftersale.core.events import SHIPMENT_EVENTS
 from aftersale.core.journeys.engine import (
     AlertAction,
     Facts,
@@ -41,8 +43,16 @@ from aftersale.core.journeys.engine import (
     in_time,
 )
 from aftersale.core.journeys.model import Journey
-from aftersale.db.lookup import by_id
-from aftersale.db.models import AlertRecord, Customer, Enrollment, Message, Order, SurveyResponse
+from aftersale.db.lookup import by_id, where_in
+from aftersale.db.models import (
+    AlertRecord,
+    Customer,
+    Enrollment,
+    Message,
+    Order,
+    Shipment,
+    SurveyResponse,
+)
 from aftersale.db.session import rowcount
 from aftersale.pipeline.contexts import (
     enrollment_facts,
@@ -120,6 +130,8 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         versions = VersionCache(session)
         customers = by_id(session, Customer, {e.customer_id for e in rows})
         orders = by_id(session, Order, {e.order_id for e in rows if e.order_id})
+        shipments = by_id(session, Shipment, {e.shipment_id for e in rows if e.shipment_id})
+        parcels = _parcels_awaited(session, rows)
         answers = responses_by_customer(session, set(customers))
         for enrollment in rows:
             counts.advanced += 1
@@ -127,7 +139,9 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
             given = _given_in_time(enrollment, answers[customer.id], now)
             try:
                 journey = versions.get(enrollment.journey_version_id)
-                facts = _facts(session, enrollment, customer, order, given, definitions, now)
+                facts = _facts(session, enrollment, customer, order, given, definitions, now,
+                               shipments.get(enrollment.shipment_id or ""),
+                               parcels.get(enrollment.order_id or "", []))
                 outcome = advance(journey, _position(enrollment), facts, now)
             except SQLAlchemyError:
                 raise  # the database's trouble, not this enrollment's: the batch runs again
@@ -169,12 +183,25 @@ def _position(enrollment: Enrollment) -> Position:
     return Position(enrollment.pc, enrollment.wait_until, enrollment.waiting_for)
 
 
+def _parcels_awaited(session: Session, rows: Sequence[Enrollment]) -> dict[str, list[Shipment]]:
+    """The parcels of each order whose enrollment waits for a shipment moment without being
+    about one parcel (an order journey's ``wait_for: shipment.updated``: any of its parcels)."""
+    order_ids = {e.order_id for e in rows if e.order_id and e.shipment_id is None
+                 and e.waiting_for in SHIPMENT_EVENTS}
+    found: defaultdict[str, list[Shipment]] = defaultdict(list)
+    for shipment in where_in(session, Shipment, Shipment.order_id, order_ids):
+        found[shipment.order_id].append(shipment)
+    return found
+
+
 def _facts(session: Session, enrollment: Enrollment, customer: Customer, order: Order | None,
-           answers: list[SurveyResponse], definitions: Definitions, now: datetime) -> Facts:
+           answers: list[SurveyResponse], definitions: Definitions, now: datetime,
+           shipment: Shipment | None = None, parcels: Sequence[Shipment] = ()) -> Facts:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
     return enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
-                            answers, has_guide=has_guide)
+                            answers, has_guide=has_guide, shipment=shipment,
+                            shop_country=definitions.shop_country, parcels=parcels)
 
 
 def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer: Customer,

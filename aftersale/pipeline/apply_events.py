@@ -68,7 +68,14 @@ from aftersale.db.models import (
     SurveyResponse,
 )
 from aftersale.intake.inbox import store_events
-from aftersale.pipeline.contexts import purchases_among, segment_context
+from aftersale.pipeline.contexts import (
+    SHIPMENT_KEY,
+    purchases_among,
+    segment_context,
+    shipment_context,
+    shipment_moment,
+    stall_concerns,
+)
 from aftersale.pipeline.definitions import Definitions, VersionCache, ensure_version
 from aftersale.pipeline.erasure import scrub_payload
 
@@ -804,15 +811,33 @@ class _Applier:
         context = segment_context(self.session, customer, order, self.definitions.segments, now,
                                   purchases_among(self.known.orders_of[customer.id]))
         segment = self.definitions.segments.assign(context)
+        # A shipment event is about one parcel, at one moment of it (its status, a stall, a
+        # late date); an older scan that did not become its status is no moment at all.
+        shipment = self._shipment_row(event)
+        shipment_id = shipment.id if shipment is not None else (
+            event.shipment.id if event.shipment and event.type in SHIPMENT_EVENTS else None)
+        moment = shipment_moment(event, shipment) if shipment_id else None
+        if shipment_id and moment is None:
+            self.counts.too_old += len(journeys)
+            return
+        entry_context = context | {"segment": segment, "shipment": None if shipment is None
+                                   else shipment_context(shipment, moment, now,
+                                                         self.definitions.shop_country)}
         enrollments = self.known.enrollments_of[customer.id]
         entered = {(e.journey, e.entry_key) for e in enrollments}
         for journey in journeys:
             if segment is None or (journey.segments and segment not in journey.segments):
                 self.counts.not_eligible += 1
                 continue
-            entry_key = self._entry_key(journey, order)
+            if journey.entry_when is not None and not journey.entry_when.evaluate(entry_context):
+                self.counts.not_eligible += 1
+                continue
+            if not stall_concerns(journey, event, (entry_context["shipment"] or {}).get(
+                    "is_international"), self.definitions.stalled_after):
+                continue  # derived for another journey's stall threshold
+            entry_key = self._entry_key(journey, order, shipment_id, moment)
             if (journey.name, entry_key) in entered:
-                continue  # the re-entry rule: once per order, or once per customer
+                continue  # the re-entry rule: once per order, customer, or parcel moment
             holdout = in_holdout(journey.name, customer.id, journey.holdout_percent)
             if journey.name not in self.version_ids:
                 self.version_ids[journey.name] = ensure_version(self.session, journey, self.clock)
@@ -820,7 +845,7 @@ class _Applier:
                 journey=journey.name,
                 journey_version_id=self.version_ids[journey.name],
                 customer_id=customer.id, order_id=order.id if order else None,
-                shipment_id=shipment.id if (shipment := self._shipment_row(event)) else None,
+                shipment_id=shipment_id,
                 entry_key=entry_key, segment=segment, holdout=holdout,
                 # The holdout group is recorded (metrics compare it) but never gets a step.
                 status=Status.COMPLETED.value if holdout else Status.ACTIVE.value,
@@ -836,7 +861,10 @@ class _Applier:
                 self.counts.enrolled += 1
 
     @staticmethod
-    def _entry_key(journey: Journey, order: Order | None) -> str:
+    def _entry_key(journey: Journey, order: Order | None, shipment_id: str | None = None,
+                   moment: str | None = None) -> str:
+        if journey.reentry == Reentry.ONCE_PER_SHIPMENT_MOMENT and shipment_id and moment:
+            return SHIPMENT_KEY.format(id=shipment_id, moment=moment)
         if journey.reentry == Reentry.ONCE_PER_CUSTOMER or order is None:
             return "customer"
         return f"order:{order.id}"

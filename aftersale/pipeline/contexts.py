@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aftersale.core.events import EventType
+from aftersale.core.events import Event, EventType
 from aftersale.core.journeys.engine import Facts
+from aftersale.core.journeys.model import Journey, StalledAfter
 from aftersale.core.segment_rules import OrderFact, SegmentSet, customer_facts
-from aftersale.db.models import Customer, Enrollment, Order, SurveyResponse
+from aftersale.core.shipments import is_international
+from aftersale.db.models import Customer, Enrollment, Order, Shipment, SurveyResponse
 
 PURCHASE_STATUSES = ("placed", "shipped", "delivered")
 
@@ -43,6 +45,8 @@ def order_context(order: Order, segments: SegmentSet | None = None,
         "discount_used": bool(codes),
         "is_first_order": is_first,
         "has_guide": has_guide,
+        # any parcel of it delayed, stalled, late, attempted, failed or returned
+        "had_delivery_problem": order.delivery_problem_at is not None,
         "total_in_reporting_currency": (
             float(segments.to_reporting(order.total, order.currency) or 0) if segments else None
         ),
@@ -54,6 +58,104 @@ def order_context(order: Order, segments: SegmentSet | None = None,
         "has_sku": lambda sku: str(sku).upper() in skus,
         "has_discount_code": lambda code: str(code).upper() in codes,
     }
+
+
+def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
+                     shop_country: str | None = None) -> dict[str, Any]:
+    """The parcel a shipment journey is about, for its conditions (``shipment.*``) and its
+    messages. ``moment``: what started the enrollment (:func:`shipment_moment`), such as
+    ``in_transit``, ``stalled:3`` or ``late:2026-03-05``."""
+    estimate = shipment.first_estimated_delivery_at or shipment.estimated_delivery_at
+    until = shipment.delivered_at or now
+    return {
+        "id": shipment.id,
+        "status": shipment.status,
+        "raw_status": shipment.raw_status,
+        # the kind of moment: the status, "stalled" or "late" (the entry key has the detail)
+        "moment": moment.split(":")[0] if moment else None,
+        "carrier": shipment.carrier,
+        "tracking_number": shipment.tracking_number,
+        "tracking_url": shipment.tracking_url,
+        "destination_country": shipment.destination_country,
+        "is_international": is_international(shipment.destination_country, shop_country),
+        "estimated_delivery_at": shipment.estimated_delivery_at,
+        "first_estimated_delivery_at": shipment.first_estimated_delivery_at,
+        "has_estimate": shipment.estimated_delivery_at is not None,
+        # calendar days past the first promised date (0 on time), None without a promise
+        "days_late": (None if estimate is None
+                      else max(0, (until.date() - estimate.date()).days)),
+        "days_since_update": max(0, (now - shipment.last_update_at).days),
+        "last_message": shipment.last_message,
+        "status_at": shipment.status_at,
+        "last_update_at": shipment.last_update_at,
+        "shipped_at": shipment.shipped_at,
+        "delivered_at": shipment.delivered_at,
+    }
+
+
+SHIPMENT_KEY = "shipment:{id}:{moment}"
+
+
+def stall_threshold(event: Event) -> int | None:
+    """The business days of silence a ``shipment.stalled`` was derived for: the clock check
+    raises one per threshold in use (``shipment.stalled_after``; an event with only
+    ``days_silent`` was derived for that)."""
+    extra = (event.shipment.model_extra or {}) if event.shipment else {}
+    days = extra.get("stalled_after", extra.get("days_silent"))
+    return None if days is None else int(days)
+
+
+def shipment_moment(event: Event, shipment: Shipment | None) -> str | None:
+    """The moment of a parcel a shipment event is: its status for ``shipment.updated``,
+    ``stalled`` (``stalled:N`` when derived for a threshold of N business days) or
+    ``late:YYYY-MM-DD`` (per estimated date). None: not a shipment event, or an update that
+    did not become the parcel's status (an older scan arriving late is no new moment)."""
+    data = event.shipment
+    if data is None or data.id is None:
+        return None
+    if event.type == EventType.SHIPMENT_UPDATED:
+        if data.status is None or (shipment is not None and shipment.status != data.status):
+            return None
+        return str(data.status)
+    if event.type == EventType.SHIPMENT_STALLED:
+        days = stall_threshold(event)
+        return "stalled" if days is None else f"stalled:{days}"
+    if event.type == EventType.SHIPMENT_LATE:
+        day = (data.model_extra or {}).get("late_for")  # the local date the clock judged
+        estimate = data.estimated_delivery_at or (shipment.late_for if shipment else None)
+        if day is None and estimate is not None:
+            day = estimate.date().isoformat()
+        return "late" if day is None else f"late:{day}"
+    return None
+
+
+def stall_concerns(journey: Journey, event: Event, international: bool | None,
+                   default: StalledAfter | None = None) -> bool:
+    """Whether a ``shipment.stalled`` event starts this journey. The clock check derives one
+    per threshold in use (:func:`stall_threshold`): a journey with ``stalled_after`` for the
+    parcel's side (domestic or international, as ``shipment.is_international`` says) takes the
+    event of its own threshold, the others the settings' one (``default``, or the event's
+    ``default_threshold`` flag). An event without a threshold (one for all) starts them all."""
+    days = stall_threshold(event)
+    if event.type != EventType.SHIPMENT_STALLED or days is None:
+        return True
+    extra = (event.shipment.model_extra or {}) if event.shipment else {}
+    abroad = bool(extra.get("is_international", international))
+    own = journey.stalled_after.days(abroad) if journey.stalled_after else None
+    if own is not None:
+        return own == days
+    if "default_threshold" in extra:
+        return bool(extra["default_threshold"])
+    settings = default.days(abroad) if default is not None else None
+    return settings is None or settings == days
+
+
+def moment_of_entry(entry_key: str | None, shipment_id: str) -> str | None:
+    """The moment an enrollment's entry key (``shipment:{id}:{moment}``) names, if any."""
+    prefix = SHIPMENT_KEY.format(id=shipment_id, moment="")
+    if entry_key is None or not entry_key.startswith(prefix):
+        return None
+    return entry_key[len(prefix):] or None
 
 
 def _priced(item: dict[str, Any]) -> dict[str, Any]:
@@ -156,9 +258,13 @@ def responses_by_customer(session: Session, customer_ids: set[str]
 
 def enrollment_facts(session: Session, enrollment: Enrollment, customer: Customer,
                      order: Order | None, segments: SegmentSet, now: datetime,
-                     answers: list[SurveyResponse], has_guide: bool | None = None) -> Facts:
+                     answers: list[SurveyResponse], has_guide: bool | None = None,
+                     shipment: Shipment | None = None, shop_country: str | None = None,
+                     parcels: Iterable[Shipment] = ()) -> Facts:
     """``answers``: the customer's survey answers (see :func:`responses_by_customer`); only
-    those given since the enrollment started count for it."""
+    those given since the enrollment started count for it. ``shipment``: the enrollment's
+    parcel (``Enrollment.shipment_id``), for shipment journeys; ``parcels``: the order's
+    parcels, for an order journey waiting for a shipment moment (any of them will do)."""
     cache: dict[str, Any] = {}
 
     def history() -> tuple[dict[str, Any], bool]:
@@ -192,4 +298,33 @@ def enrollment_facts(session: Session, enrollment: Enrollment, customer: Custome
                 seen[event.value] = when
     if responses:
         seen[EventType.SURVEY_RESPONDED.value] = responses[-1].responded_at
+    if shipment is not None:
+        context["shipment"] = enrollment_shipment(enrollment, shipment, now, shop_country)
+    for parcel in [shipment] if shipment is not None else parcels:
+        for moment, when in shipment_seen(parcel).items():
+            # Only what happened after it entered: the update that started it is no news.
+            if when > enrollment.enrolled_at and when > seen.get(moment, enrollment.enrolled_at):
+                seen[moment] = when
     return Facts(context=context, seen=seen)
+
+
+def enrollment_shipment(enrollment: Enrollment, shipment: Shipment | None, now: datetime,
+                        shop_country: str | None) -> dict[str, Any] | None:
+    """An enrollment's parcel as its conditions and its messages read it (the moment it
+    entered on comes from its entry key)."""
+    if shipment is None:
+        return None
+    return shipment_context(shipment, moment_of_entry(enrollment.entry_key, shipment.id), now,
+                            shop_country)
+
+
+def shipment_seen(shipment: Shipment) -> dict[str, datetime]:
+    """When the parcel's moments last happened, for ``wait_for`` (they count only while the
+    step waits): its newest carrier update, its stall and its latest late date."""
+    seen = {EventType.SHIPMENT_UPDATED.value: shipment.last_update_at}
+    late_at = shipment.late_at or shipment.late_for
+    for event, when in ((EventType.SHIPMENT_STALLED, shipment.stalled_at),
+                        (EventType.SHIPMENT_LATE, late_at)):
+        if when is not None:
+            seen[event.value] = when
+    return seen

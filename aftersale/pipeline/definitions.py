@@ -23,7 +23,7 @@ from aftersale.content import ContentLibrary
 from aftersale.core.clock import Clock
 from aftersale.core.errors import DefinitionError, Problem
 from aftersale.core.journeys.loader import compile_journey, journey_from_source
-from aftersale.core.journeys.model import Journey, Send
+from aftersale.core.journeys.model import Journey, Send, StalledAfter
 from aftersale.core.segment_rules import SegmentSet, compile_segments
 from aftersale.core.yaml_lines import Located, load_located
 from aftersale.db.models import DefinitionSet, JourneyVersion
@@ -40,9 +40,16 @@ class Definitions:
     content: ContentLibrary
     sources: dict[str, Any] = field(default_factory=dict, repr=False)
     digest: str = ""
+    # The shop's own country (AFTERSALE_SHOP_COUNTRY, set by the runtime): a parcel to
+    # elsewhere is international (``shipment.is_international``). None: all are domestic.
+    shop_country: str | None = None
+    # The settings' stall thresholds (business days), for journeys without stalled_after.
+    stalled_after: StalledAfter | None = None
 
     def triggered_by(self, event_type: str) -> list[Journey]:
-        return [j for j in self.journeys.values() if j.trigger == event_type]
+        """The journeys this event starts (any of their triggers: ``trigger:`` may list
+        several)."""
+        return [j for j in self.journeys.values() if event_type in j.triggers]
 
 
 def check_definitions(journeys_dir: Path, content_dir: Path,

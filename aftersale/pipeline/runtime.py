@@ -18,6 +18,7 @@ from aftersale.channels.sandbox import SandboxChannel
 from aftersale.config import Settings
 from aftersale.core.clock import Clock, SystemClock
 from aftersale.core.errors import ConfigError, Problem
+from aftersale.core.journeys.model import StalledAfter
 from aftersale.core.links import Links, Signer
 from aftersale.db.migrate import ensure_current
 from aftersale.db.session import make_engine, session_factory
@@ -41,7 +42,7 @@ class Runtime:
             definitions, self.problems = activate(
                 session, self.settings.journeys_dir, self.settings.content_dir, self.clock,
                 self.settings.default_locale)
-        return definitions
+        return with_settings(definitions, self.settings)
 
     def channels(self) -> dict[str, Channel]:
         """One channel per kind, built once: the provider clients keep their connections."""
@@ -64,6 +65,16 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+def with_settings(definitions: Definitions, settings: Settings) -> Definitions:
+    """What the definitions take from the settings: the shop's country (is a parcel
+    international?) and the stall thresholds of journeys without their own."""
+    definitions.shop_country = getattr(settings, "shop_country", None)
+    definitions.stalled_after = StalledAfter(
+        getattr(settings, "stalled_after_days", None),
+        getattr(settings, "stalled_after_days_international", None))
+    return definitions
 
 
 def link_signer(settings: Settings) -> Signer | None:

@@ -41,11 +41,11 @@ from aftersale.core.sending_rules import FrequencyCap, QuietHours
 from aftersale.core.sms_encoding import sms_segments
 from aftersale.core.survey_scales import scale
 from aftersale.db.lookup import by_id
-from aftersale.db.models import Customer, Enrollment, Message, Order, Suppression
+from aftersale.db.models import Customer, Enrollment, Message, Order, Shipment, Suppression
 from aftersale.db.retry import while_away
 from aftersale.pipeline.advance import DEFAULT_CLAIM, DispatchCounts, claim
 from aftersale.pipeline.call_marks import CallMarks
-from aftersale.pipeline.contexts import customer_context, order_context
+from aftersale.pipeline.contexts import customer_context, enrollment_shipment, order_context
 from aftersale.pipeline.definitions import Definitions, VersionCache
 from aftersale.pipeline.send_outcomes import twilio_error_suppression
 from aftersale.pipeline.suppression import normalize_address, suppress
@@ -92,6 +92,7 @@ class _Batch:
     customers: dict[str, Customer] = field(default_factory=dict)
     enrollments: dict[int, Enrollment] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
+    shipments: dict[str, Shipment] = field(default_factory=dict)
     suppressed: dict[tuple[str, str], str] = field(default_factory=dict)
     recent: dict[tuple[str, str], list[datetime]] = field(default_factory=lambda: defaultdict(list))
 
@@ -100,6 +101,8 @@ class _Batch:
         self.enrollments = by_id(self.session, Enrollment, {m.enrollment_id for m in rows})
         self.orders = by_id(self.session, Order,
                             {e.order_id for e in self.enrollments.values() if e.order_id})
+        self.shipments = by_id(self.session, Shipment, {
+            e.shipment_id for e in self.enrollments.values() if e.shipment_id})
         # Suppressions store normalized addresses (e-mail lowercased), so look them up that way.
         addresses = {normalize_address(channel, a) for c in self.customers.values()
                      for channel, a in (("email", c.email), ("sms", c.phone)) if a}
@@ -160,9 +163,11 @@ class _Batch:
         def context_for(channel: str) -> dict[str, Any]:
             # Built once per channel: it signs links, so only for channels actually rendered.
             if channel not in contexts:
-                contexts[channel] = render_context(customer, order, message.id, message.template,
-                                                   channel, transactional, self.definitions,
-                                                   self.links)
+                contexts[channel] = render_context(
+                    customer, order, message.id, message.template, channel, transactional,
+                    self.definitions, self.links, enrollment_shipment(
+                        enrollment, self.shipments.get(enrollment.shipment_id or ""), self.now,
+                        self.definitions.shop_country))
             return contexts[channel]
 
         # The approved template matters only where WhatsApp free text is not allowed.
@@ -318,8 +323,9 @@ def _not_sent(message: Message, reason: str, counts: DispatchCounts) -> None:
 
 def render_context(customer: Customer, order: Order | None, message_id: str, template: str,
                    channel: str, transactional: bool, definitions: Definitions,
-                   links: Links) -> dict[str, Any]:
-    """What templates see (documented in aftersale.content.library)."""
+                   links: Links, shipment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What templates see (documented in aftersale.content.library). ``shipment``: the
+    parcel of a shipment journey (:func:`aftersale.pipeline.contexts.enrollment_shipment`)."""
     kind = definitions.content.survey_kind(template)
     survey = None
     if kind is not None:
@@ -336,6 +342,7 @@ def render_context(customer: Customer, order: Order | None, message_id: str, tem
         },
         "survey": survey,
         "offer": None,
+        "shipment": shipment,
     }
 
 

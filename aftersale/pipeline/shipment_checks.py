@@ -37,7 +37,6 @@ from aftersale.core.counts import Counts
 from aftersale.core.delivery_clock import (
     StalledAfter,
     calendar_for,
-    is_international,
     late_due,
     silent_days,
     stalled_due,
@@ -45,7 +44,7 @@ from aftersale.core.delivery_clock import (
 )
 from aftersale.core.events import Event, EventType
 from aftersale.core.journeys.model import Journey
-from aftersale.core.shipments import FINAL_STATUSES, ShipmentStatus
+from aftersale.core.shipments import FINAL_STATUSES, ShipmentStatus, is_international
 from aftersale.db.models import Customer, Order, Shipment
 from aftersale.intake.inbox import store_events
 from aftersale.pipeline.apply_events import DERIVED_SOURCE, derived_id
@@ -81,7 +80,7 @@ _COLUMNS = (Shipment.id, Shipment.order_id, Shipment.status, Shipment.carrier,
             Shipment.tracking_number, Shipment.tracking_url, Shipment.destination_country,
             Shipment.last_update_at, Shipment.first_estimated_delivery_at,
             Shipment.estimated_delivery_at, Shipment.stalled_days, Shipment.stalled_at,
-            Shipment.late_for, Shipment.problem_at, Customer.timezone)
+            Shipment.late_for, Shipment.late_at, Shipment.problem_at, Customer.timezone)
 
 
 def check_shipments(factory: sessionmaker[Session], journeys: Iterable[Journey], now: datetime,
@@ -154,6 +153,7 @@ def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
         abroad = is_international(row.destination_country, rules.shop_country)
         calendar = calendar_for(row.destination_country or rules.shop_country, row.timezone)
         stalled_days, stalled_at, late_for = row.stalled_days, row.stalled_at, row.late_for
+        late_at = row.late_at
         problem = False
         silent = (0 if row.status == ShipmentStatus.READY_FOR_PICKUP.value
                   else silent_days(row.last_update_at, now, calendar))
@@ -176,12 +176,12 @@ def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
                                  now, days_late=late.days_late, late_for=late.day.isoformat(),
                                  estimated_delivery_at=new_date, is_international=abroad))
             counts.late += 1
-            late_for, problem = late.estimate, True
+            late_for, late_at, problem = late.estimate, now, True
         if (stalled_days, stalled_at, late_for) == (row.stalled_days, row.stalled_at,
                                                     row.late_for):
             continue
         changed.append({"b_id": row.id, "b_stalled_days": stalled_days,
-                        "b_stalled_at": stalled_at, "b_late_for": late_for,
+                        "b_stalled_at": stalled_at, "b_late_for": late_for, "b_late_at": late_at,
                         "b_problem_at": row.problem_at or (now if problem else None)})
         if problem:
             problem_orders.append({"b_id": row.order_id, "b_at": now})
@@ -190,7 +190,8 @@ def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
     if changed:
         session.execute(update(shipments).where(shipments.c.id == bindparam("b_id")).values(
             stalled_days=bindparam("b_stalled_days"), stalled_at=bindparam("b_stalled_at"),
-            late_for=bindparam("b_late_for"), problem_at=bindparam("b_problem_at"),
+            late_for=bindparam("b_late_for"), late_at=bindparam("b_late_at"),
+            problem_at=bindparam("b_problem_at"),
             updated_at=now), changed)
     if problem_orders:
         session.execute(update(orders).where(orders.c.id == bindparam("b_id"),

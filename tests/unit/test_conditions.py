@@ -289,3 +289,36 @@ _ALLOWED = [
 def test_an_allowed_condition_never_raises_whatever_the_customer_values_are(source, customer):
     result = parse_condition(source).evaluate({"customer": customer})
     assert isinstance(result, bool)
+
+
+# -- shipments ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "source",
+    ['shipment.status == "attempted_delivery"', 'shipment.moment == "stalled"',
+     "shipment.days_late >= 2", "shipment.is_international", 'shipment.carrier == "UPS"',
+     "shipment.days_since_update > 3", "not shipment.has_estimate",
+     "order.had_delivery_problem"],
+)
+def test_the_shipment_fields_and_the_delivery_problem_flag_are_known(source):
+    parse_condition(source)
+
+
+def test_an_unknown_shipment_field_is_refused_with_the_known_ones():
+    with pytest.raises(ConditionError, match=r"unknown field shipment\.eta; known: .*days_late"):
+        parse_condition("shipment.eta > 1")
+
+
+def test_shipment_conditions_read_the_parcel_and_are_false_without_one():
+    late = parse_condition('shipment.days_late >= 2 and shipment.status != "delivered"')
+    assert late.evaluate({"shipment": {"days_late": 3, "status": "in_transit"}})
+    assert not late.evaluate({"shipment": {"days_late": 1, "status": "in_transit"}})
+    assert not late.evaluate({"shipment": None})
+    assert not late.evaluate({})
+
+
+def test_segments_cannot_read_the_shipment():
+    from aftersale.core.segment_rules import SEGMENT_ROOTS
+
+    with pytest.raises(ConditionError, match="unknown root 'shipment'"):
+        parse_condition('shipment.status == "delayed"', SEGMENT_ROOTS)

@@ -11,12 +11,12 @@ from aftersale.core.delivery_clock import (
     StalledAfter,
     business_days_between,
     calendar_for,
-    is_international,
     late_due,
     silent_days,
     stalled_due,
     stalled_thresholds,
 )
+from aftersale.core.shipments import is_international
 
 WARSAW, ISTANBUL = ZoneInfo("Europe/Warsaw"), ZoneInfo("Europe/Istanbul")
 PL, TR = calendar_for("PL"), calendar_for("tr")

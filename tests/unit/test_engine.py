@@ -753,3 +753,163 @@ BRANCHY = """\
     """
 
 JOURNEYS = {"design": journey(DESIGN), "branchy": journey(BRANCHY)}
+
+
+# -- shipment journeys: the parcel in the context, its moments in `seen` ------------------------
+
+def shipment_journey() -> Journey:
+    return journey("""\
+        journey: care
+        trigger: [shipment.updated, shipment.stalled]
+        reentry: once_per_shipment_moment
+        stalled_after: {domestic: 2}
+        steps:
+          - branch:
+              - if: shipment.status == "attempted_delivery"
+                then: [{send: attempted}]
+              - if: shipment.moment == "stalled"
+                then: [{send: stalled}, {alert: stalled_parcel}]
+          - wait_for: shipment.updated
+            timeout: 2d
+            on_timeout: end
+          - send: still_waiting
+            when: shipment.status == "ready_for_pickup" and shipment.days_since_update >= 2
+        """)
+
+
+def test_a_shipment_journey_branches_on_the_parcel_and_waits_for_its_next_update():
+    care = shipment_journey()
+    ship = {"status": "attempted_delivery", "moment": "attempted_delivery", "days_since_update": 0}
+    first = advance(care, Position(), facts(shipment=ship), T0)
+    assert sends(first) == [("0.0.0", "attempted")]
+    assert first.position.waiting_for == "shipment.updated"
+    # the update it was enrolled on (before the wait started) does not wake it
+    still = advance(care, first.position, facts(seen={"shipment.updated": T0 - DAY},
+                                                shipment=ship), T0 + DAY)
+    assert still.status == Status.ACTIVE and still.due_at == T0 + 2 * DAY
+    ready = {**ship, "status": "ready_for_pickup", "days_since_update": 2}
+    woken = advance(care, first.position, facts(seen={"shipment.updated": T0 + DAY},
+                                                shipment=ready), T0 + 3 * DAY)
+    assert sends(woken) == [("2", "still_waiting")] and woken.status == Status.COMPLETED
+
+
+def test_a_stall_raises_the_alert_and_a_silent_parcel_ends_the_journey_at_the_timeout():
+    care = shipment_journey()
+    stalled = {"status": "in_transit", "moment": "stalled", "days_since_update": 2}
+    first = advance(care, Position(), facts(shipment=stalled), T0)
+    assert sends(first) == [("0.1.0", "stalled")]
+    assert [a.kind for a in first.actions if isinstance(a, AlertAction)] == ["stalled_parcel"]
+    ended = advance(care, first.position, facts(shipment=stalled), T0 + 2 * DAY)
+    assert ended.status == Status.COMPLETED and sends(ended) == []
+
+
+def _shipment(**fields):
+    from aftersale.db.models import Shipment
+
+    defaults = {"id": "shopify:1", "order_id": "o-1", "carrier": "UPS", "status": "in_transit",
+                "raw_status": "in_transit", "status_at": T0, "last_update_at": T0,
+                "tracking_url": "https://t.example/1", "tracking_number": "1Z",
+                "destination_country": "DE", "last_message": "Departed facility",
+                "first_estimated_delivery_at": None, "estimated_delivery_at": None,
+                "delivered_at": None, "stalled_at": None, "late_for": None, "late_at": None,
+                "shipped_at": T0}
+    return Shipment(**(defaults | fields))
+
+
+def test_the_shipment_context_reads_the_row_as_conditions_and_templates_need_it():
+    from aftersale.pipeline.contexts import shipment_context
+
+    row = _shipment(first_estimated_delivery_at=T0 + DAY, estimated_delivery_at=T0 + 3 * DAY)
+    ctx = shipment_context(row, "delayed", T0 + 4 * DAY + timedelta(hours=1), "TR")
+    assert (ctx["status"], ctx["moment"], ctx["carrier"]) == ("in_transit", "delayed", "UPS")
+    assert ctx["days_late"] == 3  # against the first promise, not the revised date
+    assert ctx["days_since_update"] == 4 and ctx["has_estimate"] is True
+    assert ctx["is_international"] is True
+    assert ctx["tracking_url"] == "https://t.example/1"
+    assert ctx["last_message"] == "Departed facility"
+    assert ctx["estimated_delivery_at"] == T0 + 3 * DAY
+    on_time = shipment_context(_shipment(first_estimated_delivery_at=T0 + DAY,
+                                         delivered_at=T0, status="delivered"), None, T0 + 9 * DAY)
+    assert on_time["days_late"] == 0 and on_time["is_international"] is False
+    assert shipment_context(row, None, T0, "de")["is_international"] is False
+    assert shipment_context(_shipment(), None, T0)["days_late"] is None
+    # conditions read the kind of moment; the entry key keeps its threshold or date
+    assert [shipment_context(row, m, T0)["moment"] for m in ("stalled:3", "late:2026-03-05")] \
+        == ["stalled", "late"]
+
+
+def test_the_moment_of_a_shipment_event_and_its_entry_key_round_trip():
+    from aftersale.core.events import STORED, Event
+    from aftersale.pipeline.contexts import moment_of_entry, shipment_moment
+
+    def event(kind, **shipment):  # as the inbox reads them: derived ones too
+        return Event.model_validate(
+            {"id": "e", "type": kind, "occurred_at": "2026-03-02T09:00:00+00:00",
+             "order": {"id": "o-1"}, "shipment": {"id": "shopify:1", **shipment}},
+            context=STORED)
+
+    row = _shipment(status="attempted_delivery")
+    assert shipment_moment(event("shipment.updated", status="attempted_delivery"), row) \
+        == "attempted_delivery"
+    # an older scan that did not become the parcel's status is no moment
+    assert shipment_moment(event("shipment.updated", status="in_transit"), row) is None
+    assert shipment_moment(event("shipment.stalled"), row) == "stalled"
+    assert shipment_moment(event("shipment.stalled", days_silent=5), row) == "stalled:5"
+    assert shipment_moment(event("shipment.stalled", days_silent=6, stalled_after=5), row) \
+        == "stalled:5"
+    # the date the clock judged late (the customer's local date) names the moment
+    assert shipment_moment(event("shipment.late", late_for="2026-03-05",
+                                 estimated_delivery_at="2026-03-09T18:00:00+00:00"), row) \
+        == "late:2026-03-05"
+    assert shipment_moment(event("shipment.late",
+                                 estimated_delivery_at="2026-03-04T18:00:00+00:00"), row) \
+        == "late:2026-03-04"
+    assert moment_of_entry("shipment:shopify:1:late:2026-03-04", "shopify:1") == "late:2026-03-04"
+    assert moment_of_entry("order:o-1", "shopify:1") is None
+    assert moment_of_entry(None, "shopify:1") is None
+
+
+def test_a_stall_derived_for_a_threshold_starts_only_the_journeys_of_that_threshold():
+    from aftersale.core.events import STORED, Event
+    from aftersale.pipeline.contexts import stall_concerns
+
+    def stalled(**shipment):
+        return Event.model_validate(
+            {"id": "e", "type": "shipment.stalled", "occurred_at": "2026-03-02T09:00:00+00:00",
+             "order": {"id": "o-1"}, "shipment": {"id": "s-1", **shipment}}, context=STORED)
+
+    own = shipment_journey()  # stalled_after: {domestic: 2}
+    default = journey("journey: d\ntrigger: shipment.stalled\nsteps: [{send: a}]\n")
+    two = stalled(stalled_after=2, days_silent=2, default_threshold=False)
+    three = stalled(stalled_after=3, days_silent=4, default_threshold=True)
+    assert stall_concerns(own, two, False) and not stall_concerns(own, three, False)
+    assert not stall_concerns(default, two, False) and stall_concerns(default, three, False)
+    # abroad the journey has no threshold of its own: it takes the settings' one
+    assert stall_concerns(own, three, True) and not stall_concerns(own, two, True)
+    # the event says which side the parcel is on, when it knows
+    assert not stall_concerns(own, stalled(stalled_after=2, is_international=True,
+                                           default_threshold=False), False)
+    # an event with only the days of silence was derived for them
+    assert stall_concerns(own, stalled(days_silent=2), False)
+    assert stall_concerns(own, stalled(), False) and stall_concerns(default, stalled(), False)
+    # without the flag, the settings' thresholds say which stall is everyone else's
+    from aftersale.core.journeys.model import StalledAfter
+
+    settings = StalledAfter(domestic=3, international=5)
+    at = {n: stalled(stalled_after=n, days_silent=n) for n in (2, 3, 5)}
+    assert [n for n, e in at.items() if stall_concerns(default, e, False, settings)] == [3]
+    assert [n for n, e in at.items() if stall_concerns(default, e, True, settings)] == [5]
+    assert [n for n, e in at.items() if stall_concerns(own, e, False, settings)] == [2]
+    assert [n for n, e in at.items() if stall_concerns(own, e, True, settings)] == [5]
+
+
+def test_the_parcels_moments_are_seen_when_they_happened():
+    from aftersale.pipeline.contexts import shipment_seen
+
+    row = _shipment(last_update_at=T0, stalled_at=T0 + DAY, late_for=T0 + DAY,
+                    late_at=T0 + 2 * DAY)
+    assert shipment_seen(row) == {"shipment.updated": T0, "shipment.stalled": T0 + DAY,
+                                  "shipment.late": T0 + 2 * DAY}
+    assert shipment_seen(_shipment()) == {"shipment.updated": T0}
+
+

@@ -23,6 +23,7 @@ from aftersale.core.journeys.model import (
     OnTimeout,
     Reentry,
     Send,
+    StalledAfter,
     Wait,
     WaitFor,
 )
@@ -689,3 +690,182 @@ def test_the_shipped_journeys_compile_without_problems():
         journey, problems = compile_journey(doc)
         assert problems == [], [str(p) for p in problems]
         assert journey is not None and journey.name
+
+
+# -- shipment journeys: trigger lists, an entry `when`, per-moment re-entry, stall thresholds --
+
+DELIVERY = """\
+    journey: delivery-care
+    trigger: [shipment.updated, shipment.stalled, shipment.late]
+    when: shipment.status != "delivered" and not shipment.is_international
+    reentry: once_per_shipment_moment
+    stalled_after: {domestic: 2, international: 4}
+    steps:
+      - send: apology
+        when: shipment.moment == "stalled" or shipment.days_late >= 1
+      - wait_for: shipment.updated
+        timeout: 2d
+      - send: pickup_reminder
+        when: shipment.status == "ready_for_pickup"
+    """
+
+
+def test_a_trigger_list_starts_the_journey_on_each_event_the_first_being_its_trigger():
+    journey = compiled(DELIVERY)
+    assert journey.trigger == "shipment.updated"
+    assert journey.also_triggered_by == ("shipment.stalled", "shipment.late")
+    assert journey.triggers == ("shipment.updated", "shipment.stalled", "shipment.late")
+    assert journey.reentry == Reentry.ONCE_PER_SHIPMENT_MOMENT
+    assert journey.stalled_after == StalledAfter(domestic=2, international=4)
+    assert journey.stalled_after.days(international=True) == 4
+    assert isinstance(journey.program[1], WaitFor) and journey.program[1].event == "shipment.updated"
+
+
+def test_a_single_trigger_has_no_others_and_no_entry_condition_or_stall_threshold():
+    journey = compiled(POST_PURCHASE)
+    assert journey.triggers == ("order.placed",)
+    assert journey.entry_when is None and journey.stalled_after is None
+
+
+def test_the_entry_when_is_a_condition_on_the_shipment_order_customer_and_segment():
+    when = compiled(DELIVERY).entry_when
+    assert when is not None
+    assert when.evaluate({"shipment": {"status": "attempted_delivery", "is_international": False}})
+    assert not when.evaluate({"shipment": {"status": "delivered", "is_international": False}})
+    journey = compiled("""\
+        journey: j
+        trigger: order.placed
+        when: segment == "vip" and order.total >= 100 and not order.had_delivery_problem
+        steps: [{send: a}]
+        """)
+    assert journey.entry_when.evaluate({"segment": "vip", "order": {"total": 120}})
+    assert not journey.entry_when.evaluate({"segment": "repeat", "order": {"total": 120}})
+
+
+def test_the_new_fields_change_the_version():
+    base = "journey: j\ntrigger: shipment.stalled\nsteps: [{send: a}]\n"
+    versions = {compiled(base).version,
+                compiled(base + "when: shipment.carrier == 'UPS'\n").version,
+                compiled(base + "stalled_after: {domestic: 2}\n").version,
+                compiled(base + "reentry: once_per_shipment_moment\n").version,
+                compiled(base.replace("shipment.stalled", "[shipment.stalled, shipment.late]"))
+                .version}
+    assert len(versions) == 5
+
+
+def test_a_stored_shipment_journey_rebuilds_with_its_triggers_and_thresholds():
+    journey = compiled(DELIVERY)
+    rebuilt = journey_from_source(journey.source)
+    assert (rebuilt.triggers, rebuilt.entry_when.source, rebuilt.stalled_after, rebuilt.version) \
+        == (journey.triggers, journey.entry_when.source, journey.stalled_after, journey.version)
+
+
+def test_unknown_and_repeated_events_in_a_trigger_list_are_reported_on_their_lines():
+    problems = problems_of("""\
+        journey: j
+        trigger:
+          - shipment.updated
+          - shipment.stuck
+          - shipment.updated
+        steps: [{send: a}]
+        """)
+    assert sorted((p.line, p.message) for p in problems) == [
+        (4, "unknown event 'shipment.stuck'"),
+        (5, "event 'shipment.updated' is listed twice"),
+    ]
+    assert "shipment.late" in problems[0].hint or "shipment.late" in problems[1].hint
+
+
+def test_an_empty_trigger_list_is_a_problem_with_an_example():
+    problems = problems_of("journey: j\ntrigger: []\nsteps: [{send: a}]\n")
+    assert [(p.line, p.message) for p in problems] == [(2, "trigger needs at least one event")]
+    assert "trigger: order.placed" in problems[0].hint
+
+
+def test_reentry_once_per_shipment_moment_needs_only_shipment_triggers():
+    problems = problems_of("""\
+        journey: j
+        trigger: [shipment.updated, order.delivered]
+        reentry: once_per_shipment_moment
+        steps: [{send: a}]
+        """)
+    assert [(p.line, p.message) for p in problems] == [
+        (3, "reentry once_per_shipment_moment needs every trigger to be a shipment event, "
+            "but order.delivered is not")]
+    assert "once_per_order" in problems[0].hint
+    assert compiled("journey: j\ntrigger: shipment.late\nreentry: once_per_shipment_moment\n"
+                    "steps: [{send: a}]\n").reentry == Reentry.ONCE_PER_SHIPMENT_MOMENT
+
+
+def test_reading_the_shipment_in_a_journey_no_shipment_event_starts_is_a_problem_on_its_line():
+    problems = problems_of("""\
+        journey: j
+        trigger: order.placed
+        when: shipment.status == "delayed"
+        steps:
+          - send: a
+            when: shipment.days_late > 2
+        """)
+    assert [p.line for p in problems] == [3, 6]
+    for problem in problems:
+        assert "unknown root 'shipment'" in problem.message
+        assert "triggered by shipment.late, shipment.stalled, shipment.updated" in problem.hint
+
+
+def test_an_entry_when_cannot_read_a_survey_answer_nor_an_unknown_shipment_field():
+    assert lines_and_messages("""\
+        journey: j
+        trigger: shipment.updated
+        when: response.nps <= 6 or shipment.colour == "red"
+        steps: [{send: a}]
+        """)[0][0] == 3
+    problems = problems_of("journey: j\ntrigger: shipment.updated\nwhen: shipment.colour == 1\n"
+                           "steps: [{send: a}]\n")
+    assert "unknown field shipment.colour" in problems[0].message
+    assert "days_since_update" in problems[0].message
+    problems = problems_of("journey: j\ntrigger: shipment.updated\nwhen: response.nps <= 6\n"
+                           "steps: [{send: a}]\n")
+    assert "unknown root 'response'" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "line", "message"),
+    [
+        ("{domestic: 0}", 3, "stalled_after domestic must be a whole number of business days, "
+                             "1 or more, not '0'"),
+        ("{international: 2.5}", 3, "stalled_after international must be a whole number of "
+                                    "business days, 1 or more, not '2.5'"),
+        ("{domestic: yes}", 3, "stalled_after domestic must be a whole number of business days, "
+                               "1 or more, not 'True'"),
+        ("{abroad: 4}", 3, "unknown field 'abroad' in stalled_after"),
+        ("3", 3, "stalled_after must be a mapping with domestic and/or international"),
+        ("{}", 3, "stalled_after must be a mapping with domestic and/or international"),
+    ],
+)
+def test_a_bad_stalled_after_is_reported_on_its_line(value, line, message):
+    problems = problems_of(f"journey: j\ntrigger: shipment.stalled\nstalled_after: {value}\n"
+                           "steps: [{send: a}]\n")
+    assert [(p.line, p.message) for p in problems] == [(line, message)]
+    assert problems[0].hint
+
+
+def test_stalled_after_needs_a_shipment_stalled_trigger():
+    problems = problems_of("journey: j\ntrigger: shipment.late\nstalled_after: {domestic: 2}\n"
+                           "steps: [{send: a}]\n")
+    assert [(p.line, p.message) for p in problems] == [
+        (3, "stalled_after needs the journey to be triggered by shipment.stalled")]
+    assert "add shipment.stalled to trigger" in problems[0].hint
+
+
+def test_one_stall_threshold_may_be_left_to_the_settings():
+    journey = compiled("journey: j\ntrigger: shipment.stalled\nstalled_after:\n  international: 6\n"
+                       "steps: [{send: a}]\n")
+    assert journey.stalled_after == StalledAfter(domestic=None, international=6)
+    assert journey.stalled_after.days(international=False) is None
+
+
+@pytest.mark.parametrize("event", ["shipment.updated", "shipment.stalled", "shipment.late"])
+def test_wait_for_accepts_every_shipment_moment(event):
+    journey = compiled(f"journey: j\ntrigger: shipment.updated\nsteps:\n"
+                       f"  - wait_for: {event}\n    timeout: 3d\n")
+    assert journey.program[0] == WaitFor("0", event, timedelta(days=3))

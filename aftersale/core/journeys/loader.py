@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aftersale.core.conditions import Condition, ConditionError, parse_condition
+from aftersale.core.conditions import FIELDS, Condition, ConditionError, parse_condition
 from aftersale.core.durations import parse_duration
 from aftersale.core.errors import Problem
-from aftersale.core.events import EventType
+from aftersale.core.events import SHIPMENT_EVENTS, EventType
 from aftersale.core.journeys.model import (
     Alert,
     End,
@@ -25,6 +25,7 @@ from aftersale.core.journeys.model import (
     OnTimeout,
     Reentry,
     Send,
+    StalledAfter,
     Test,
     Wait,
     WaitFor,
@@ -34,8 +35,15 @@ from aftersale.core.yaml_lines import Loc, Located
 
 CHANNELS = ("email", "sms", "whatsapp")
 EVENT_NAMES = tuple(t.value for t in EventType)
-TOP_KEYS = {"journey", "description", "trigger", "segments", "exit_on", "holdout", "reentry",
-            "quiet_hours", "frequency_cap", "steps"}
+SHIPMENT_EVENT_NAMES = tuple(sorted(t.value for t in SHIPMENT_EVENTS))
+TOP_KEYS = {"journey", "description", "trigger", "when", "segments", "exit_on", "holdout",
+            "reentry", "stalled_after", "quiet_hours", "frequency_cap", "steps"}
+#: What a journey's top-level ``when`` (checked at entry) can read: what steps can, but no
+#: survey answer (nobody has answered yet).
+ENTRY_ROOTS = (frozenset(FIELDS) | {"segment"}) - {"response"}
+STALLED_AFTER_KEYS = ("domestic", "international")
+_SHIPMENT_ONLY = (f"shipment.* is known only in journeys triggered by "
+                  f"{', '.join(SHIPMENT_EVENT_NAMES)}")
 STEP_KINDS = ("send", "wait", "wait_for", "branch", "alert", "end")
 MODIFIERS = {
     "send": {"channels", "when"},
@@ -53,6 +61,8 @@ class _Compiler:
     doc: Located
     problems: list[Problem] = field(default_factory=list)
     program: list[Instruction] = field(default_factory=list)
+    # What step conditions can read: ``shipment`` only in journeys a shipment event starts.
+    roots: frozenset[str] = frozenset(FIELDS) | {"segment"}
 
     def problem(self, loc: Loc, message: str, hint: str = "") -> None:
         self.problems.append(self.doc.problem(loc, message, hint))
@@ -205,14 +215,68 @@ class _Compiler:
             self.problem(loc, str(exc))
             return None
 
-    def condition(self, value: Any, loc: Loc) -> Condition | None:
+    def condition(self, value: Any, loc: Loc, roots: frozenset[str] | None = None
+                  ) -> Condition | None:
         if value is None:
             return None
+        roots = self.roots if roots is None else roots
         try:
-            return parse_condition(str(value) if isinstance(value, bool) else value)
+            return parse_condition(str(value) if isinstance(value, bool) else value, roots)
         except ConditionError as exc:
-            self.problem(loc, str(exc))
+            hint = (_SHIPMENT_ONLY if "shipment" not in roots and "'shipment'" in str(exc)
+                    else "")
+            self.problem(loc, str(exc), hint)
             return None
+
+    def triggers(self, value: Any) -> list[str]:
+        """``trigger:`` is one event or a list of them; the known ones, in order."""
+        listed = value if isinstance(value, list) else [value]
+        if not listed:
+            self.problem(("trigger",), "trigger needs at least one event",
+                         "e.g. trigger: order.placed, or trigger: [shipment.updated, "
+                         "shipment.stalled]")
+            return []
+        found: list[str] = []
+        for i, event in enumerate(listed):
+            loc: Loc = ("trigger", i) if isinstance(value, list) else ("trigger",)
+            if not isinstance(event, str) or event not in EVENT_NAMES:
+                self.problem(loc, f"unknown event '{event}'",
+                             f"use one of {', '.join(EVENT_NAMES)}")
+            elif event in found:
+                self.problem(loc, f"event '{event}' is listed twice", "keep only one of them")
+            else:
+                found.append(event)
+        return found
+
+    def stalled_after(self, data: dict[str, Any], triggers: list[str]) -> StalledAfter | None:
+        """``stalled_after: {domestic: 2, international: 4}``: business days without a carrier
+        update before a parcel counts as stalled for this journey."""
+        if "stalled_after" not in data:
+            return None
+        value = data["stalled_after"]
+        example = "e.g. stalled_after: {domestic: 3, international: 5} (business days)"
+        if EventType.SHIPMENT_STALLED.value not in triggers:
+            self.problem(("stalled_after",), "stalled_after needs the journey to be triggered "
+                         "by shipment.stalled", "add shipment.stalled to trigger, or remove "
+                         "stalled_after")
+            return None
+        if not isinstance(value, dict) or not value:
+            self.problem(("stalled_after",), "stalled_after must be a mapping with domestic "
+                         "and/or international", example)
+            return None
+        days: dict[str, int] = {}
+        for key, number in value.items():
+            if key not in STALLED_AFTER_KEYS:
+                self.problem(("stalled_after", key), f"unknown field '{key}' in stalled_after",
+                             "use domestic and/or international")
+            elif isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                self.problem(("stalled_after", key), f"stalled_after {key} must be a whole "
+                             f"number of business days, 1 or more, not '{number}'", example)
+            else:
+                days[key] = number
+        if len(days) != len(value):
+            return None
+        return StalledAfter(**days)
 
 
 def parse_holdout(value: Any) -> float:
@@ -241,9 +305,11 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
     name = data.get("journey")
     if "journey" in data and (not isinstance(name, str) or not _NAME.match(name)):
         c.problem(("journey",), "journey needs a name of lowercase letters, digits, - and _")
-    trigger = data.get("trigger")
-    if "trigger" in data and trigger not in EVENT_NAMES:
-        c.problem(("trigger",), f"unknown event '{trigger}'", f"use one of {', '.join(EVENT_NAMES)}")
+    triggers = c.triggers(data["trigger"]) if "trigger" in data else []
+    on_shipments = [t for t in triggers if t in SHIPMENT_EVENT_NAMES]
+    if not on_shipments:
+        c.roots = c.roots - {"shipment"}
+    entry_when = c.condition(data.get("when"), ("when",), ENTRY_ROOTS & c.roots)
     exit_on = data.get("exit_on", [])
     if isinstance(exit_on, str):
         exit_on = [exit_on]
@@ -270,6 +336,12 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
         c.problem(("reentry",), f"unknown reentry rule '{reentry}'",
                   f"use {', '.join(r.value for r in Reentry)}")
         reentry = Reentry.ONCE_PER_ORDER.value
+    if reentry == Reentry.ONCE_PER_SHIPMENT_MOMENT and triggers and on_shipments != triggers:
+        others = ", ".join(t for t in triggers if t not in on_shipments)
+        c.problem(("reentry",), f"reentry once_per_shipment_moment needs every trigger to be a "
+                  f"shipment event, but {others} is not",
+                  f"trigger on {', '.join(SHIPMENT_EVENT_NAMES)} only, or use once_per_order")
+    stalled_after = c.stalled_after(data, triggers)
     quiet_hours = c.rule(data, "quiet_hours", parse_quiet_hours)
     frequency_cap = c.rule(data, "frequency_cap", parse_frequency_cap)
     if "steps" in data:
@@ -278,7 +350,10 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
         return None, c.problems
     journey = Journey(
         name=data["journey"],  # both present and checked: a problem above otherwise
-        trigger=data["trigger"],
+        trigger=triggers[0],
+        also_triggered_by=tuple(triggers[1:]),
+        entry_when=entry_when,
+        stalled_after=stalled_after,
         segments=tuple(str(s) for s in segments),
         exit_on=tuple(exit_on),
         holdout_percent=holdout,

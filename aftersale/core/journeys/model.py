@@ -86,6 +86,19 @@ Instruction = Send | Wait | WaitFor | Alert | End | Test | Jump
 
 
 @dataclass(frozen=True)
+class StalledAfter:
+    """``stalled_after:`` of a journey triggered by ``shipment.stalled``: after how many
+    business days without a carrier update a parcel counts as stalled for this journey, in
+    its own country and abroad. None: the setting's default for that kind of parcel."""
+
+    domestic: int | None = None
+    international: int | None = None
+
+    def days(self, international: bool) -> int | None:
+        return self.international if international else self.domestic
+
+
+@dataclass(frozen=True)
 class Journey:
     name: str
     trigger: str
@@ -106,6 +119,8 @@ class Journey:
     # ``when:`` at the journey's top: checked at entry on the segment context (plus
     # ``shipment`` for shipment events); an event it rejects enrolls nobody.
     entry_when: Condition | None = None
+    # Per-journey stall thresholds (only with a ``shipment.stalled`` trigger); None: settings.
+    stalled_after: StalledAfter | None = None
 
     @property
     def triggers(self) -> tuple[str, ...]:

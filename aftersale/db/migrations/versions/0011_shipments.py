@@ -32,6 +32,7 @@ def upgrade() -> None:
     _when('first_estimated_delivery_at'), _when('estimated_delivery_at'), _when('shipped_at'),
     _when('delivered_at'), _when('problem_at'), _when('stalled_at'),
     sa.Column('stalled_days', sa.Integer(), nullable=True), _when('late_for'),
+    _when('late_at'),
     _when('created_at', False), _when('updated_at', False),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id']),
     sa.PrimaryKeyConstraint('id')
