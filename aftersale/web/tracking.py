@@ -604,8 +604,10 @@ def _page(settings: Settings, found: Found, now: datetime, *, status_code: int =
     lang = language(settings, found.locale)
     t = texts(lang)
     shop = shop_texts(settings.content_dir)
-    contact = t["contact"].format(support=shop.support_email) if shop.support_email else None
     help_text = shop.help_for(settings, found.locale) or None
+    # The help text says how to reach the shop; the bare address only when there is none.
+    contact = (t["contact"].format(support=shop.support_email)
+               if shop.support_email and not help_text else None)
     if found.expired:
         return render_page("tracking.html", 410, lang=lang, shop=shop.name,
                            title=t["expired_title"], text=t["expired"], help_text=help_text,
