@@ -33,6 +33,7 @@ from aftersale.metrics.journeys import funnel
 from aftersale.orchestration.passes import drain_inbox
 from aftersale.pipeline.alerts import AlertView, _Claimed, deliver_alerts
 from aftersale.pipeline.runtime import Runtime, open_runtime
+from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, apply_deliveries
 from aftersale.web.tracking import ALERT_KIND, MAX_REPORTS, tracking_router
 from tests.factories import follow, placed
 from tests.integration.helpers import feed, in_process, run_to, sent
@@ -356,6 +357,17 @@ def test_a_scanners_visit_creates_nothing_and_a_persons_counts_one_click(
     with rt.factory() as session:
         row = session.get(Message, message.id)
         assert row is not None and row.delivery_status == "clicked"
+    step = funnel_step(rt)
+    assert (step.sent, step.clicked, step.suspect_clicked) == (1, 1, 0)
+
+    # SendGrid's click tracking reports the same link: still one clicked message
+    with rt.factory() as session, session.begin():
+        apply_deliveries(session, [Delivery(
+            provider="sendgrid", provider_event_id="sg-click-1", kind=DeliveryKind.CLICKED,
+            message_id=message.id, provider_message_id=None, recipient=None,
+            occurred_at=rt.now(), channel="email",
+            raw={"url": f"https://shop.example.com{path}", "useragent": FIREFOX})], rt.now())
+    assert [kind for _, kind, _ in clicks(rt)] == ["clicked", "clicked"]
     step = funnel_step(rt)
     assert (step.sent, step.clicked, step.suspect_clicked) == (1, 1, 0)
 

@@ -189,3 +189,34 @@ def test_an_order_without_tracking_gets_its_shipments_and_another_shipment_is_le
     bare = {"order": {"id": "o-1", "tracking": None}}  # nothing to say: no carrier, no number
     with_tracking_url(bare, PAGE, ShipmentRef("s", "o-1", None, None, NOW))
     assert bare["order"]["tracking"] is None
+
+
+# --- which shipment a message is about --------------------------------------------------------
+
+
+def test_the_message_links_the_enrollments_shipment_else_the_orders_shown_one_else_the_newest():
+    from aftersale.db.models import Enrollment, Order
+    from aftersale.pipeline.tracking_links import ShipmentLinks
+
+    older = ShipmentRef("shopify:1", "o-1", "DHL", "D-1", NOW - timedelta(days=2))
+    newer = ShipmentRef("shopify:2", "o-1", "UPS", "U-2", NOW - timedelta(days=1))
+    links = ShipmentLinks(LINKS, {"o-1": [older, newer]})
+    order = Order(id="o-1", tracking_number=None)
+    assert links.shipment_for(Enrollment(order_id="o-1", shipment_id="shopify:1"), order) == older
+    assert links.shipment_for(Enrollment(order_id="o-1", shipment_id=None), order) == newer
+    shown = Order(id="o-1", tracking_number="D-1")  # what order.shipped told the customer
+    assert links.shipment_for(Enrollment(order_id="o-1", shipment_id=None), shown) == older
+    assert links.shipment_for(Enrollment(order_id="o-2", shipment_id=None), None) is None
+
+    context = {"order": {"id": "o-1", "tracking": None}}
+    links.apply(context, "msg-1", "c-1", Enrollment(order_id="o-1", shipment_id="shopify:1"),
+                order, NOW)
+    url = context["order"]["tracking"]["url"]
+    assert SIGNER.verify(Purpose.TRACKING, token_of(url, "t")) == {
+        "s": "shopify:1", "c": "c-1", "m": "msg-1", "d": NOW.date().isoformat()}
+
+    carrier = ShipmentLinks(Links("https://shop.example.com", SIGNER, tracking_page=False),
+                            {"o-1": [older]})
+    untouched = {"order": {"id": "o-1", "tracking": {"url": "https://dhl.example/D-1"}}}
+    carrier.apply(untouched, "msg-1", "c-1", Enrollment(order_id="o-1"), order, NOW)
+    assert untouched["order"]["tracking"]["url"] == "https://dhl.example/D-1"
