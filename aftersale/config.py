@@ -79,8 +79,14 @@ class Settings(BaseSettings):
     shop_url: AnyHttpUrl = AnyHttpUrl("https://shop.example.com")
     # A survey link or an SMS/WhatsApp answer is accepted this long after the question.
     survey_days: int = Field(default=30, ge=1, le=365)
-    # Requests per second (and at once) one client address may make to /s/ links, per web
-    # process; more are answered 429. A person clicks a few times; a scanner hundreds.
+    # Where messages send the customer to follow a parcel: "page", our tracking page
+    # (GET /t/{token}; its visits count as clicks), or "carrier", the carrier's own page.
+    tracking_link: Literal["page", "carrier"] = "page"
+    # A tracking page link works this long after the later of the day it was sent and the
+    # parcel's last news (its delivery, or its last carrier update while on its way).
+    tracking_days: int = Field(default=30, ge=1, le=365)
+    # Requests per second (and at once) one client address may make to /s/ and /t/ links, per
+    # web process; more are answered 429. A person clicks a few times; a scanner hundreds.
     survey_rate_per_second: float = Field(default=2.0, gt=0)
     survey_rate_burst: int = Field(default=30, ge=1)
     # Parcels (aftersale.core.delivery_clock): the shop's country (ISO 3166 alpha-2) tells

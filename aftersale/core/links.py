@@ -1,4 +1,5 @@
-"""Signed links we put in messages: survey answers and unsubscribe; the referral link carries
+"""Signed links we put in messages: survey answers, unsubscribe and the tracking page; the
+referral link carries
 the customer's public code (:func:`referral_code`), which is not a secret and not signed.
 
 A token is itsdangerous' URL-safe signed JSON, ``base64url(json payload).base64url(HMAC-SHA256)``:
@@ -8,8 +9,10 @@ it names the customer and message, so it cannot be forged or reused for someone 
 ``SECRET_KEY_PREVIOUS`` still verifies what it signed.
 
 Links sent before purposes existed were signed with the bare key, the same way for every purpose
-(HMAC-SHA256 of the body). They still verify, under either key, and nothing signs them any more;
-the pages tell their purposes apart by their claims, as they always did.
+(HMAC-SHA256 of the body). They still verify, under either key, for the purposes that existed
+then (:data:`LEGACY_PURPOSES`), and nothing signs them any more; the pages tell those purposes
+apart by their claims, as they always did. A purpose added since (the tracking page) never
+accepts that format: no such link was ever sent.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -30,13 +34,19 @@ HONEYPOT_PARAM = "hp"
 class Purpose(StrEnum):
     SURVEY = "survey"  # /s/ links: the score links and their hidden twin
     UNSUBSCRIBE = "unsubscribe"  # /u/ links
+    TRACKING = "tracking"  # /t/ links: a shipment's tracking page
+
+
+#: The purposes whose links were once sent in the format before purposes (see above).
+LEGACY_PURPOSES = frozenset({Purpose.SURVEY, Purpose.UNSUBSCRIBE})
 
 
 # Part of every signature: changing one breaks every link of its purpose already sent, so they
 # are fixed words, not module paths that move with the code (tests pin a token of each). Each
 # keeps a "." (outside the base64url alphabet), so a salt can never be an old-format token body.
 _SALTS = {Purpose.SURVEY: b"aftersale.links.survey",
-          Purpose.UNSUBSCRIBE: b"aftersale.links.unsubscribe"}
+          Purpose.UNSUBSCRIBE: b"aftersale.links.unsubscribe",
+          Purpose.TRACKING: b"aftersale.links.tracking"}
 _SIGNER: dict[str, Any] = {"digest_method": hashlib.sha256, "key_derivation": "hmac"}
 # The format sent before purposes (see above): the key itself, no salt. itsdangerous tries a
 # fallback signer only when verifying, so this format is never signed again.
@@ -75,7 +85,7 @@ def _serializer(secret: bytes, previous: bytes | None, purpose: Purpose) -> URLS
     # itsdangerous signs with the last key and verifies with any of them.
     keys = [secret] if previous is None else [previous, secret]
     return URLSafeSerializer(keys, salt=_SALTS[purpose], signer_kwargs=_SIGNER,
-                             fallback_signers=[_LEGACY],
+                             fallback_signers=[_LEGACY] if purpose in LEGACY_PURPOSES else [],
                              serializer_kwargs={"sort_keys": True})  # one payload, one token
 
 
@@ -83,6 +93,9 @@ def _serializer(secret: bytes, previous: bytes | None, purpose: Purpose) -> URLS
 class Links:
     public_url: str
     signer: Signer
+    #: Messages link to our tracking page (AFTERSALE_TRACKING_LINK=page) rather than the
+    #: carrier's; False keeps the carrier's link.
+    tracking_page: bool = True
 
     def survey(self, message_id: str, customer_id: str, kind: str, score: int) -> str:
         return f"{self._survey_page(message_id, customer_id, kind)}?score={score}"
@@ -100,6 +113,17 @@ class Links:
         token = self.signer.sign(Purpose.UNSUBSCRIBE,
                                  {"m": message_id, "c": customer_id, "ch": channel})
         return f"{self.public_url.rstrip('/')}/u/{token}"
+
+    def tracking(self, shipment_id: str, customer_id: str, message_id: str | None,
+                 issued: date) -> str:
+        """The shipment's tracking page for this customer. ``message_id``: the message that
+        carries the link (a visit counts as its click); ``issued``: the day it was made, which
+        the page's expiry counts from (with the parcel's own last news)."""
+        payload: dict[str, Any] = {"s": shipment_id, "c": customer_id, "d": issued.isoformat()}
+        if message_id is not None:
+            payload["m"] = message_id
+        token = self.signer.sign(Purpose.TRACKING, payload)
+        return f"{self.public_url.rstrip('/')}/t/{token}"
 
     def referral(self, customer_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/r/{referral_code(customer_id)}"

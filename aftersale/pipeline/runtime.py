@@ -52,8 +52,9 @@ class Runtime:
 
     def links(self) -> Links:
         signer = link_signer(self.settings)
+        page = self.settings.tracking_link == "page"
         if signer is not None:
-            return Links(str(self.settings.public_url), signer)
+            return Links(str(self.settings.public_url), signer, tracking_page=page)
         real = [p for p in (self.settings.email_provider, self.settings.sms_provider,
                             self.settings.whatsapp_provider) if p != "sandbox"]
         if real:
@@ -61,7 +62,8 @@ class Runtime:
             raise ConfigError("AFTERSALE_SECRET_KEY is required to send through "
                               f"{', '.join(sorted(set(real)))}: it signs survey and unsubscribe links")
         log.debug("no AFTERSALE_SECRET_KEY: sandbox links are signed with a throwaway key")
-        return Links(str(self.settings.public_url), Signer(secrets.token_bytes(32)))
+        return Links(str(self.settings.public_url), Signer(secrets.token_bytes(32)),
+                     tracking_page=page)
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -49,6 +49,7 @@ from aftersale.pipeline.contexts import customer_context, enrollment_shipment, o
 from aftersale.pipeline.definitions import Definitions, VersionCache
 from aftersale.pipeline.send_outcomes import twilio_error_suppression
 from aftersale.pipeline.suppression import normalize_address, suppress
+from aftersale.pipeline.tracking_links import ShipmentLinks
 
 RETRY = Backoff(base=timedelta(minutes=1))  # uncapped: MAX_ATTEMPTS ends it (1 to 96 min)
 MAX_ATTEMPTS = 8
@@ -95,6 +96,7 @@ class _Batch:
     shipments: dict[str, Shipment] = field(default_factory=dict)
     suppressed: dict[tuple[str, str], str] = field(default_factory=dict)
     recent: dict[tuple[str, str], list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    tracking: ShipmentLinks | None = None
 
     def load(self, rows: list[Message]) -> None:
         self.customers = by_id(self.session, Customer, {m.customer_id for m in rows})
@@ -103,6 +105,7 @@ class _Batch:
                             {e.order_id for e in self.enrollments.values() if e.order_id})
         self.shipments = by_id(self.session, Shipment, {
             e.shipment_id for e in self.enrollments.values() if e.shipment_id})
+        self.tracking = ShipmentLinks.load(self.session, self.links, self.enrollments.values())
         # Suppressions store normalized addresses (e-mail lowercased), so look them up that way.
         addresses = {normalize_address(channel, a) for c in self.customers.values()
                      for channel, a in (("email", c.email), ("sms", c.phone)) if a}
@@ -168,6 +171,9 @@ class _Batch:
                     self.definitions, self.links, enrollment_shipment(
                         enrollment, self.shipments.get(enrollment.shipment_id or ""), self.now,
                         self.definitions.shop_country))
+                if self.tracking is not None:  # the tracking page's link for the carrier's
+                    self.tracking.apply(contexts[channel], message.id, customer.id, enrollment,
+                                        order, self.now)
             return contexts[channel]
 
         # The approved template matters only where WhatsApp free text is not allowed.

@@ -27,6 +27,7 @@ from aftersale.web.bodies import read_limited
 from aftersale.web.feedback import feedback_router
 from aftersale.web.shopify_webhook import shopify_router
 from aftersale.web.surveys import surveys_router
+from aftersale.web.tracking import tracking_router
 
 MAX_BODY = 5 * 1024 * 1024
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> FastAPI:
     app.include_router(shopify_router(settings, runtime))
     app.include_router(aftership_router(settings, runtime))
     app.include_router(surveys_router(settings, runtime))
+    app.include_router(tracking_router(settings, runtime))
     return app
 
 

@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
-from aftersale.content.render import pick_locale
 from aftersale.core.errors import WebhookRejected
 from aftersale.core.links import Purpose, Signer
 from aftersale.db.models import Customer, Message
@@ -216,12 +215,8 @@ def help_reply(settings: Settings, locale: str | None) -> str:
     opt out (carriers require all three)."""
     shop = shop_texts(settings.content_dir)
     lang = language(settings, locale)
-    if "*" in shop.help_text:
-        text = shop.help_text["*"]
-    else:
-        default = settings.default_locale if settings.default_locale in shop.help_text else "en"
-        text = shop.help_text.get(pick_locale(shop.help_text.keys(), locale, default), "")
-    parts = [f"{shop.name}:" if shop.name else "", text, _STOP_HINTS[lang]]
+    parts = [f"{shop.name}:" if shop.name else "", shop.help_for(settings, locale),
+             _STOP_HINTS[lang]]
     return " ".join(p for p in parts if p)
 
 

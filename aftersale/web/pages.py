@@ -1,8 +1,9 @@
 """What the customer's pages share: the language, the signed link, the shop's texts, one layout.
 
-The survey pages (:mod:`aftersale.web.surveys`) and the unsubscribe page
-(:mod:`aftersale.web.feedback`) are plain HTML in ``templates/``: every page extends
-``page.html`` (no script, no external asset; the CSP in ``PAGE_HEADERS`` allows neither).
+The survey pages (:mod:`aftersale.web.surveys`), the unsubscribe page
+(:mod:`aftersale.web.feedback`) and the tracking page (:mod:`aftersale.web.tracking`) are plain
+HTML in ``templates/``: every page extends ``page.html`` (no script, no external asset; the CSP
+in ``PAGE_HEADERS`` allows neither).
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class ShopTexts:
     name: str = ""
     support_email: str = ""
     help_text: Mapping[str, str] = field(default_factory=dict)
+
+    def help_for(self, settings: Settings, locale: str | None) -> str:
+        """The help text in the customer's language (one text for all: ``"*"``), else in the
+        default locale, else English; empty when the shop wrote none."""
+        if "*" in self.help_text:
+            return self.help_text["*"]
+        default = settings.default_locale if settings.default_locale in self.help_text else "en"
+        return self.help_text.get(pick_locale(self.help_text.keys(), locale, default), "")
 
 
 _SHOP_CACHE: dict[Path, tuple[int, ShopTexts]] = {}

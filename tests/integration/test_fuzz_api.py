@@ -124,7 +124,9 @@ def _sign_token(payload: Any) -> str:
 
 claims = st.fixed_dictionaries({}, optional={"m": text | values, "c": text | values,
                                              "k": st.sampled_from(["nps", "csat", "ces"]) | values,
-                                             "ch": st.sampled_from(["email", "sms"]) | values})
+                                             "ch": st.sampled_from(["email", "sms"]) | values,
+                                             "s": text | values,
+                                             "d": st.sampled_from(["2026-03-02", "x"]) | values})
 tokens = st.one_of(
     url_text.filter(lambda t: t not in ("", ".", "..")),
     claims.map(_sign_token),
@@ -139,7 +141,7 @@ tokens = st.one_of(
 @st.composite
 def calls(draw: st.DrawFn) -> Call:
     kind = draw(st.sampled_from(["events", "shopify", "aftership", "sendgrid", "twilio", "survey",
-                                 "unsubscribe", "referral", "healthz"]))
+                                 "unsubscribe", "tracking", "referral", "healthz"]))
     if kind == "events":
         auth = draw(st.sampled_from(["right", "wrong", "missing", "scheme"]))
         headers = {"right": {"Authorization": f"Bearer {TOKEN}"}, "wrong": {
@@ -196,8 +198,8 @@ def calls(draw: st.DrawFn) -> Call:
         headers = {"Content-Type": "application/x-www-form-urlencoded",
                    **({"X-Twilio-Signature": signature} if signature else {})}
         return Call(route, "POST", path, headers, urlencode(params).encode(), forged=not signed)
-    if kind in ("survey", "unsubscribe"):
-        route = "/s/{token}" if kind == "survey" else "/u/{token}"
+    if kind in ("survey", "unsubscribe", "tracking"):
+        route = {"survey": "/s/{token}", "unsubscribe": "/u/{token}", "tracking": "/t/{token}"}[kind]
         path = route.replace("{token}", quote(draw(tokens), safe=""))
         method = draw(st.sampled_from(["GET", "POST"]))
         if kind == "survey" and draw(st.booleans()):
@@ -206,7 +208,7 @@ def calls(draw: st.DrawFn) -> Call:
         body = b""
         if method == "POST":
             body = draw(st.one_of(st.binary(max_size=60), st.builds(
-                lambda s, c: urlencode({"score": s, "comment": c}).encode(),
+                lambda s, c: urlencode({"score": s, "comment": c, "words": c}).encode(),
                 st.sampled_from(["1", "x"]), url_text)))
         return Call(route, method, path,
                     {"Content-Type": "application/x-www-form-urlencoded",
@@ -284,7 +286,8 @@ def test_the_fuzzer_covers_every_route_the_openapi_lists(settings: Settings, rt:
               ("POST", "/webhooks/aftership"),
               ("POST", "/webhooks/sendgrid/events"), ("POST", "/webhooks/twilio/status"),
               ("POST", "/webhooks/twilio/inbound"), ("GET", "/s/{token}"), ("POST", "/s/{token}"),
-              ("GET", "/u/{token}"), ("POST", "/u/{token}"), ("GET", "/r/{code}")}
+              ("GET", "/u/{token}"), ("POST", "/u/{token}"), ("GET", "/t/{token}"),
+              ("POST", "/t/{token}"), ("GET", "/r/{code}")}
     assert listed == fuzzed
 
 
