@@ -140,7 +140,9 @@ def test_wait_for_a_shipment_update_wakes_the_journey_and_messages_show_the_parc
     first = parcel_messages(rt)
     assert [(t, s) for t, s, _ in first] == [("parcel_note", "#o-1: attempted_delivery")]
     assert "UPS says: carrier: attempted_delivery (attempted_delivery)" in (first[0][2] or "")
-    assert "https://ups.example/1Z999" in (first[0][2] or "")
+    # the parcel's link is aftersale's tracking page (AFTERSALE_TRACKING_LINK=page), not UPS's
+    assert "https://shop.example.com/t/" in (first[0][2] or "")
+    assert "https://ups.example/1Z999" not in (first[0][2] or "")
     assert "New date:" in (first[0][2] or "")
     feed(rt, update("u-2", "ready_for_pickup", START + days(2)))
     run_to(rt, definitions, START + days(2))
