@@ -10,20 +10,20 @@ missing signature is a 401 and nothing is parsed or stored.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
-from aftersale.core.events import Event
-from aftersale.intake import aftership, jsontext
-from aftersale.intake.inbox import StoreResult, store_events
-from aftersale.intake.notify import inbox_received
+from aftersale.intake import aftership
 from aftersale.pipeline.runtime import Runtime
-from aftersale.web.bodies import read_limited
+from aftersale.web.platform_webhooks import (
+    Refusal,
+    error,
+    json_object,
+    store_and_nudge,
+    verified_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,55 +37,27 @@ def aftership_router(settings: Settings, runtime: Runtime) -> APIRouter:
 
     @router.post(PATH)
     async def aftership_webhook(request: Request) -> JSONResponse:
-        secret = settings.aftership_webhook_secret
-        if secret is None:
-            # 503, not 401: AfterShip keeps retrying while the operator fixes the setting.
-            log.error("AfterShip webhook received but AFTERSALE_AFTERSHIP_WEBHOOK_SECRET is not set")
-            return _error("AFTERSALE_AFTERSHIP_WEBHOOK_SECRET is not set: AfterShip webhooks "
-                          "cannot be verified", 503)
-        body = await read_limited(request, MAX_BODY)
-        if body is None:
-            return _error(f"body too large; at most {MAX_BODY // (1024 * 1024)} MB", 413)
-        if not aftership.verify_hmac(secret.get_secret_value().encode(), body,
-                                     request.headers.get(aftership.HMAC_HEADER)):
-            log.warning("AfterShip webhook rejected: missing or wrong %s", aftership.HMAC_HEADER)
-            return _error(f"missing or wrong {aftership.HMAC_HEADER}", 401)
         try:
-            payload: Any = jsontext.loads(body, clean=True)  # AfterShip cannot change what it sent
-        except jsontext.JSONTextError as exc:
-            return _error(f"body is not JSON: {exc}", 400)
-        if not isinstance(payload, dict):
-            return _error("body must be a JSON object", 400)
-
-        now = runtime.now()
-        try:
-            event = aftership.to_event(payload, now)
-        except aftership.UnknownEvent as exc:
-            log.info("AfterShip event '%s' ignored (event id %s): not a carrier moment we map",
-                     exc.event, payload.get("event_id"))
-            return JSONResponse({"ignored": exc.event})
-        except aftership.PayloadError as exc:
-            log.warning("AfterShip webhook %s not mapped: %s", payload.get("event_id"), exc)
-            return _error(str(exc), 400)
-
-        try:
-            result = await run_in_threadpool(_store, runtime, [event], now)
-        except Exception:  # rolled back; a 5xx makes AfterShip retry the delivery
-            log.exception("storing AfterShip webhook %s failed", payload.get("event_id"))
-            return _error("internal error; nothing was stored, please retry", 500)
-        if result.stored:
-            await run_in_threadpool(inbox_received, settings, result.stored, SOURCE)
+            payload = json_object(await verified_body(
+                request, settings.aftership_webhook_secret, provider="AfterShip",
+                setting="AFTERSALE_AFTERSHIP_WEBHOOK_SECRET", header=aftership.HMAC_HEADER,
+                max_body=MAX_BODY, verify=aftership.verify_hmac))
+            now = runtime.now()
+            try:
+                event = aftership.to_event(payload, now)
+            except aftership.UnknownEvent as exc:
+                log.info("AfterShip event '%s' ignored (event id %s): not a carrier moment we "
+                         "map", exc.event, payload.get("event_id"))
+                return JSONResponse({"ignored": exc.event})
+            except aftership.PayloadError as exc:
+                log.warning("AfterShip webhook %s not mapped: %s", payload.get("event_id"), exc)
+                return error(str(exc), 400)
+            result = await store_and_nudge(runtime, settings, [event], SOURCE, now,
+                                           f"AfterShip webhook {payload.get('event_id')}")
+        except Refusal as refusal:
+            return refusal.response
         return JSONResponse({"event": payload["event"], "id": event.id,
                              "received": result.received, "stored": result.stored,
                              "duplicates": result.duplicates})
 
     return router
-
-
-def _store(runtime: Runtime, events: list[Event], now: datetime) -> StoreResult:
-    with runtime.factory() as session, session.begin():
-        return store_events(session, events, SOURCE, now)
-
-
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
