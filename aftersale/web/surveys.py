@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -70,7 +69,7 @@ from aftersale.web.pages import (
     shop_texts,
     signed_payload,
 )
-from aftersale.web.throttle import ClientBuckets
+from aftersale.web.throttle import ClientBuckets, too_fast
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +90,7 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
     settling: set[asyncio.Task[None]] = set()  # kept referenced until done
 
     def throttled(request: Request) -> HTMLResponse | None:
-        """The 429 page when this client address is over its rate; nothing is read or stored."""
-        wait = buckets.wait(request.client.host if request.client else "unknown")
-        if not wait:
-            return None
-        page = _error_page(settings, request, 429)
-        page.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-        return page
+        return too_fast(buckets, request, lambda status: _error_page(settings, request, status))
 
     async def settle() -> None:
         try:

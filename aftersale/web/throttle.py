@@ -9,11 +9,16 @@ whatever the rate: a scanner's clicks are suspect, never answers).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from fastapi import Request
+from starlette.responses import Response
 
 
 @dataclass
@@ -40,3 +45,18 @@ class ClientBuckets:
             while len(self._buckets) > self.clients:
                 self._buckets.popitem(last=False)
             return waited
+
+
+Page = TypeVar("Page", bound=Response)
+
+
+def too_fast(buckets: ClientBuckets, request: Request,
+             error_page: Callable[[int], Page]) -> Page | None:
+    """The page's 429 (with Retry-After) when this client address is over its rate; None when
+    it may go ahead. Nothing is read or stored for a refused request."""
+    wait = buckets.wait(request.client.host if request.client else "unknown")
+    if not wait:
+        return None
+    page = error_page(429)
+    page.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return page

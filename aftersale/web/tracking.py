@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -67,7 +66,7 @@ from aftersale.pipeline.runtime import Runtime, link_signer
 from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, apply_deliveries
 from aftersale.web.bodies import read_limited
 from aftersale.web.pages import accepted_language, language, render_page, shop_texts, signed_payload
-from aftersale.web.throttle import ClientBuckets
+from aftersale.web.throttle import ClientBuckets, too_fast
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +88,7 @@ def tracking_router(settings: Settings, runtime: Runtime) -> APIRouter:
     buckets = ClientBuckets(settings.survey_rate_per_second, settings.survey_rate_burst)
 
     def throttled(request: Request) -> HTMLResponse | None:
-        """The 429 page when this client address is over its rate; nothing is read or stored."""
-        wait = buckets.wait(request.client.host if request.client else "unknown")
-        if not wait:
-            return None
-        page = _error_page(settings, request, 429)
-        page.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-        return page
+        return too_fast(buckets, request, lambda status: _error_page(settings, request, status))
 
     @router.get("/t/{token}")
     async def tracking_page(token: str, request: Request) -> HTMLResponse:
