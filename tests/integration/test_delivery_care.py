@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from aftersale.config import Settings
@@ -19,7 +21,7 @@ from aftersale.pipeline.contexts import shipment_moment
 from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import START
 from tests.factories import days, placed
-from tests.integration.helpers import feed, run_to, sent, treated_customer
+from tests.integration.helpers import feed, run_to, sent, serve, treated_customer
 
 ALERT_EMAIL = "team@atlas-store.example"
 SHIPMENT = "shopify:9001"
@@ -27,9 +29,26 @@ CARRIER_WORDS = "Alıcı adreste bulunamadı, ihbar bırakıldı"
 
 
 @pytest.fixture
-def care_rt(settings: Settings) -> Iterator[Runtime]:
-    """The test runtime with the team's alert address set (alerts go out by e-mail)."""
-    configured = Settings(_env_file=None, **settings.model_dump() | {"alert_email": ALERT_EMAIL})
+def team_hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local receiver for the alert webhook (Slack-compatible JSON): its URL and its posts."""
+    posts: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.post("/hooks/alerts")
+    async def hook(request: Request) -> PlainTextResponse:
+        posts.append(await request.json())
+        return PlainTextResponse("ok")
+
+    with serve(app) as base:
+        yield f"{base}/hooks/alerts", posts
+
+
+@pytest.fixture
+def care_rt(settings: Settings, team_hook: tuple[str, list[dict[str, Any]]]
+            ) -> Iterator[Runtime]:
+    """The test runtime with the team's alert routes set: e-mail and the webhook."""
+    configured = Settings(_env_file=None, **settings.model_dump() | {
+        "alert_email": ALERT_EMAIL, "alert_webhook_url": team_hook[0]})
     runtime = open_runtime(configured, SimulatedClock(START))
     yield runtime
     runtime.engine.dispose()
@@ -175,7 +194,7 @@ def test_a_parcel_at_the_pickup_point_gets_a_reminder_only_if_still_there_two_da
 
 
 def test_a_carrier_exception_tells_the_customer_and_the_team_in_the_carriers_words(
-        care_rt: Runtime) -> None:
+        care_rt: Runtime, team_hook: tuple[str, list[dict[str, Any]]]) -> None:
     rt, definitions = care_rt, care_rt.definitions()
     cid = treated_customer("onboarding", 10)
     words = "Paket hasarlı, gönderici ile iletişime geçiliyor"
@@ -190,6 +209,15 @@ def test_a_carrier_exception_tells_the_customer_and_the_team_in_the_carriers_wor
     mail = team_mail(rt, alert)
     assert mail.subject == "Delivery problem: order #o-1 (Yurtiçi Kargo, exception)"
     assert f"Carrier's words: {words}" in mail.body_text
+    [post] = team_hook[1]
+    assert post["text"] == (
+        f"Delivery problem alert: Ayşe Yılmaz on order #o-1, parcel exception (Yurtiçi Kargo "
+        f'YK9001): carrier says "{words}" (first_time, delivery-care)')
+    parcel_sent = post["alert"]["shipment"]
+    assert (parcel_sent["id"], parcel_sent["status"], parcel_sent["moment"]) == (
+        SHIPMENT, "exception", "exception")
+    assert parcel_sent["last_message"] == words
+    assert parcel_sent["tracking_url"] == "https://track.example.com/YK9001"
 
 
 def test_onboarding_asks_for_nps_a_week_later_after_a_delivery_problem(
