@@ -18,7 +18,7 @@ from sqlalchemy import select
 from aftersale.config import Settings
 from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import AlertRecord, Enrollment, Message, SandboxOutbox
-from aftersale.pipeline.contexts import shipment_moment
+from aftersale.pipeline.contexts import moment_of_entry
 from aftersale.pipeline.runtime import Runtime, open_runtime
 from tests.conftest import START
 from tests.factories import days, placed
@@ -137,8 +137,10 @@ def test_a_missed_delivery_then_four_silent_business_days_gives_three_messages_a
     assert f"Carrier's words: {CARRIER_WORDS}" in mail.body_text
     assert "stopped moving after a failed delivery attempt" in mail.body_text
 
-    moments = [(e.shipment_id, shipment_moment(e)) for e in care_enrollments(rt, cid)]
-    assert moments == [(SHIPMENT, "attempted_delivery"), (SHIPMENT, "stalled")]
+    # one enrollment per moment: the missed delivery, and the stall after 3 business days
+    moments = [(e.shipment_id, moment_of_entry(e.entry_key, SHIPMENT))
+               for e in care_enrollments(rt, cid)]
+    assert moments == [(SHIPMENT, "attempted_delivery"), (SHIPMENT, "stalled:3")]
 
     # More silence derives nothing new: each moment once.
     run_to(rt, definitions, attempt + days(12), tick=timedelta(hours=6))
