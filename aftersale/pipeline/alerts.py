@@ -51,7 +51,12 @@ from aftersale.core.survey_scales import CSAT_DETRACTOR_MAX, NPS_DETRACTOR_MAX, 
 from aftersale.db.lookup import by_id
 from aftersale.db.models import AlertRecord, Customer, Enrollment, Order, Shipment
 from aftersale.pipeline.advance import claim
-from aftersale.pipeline.contexts import customer_context, enrollment_shipment, order_context
+from aftersale.pipeline.contexts import (
+    customer_context,
+    enrollment_shipment,
+    order_context,
+    shipment_context,
+)
 
 if TYPE_CHECKING:
     from aftersale.config import Settings
@@ -276,7 +281,9 @@ def _claim(factory: sessionmaker[Session], now: datetime, limit: int,
         orders = by_id(session, Order, {a.order_id for a in alerts if a.order_id})
         enrollments = by_id(session, Enrollment, {a.enrollment_id for a in alerts})
         shipments = by_id(session, Shipment, {e.shipment_id for e in enrollments.values()
-                                              if e.shipment_id})
+                                              if e.shipment_id} | {
+                                                  named for a in alerts
+                                                  if (named := _named_shipment(a))})
         shop_country = settings.shop_country
         claimed = []
         for a in alerts:
@@ -285,9 +292,19 @@ def _claim(factory: sessionmaker[Session], now: datetime, limit: int,
             if enrollment is not None and enrollment.shipment_id:
                 parcel = enrollment_shipment(enrollment, shipments.get(enrollment.shipment_id),
                                              now, shop_country)
+            elif (row := shipments.get(_named_shipment(a) or "")) is not None:
+                # An alert about a parcel of an order journey (a report from the tracking
+                # page names it in its details): the parcel as it is now, no moment.
+                parcel = shipment_context(row, None, now, shop_country)
             claimed.append(_Claimed(a, customers.get(a.customer_id),
                                     orders.get(a.order_id or ""), parcel))
         return claimed
+
+
+def _named_shipment(alert: AlertRecord) -> str | None:
+    """The parcel an alert's details name (``details.shipment.id``), if any."""
+    named = (alert.details or {}).get("shipment")
+    return str(named["id"]) if isinstance(named, Mapping) and named.get("id") else None
 
 
 class _Routes:

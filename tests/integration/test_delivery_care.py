@@ -20,14 +20,16 @@ from aftersale.core.clock import SimulatedClock
 from aftersale.db.models import AlertRecord, Enrollment, Message, SandboxOutbox
 from aftersale.pipeline.contexts import moment_of_entry
 from aftersale.pipeline.runtime import Runtime, open_runtime
+from aftersale.web.tracking import tracking_router
 from tests.conftest import START
 from tests.factories import days, placed
-from tests.integration.helpers import feed, run_to, sent, serve, treated_customer
+from tests.integration.helpers import feed, in_process, run_to, sent, serve, treated_customer
 
 ALERT_EMAIL = "team@atlas-store.example"
 SHIPMENT = "shopify:9001"
 CARRIER_WORDS = "Alıcı adreste bulunamadı, ihbar bırakıldı"
 # The carrier's tracking page, or ours (/t/{token}) where the tracking page replaces it.
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"  # a person
 TRACKING_LINK = re.compile(r"https://track\.example\.com/YK9001|https?://\S+/t/\S+")
 
 
@@ -249,3 +251,29 @@ def test_onboarding_asks_for_nps_a_week_later_after_a_delivery_problem(
 
     assert nps_sent_at(bumpy) - nps_sent_at(smooth) >= days(7)
     assert nps_sent_at(bumpy) - nps_sent_at(smooth) < days(8)
+
+
+def test_a_problem_told_on_the_tracking_page_reaches_the_team_with_both_sides_words(
+        care_rt: Runtime) -> None:
+    """The missed-delivery SMS links to the tracking page; the customer writes what happened
+    there, and the team's e-mail quotes the customer and the carrier."""
+    rt, definitions = care_rt, care_rt.definitions()
+    cid = treated_customer("onboarding", 10)
+    feed(rt, placed("o-1", START, cid), parcel("in_transit", START + days(1), cid, 1))
+    feed(rt, parcel("attempted_delivery", START + days(2), cid, 2, CARRIER_WORDS))
+    run_to(rt, definitions, START + days(2) + timedelta(hours=3), tick=timedelta(hours=3))
+    [attempted] = [m for m in sent(rt, cid) if m.template == "delivery_attempted"]
+    link = re.search(r"https?://[^/\s]+(/t/\S+)", delivered(rt, attempted).body_text)
+    assert link, "the message links to the tracking page"
+    app = FastAPI()
+    app.include_router(tracking_router(rt.settings, rt))
+    with in_process(app, headers={"User-Agent": FIREFOX}) as client:
+        assert client.post(link.group(1), data={"words": "Kimse zile basmadı"}).status_code == 200
+    run_to(rt, definitions, rt.now() + timedelta(hours=1))
+    [alert] = alerts(rt)
+    assert alert.kind == "delivery_problem_report"
+    mail = team_mail(rt, alert)
+    assert mail.subject == ("Delivery problem reported: order #o-1 "
+                            "(Yurtiçi Kargo, attempted delivery)")
+    assert "Their words: Kimse zile basmadı" in mail.body_text
+    assert f"Carrier's words: {CARRIER_WORDS}" in mail.body_text

@@ -35,6 +35,7 @@ EXPECTED_CHANNELS = {
     "delivery_delayed": {"email", "sms", "whatsapp"},
     "delivery_problem": {"email", "sms", "whatsapp"},
     "alert_delivery_problem": {"email"},
+    "alert_delivery_problem_report": {"email"},
 }
 #: Letters only the language has (the sample customer's name "Ayşe" has an ş, so Turkish is
 #: told by its dotless ı): every tr/pl message must contain one, proving it is translated.
