@@ -4,7 +4,9 @@ Directory layout (marketers edit these files)::
 
     content/
       shop.yaml                 name, url, support_email, help_text and unsubscribe_label
-                                (the last two per locale: {en: ..., tr: ...} or one text)
+                                (the last two per locale: {en: ..., tr: ...} or one text),
+                                and the shop's switches (SHOP_SWITCHES, true/false), which
+                                journey conditions read as ``shop.<name>``
       catalog.yaml              product guides (format documented in the file itself)
       _layout/email.html        html wrapper, {{ body }} is the message html (optional)
       _layout/email.txt         text wrapper, {{ body }} is the message text (optional)
@@ -24,7 +26,7 @@ template against :func:`sample_context`, where a misspelt name is an error::
     order:    {id, number, total (Decimal), currency, placed_at (aware datetime, UTC),
                items: [{sku, title, category, quantity, price (Decimal)}],
                tracking: {carrier, number, url} or None}
-    shop:     {name, url, support_email, help_text, unsubscribe_label}
+    shop:     {name, url, support_email, help_text, unsubscribe_label, and the switches}
               filled from shop.yaml (help_text etc. in the message's language); keys the
               caller passes win
     links:    {unsubscribe: str | None, referral: str | None}
@@ -83,7 +85,14 @@ _EMAIL_PARTS = ("subject", "text", "html")
 #: Parts a channel needs before it can be rendered.
 _REQUIRED = {"email": {"email.subject", "email.text"}, "sms": {"sms"}, "whatsapp": {"whatsapp"}}
 _TOP_KEYS = frozenset({*CHANNELS, "transactional", "survey", "whatsapp_template"})
-_SHOP_KEYS = frozenset({"name", "url", "support_email", "help_text", "unsubscribe_label"})
+#: The shop's on/off settings in shop.yaml, with their defaults: what a shop decides about its
+#: messages beyond the texts. Journey conditions read them as ``shop.<name>``.
+SHOP_SWITCHES: dict[str, bool] = {
+    # "Arriving today" when the carrier has the parcel out for delivery (delivery-care).
+    "arriving_today_messages": False,
+}
+_SHOP_KEYS = frozenset({"name", "url", "support_email", "help_text", "unsubscribe_label",
+                        *SHOP_SWITCHES})
 _RENDER_HINT = "compare the names with the render context documented in aftersale/content"
 
 #: ``path inside the YAML document -> (line of the key, first line of the value's text)``.
@@ -142,6 +151,7 @@ class _Shop:
     support_email: str = ""
     help_text: Mapping[str, str] = dc_field(default_factory=dict)
     unsubscribe_label: Mapping[str, str] = dc_field(default_factory=lambda: {"en": "Unsubscribe"})
+    switches: Mapping[str, bool] = dc_field(default_factory=lambda: dict(SHOP_SWITCHES))
 
     def for_locale(self, locale: str, default: str) -> dict[str, Any]:
         def pick(values: Mapping[str, str]) -> str:
@@ -149,7 +159,7 @@ class _Shop:
 
         return {"name": self.name, "url": self.url, "support_email": self.support_email,
                 "help_text": pick(self.help_text),
-                "unsubscribe_label": pick(self.unsubscribe_label)}
+                "unsubscribe_label": pick(self.unsubscribe_label), **self.switches}
 
 
 class ContentLibrary:
@@ -218,6 +228,11 @@ class ContentLibrary:
 
     def is_transactional(self, template: str) -> bool:
         return self._template(template).transactional
+
+    def shop_switches(self) -> dict[str, bool]:
+        """shop.yaml's switches (:data:`SHOP_SWITCHES`, defaults filled in): the ``shop``
+        root of journey conditions."""
+        return dict(self._shop.switches)
 
     def survey_kind(self, template: str) -> str | None:
         """The survey a template asks (``survey: nps`` in its default-locale file)."""
@@ -425,9 +440,18 @@ class _Reader:
                 self.problem(path, line, f"shop.yaml needs '{key}' as text")
         help_text = self.per_locale(path, lines, data, "help_text", required=True)
         label = self.per_locale(path, lines, data, "unsubscribe_label", required=False)
+        switches = dict(SHOP_SWITCHES)
+        for key in SHOP_SWITCHES:
+            if key not in data:
+                continue
+            if isinstance(data[key], bool):
+                switches[key] = data[key]
+            else:
+                self.problem(path, lines[(key,)][0], f"'{key}' must be true or false",
+                             f"write {key}: {str(SHOP_SWITCHES[key]).lower()}")
         return _Shop(str(data.get("name") or ""), str(data.get("url") or ""),
                      str(data.get("support_email") or ""), help_text,
-                     label or {self.default: "Unsubscribe"})
+                     label or {self.default: "Unsubscribe"}, switches)
 
     def per_locale(self, path: Path, lines: Lines, data: dict, key: str,
                    required: bool) -> dict[str, str]:

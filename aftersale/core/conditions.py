@@ -40,6 +40,9 @@ FIELDS: dict[str, frozenset[str]] = {
          "destination_country", "days_since_update", "has_estimate"}
     ),
     "response": frozenset({*SURVEY_KINDS, "comment"}),
+    # The switches of content/shop.yaml (aftersale.content.library.SHOP_SWITCHES; a test keeps
+    # the two equal): what the shop turned on, e.g. "arriving today" messages.
+    "shop": frozenset({"arriving_today_messages"}),
 }
 #: Helper methods, per root, with their arity.
 METHODS: dict[str, dict[str, int]] = {

@@ -84,6 +84,7 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
     seen_at = {"order.placed": start, "order.shipped": start + SHIP_AFTER,
                "order.delivered": start + SHIP_AFTER + DELIVER_AFTER}
     context["segment"] = segment
+    context["shop"] = definitions.content.shop_switches()
     context["response"] = {}
     if shipment is not None:
         context["shipment"] = shipment_context(shipment, _moment(journey, shipment), start,

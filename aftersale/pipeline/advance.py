@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -199,9 +199,11 @@ def _facts(session: Session, enrollment: Enrollment, customer: Customer, order: 
            shipment: Shipment | None = None, parcels: Sequence[Shipment] = ()) -> Facts:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
-    return enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
-                            answers, has_guide=has_guide, shipment=shipment,
-                            shop_country=definitions.shop_country, parcels=parcels)
+    facts = enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
+                             answers, has_guide=has_guide, shipment=shipment,
+                             shop_country=definitions.shop_country, parcels=parcels)
+    # shop.yaml's switches ("arriving today" messages on or off) for `when` conditions
+    return replace(facts, context={**facts.context, "shop": definitions.content.shop_switches()})
 
 
 def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer: Customer,

@@ -1,5 +1,10 @@
-"""Telling the team about a detractor: an e-mail to ALERT_EMAIL and a JSON POST to
-ALERT_WEBHOOK_URL (Slack-compatible), for every ``alerts`` row the journeys recorded.
+"""Telling the team about a detractor or a parcel in trouble: an e-mail to ALERT_EMAIL and a
+JSON POST to ALERT_WEBHOOK_URL (Slack-compatible), for every ``alerts`` row the journeys
+recorded. The e-mail is the content template ``alert_<kind>`` (``alert_delivery_problem``),
+else ``alert_detractor``; an alert raised by a shipment-triggered enrollment (delivery-care)
+carries its parcel: carrier, tracking number, status, the moment and the carrier's last words,
+read from the ``shipments`` row when the alert goes out (so ``aftersale forget`` and the
+shipment's own history stay the one copy).
 
 Nothing lost, nothing doubled on purpose:
 
@@ -44,9 +49,14 @@ from aftersale.core.backoff import Backoff, retry_after_seconds
 from aftersale.core.counts import Counts
 from aftersale.core.survey_scales import CSAT_DETRACTOR_MAX, NPS_DETRACTOR_MAX, SURVEY_KINDS
 from aftersale.db.lookup import by_id
-from aftersale.db.models import AlertRecord, Customer, Order
+from aftersale.db.models import AlertRecord, Customer, Enrollment, Order, Shipment
 from aftersale.pipeline.advance import claim
-from aftersale.pipeline.contexts import customer_context, order_context
+from aftersale.pipeline.contexts import (
+    customer_context,
+    enrollment_shipment,
+    order_context,
+    shipment_context,
+)
 
 if TYPE_CHECKING:
     from aftersale.config import Settings
@@ -83,6 +93,9 @@ class _Claimed:
     alert: AlertRecord
     customer: Customer | None
     order: Order | None
+    # The parcel of a shipment-triggered enrollment, as its messages see it (moment: what
+    # started the enrollment, e.g. attempted_delivery or stalled; last_message: the carrier's).
+    shipment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,9 @@ class AlertView:
     segment: str | None
     journey: str | None
     created_at: datetime
+    # The parcel, for delivery alerts (None otherwise): the carrier's words are what the team
+    # needs first.
+    shipment: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, item: _Claimed) -> AlertView:
@@ -130,7 +146,8 @@ class AlertView:
             currency=order.currency if order else None,
             survey_kind=kind, score=score, comment=comment,
             segment=details.get("segment"), journey=details.get("journey"),
-            created_at=alert.created_at)
+            created_at=alert.created_at,
+            shipment=item.shipment)
 
     @property
     def title(self) -> str:
@@ -145,6 +162,15 @@ class AlertView:
             line += f" on order {self.order_number}"
         if self.comment:
             line += f' — "{" ".join(self.comment.split())}"'
+        if self.shipment is not None:
+            parcel = self.shipment
+            what = str(parcel["moment"] or parcel["status"]).replace("_", " ")
+            line += f", parcel {what} ({parcel['carrier'] or 'carrier unknown'}"
+            if parcel["tracking_number"]:
+                line += f" {parcel['tracking_number']}"
+            line += ")"
+            if parcel["last_message"]:
+                line += f': carrier says "{" ".join(str(parcel["last_message"]).split())}"'
         where = ", ".join(x for x in (self.segment, self.journey) if x)
         return f"{line} ({where})" if where else line
 
@@ -164,8 +190,18 @@ class AlertView:
                 "score": self.score, "survey_kind": self.survey_kind, "comment": self.comment,
                 "segment": self.segment, "journey": self.journey,
                 "created_at": self.created_at.isoformat(),
+                "shipment": None if self.shipment is None else {
+                    key: (value.isoformat() if isinstance(value, datetime) else value)
+                    for key, value in self.shipment.items()},
             },
         }
+
+
+def template_for(kind: str, content: ContentLibrary) -> str:
+    """The team's e-mail for an alert kind: ``alert_<kind>`` when the content has it (the
+    delivery alerts do), else ``alert_detractor`` (detractor, unhappy_customer)."""
+    own = f"alert_{kind}"
+    return own if content.has(own, "email") else TEMPLATE
 
 
 def survey_answer(response: Mapping[str, Any]) -> tuple[str | None, int | None, str | None]:
@@ -243,8 +279,32 @@ def _claim(factory: sessionmaker[Session], now: datetime, limit: int,
                                       .order_by(AlertRecord.created_at, AlertRecord.id)))
         customers = by_id(session, Customer, {a.customer_id for a in alerts})
         orders = by_id(session, Order, {a.order_id for a in alerts if a.order_id})
-        return [_Claimed(a, customers.get(a.customer_id), orders.get(a.order_id or ""))
-                for a in alerts]
+        enrollments = by_id(session, Enrollment, {a.enrollment_id for a in alerts})
+        shipments = by_id(session, Shipment, {e.shipment_id for e in enrollments.values()
+                                              if e.shipment_id} | {
+                                                  named for a in alerts
+                                                  if (named := _named_shipment(a))})
+        shop_country = settings.shop_country
+        claimed = []
+        for a in alerts:
+            enrollment = enrollments.get(a.enrollment_id)
+            parcel = None
+            if enrollment is not None and enrollment.shipment_id:
+                parcel = enrollment_shipment(enrollment, shipments.get(enrollment.shipment_id),
+                                             now, shop_country)
+            elif (row := shipments.get(_named_shipment(a) or "")) is not None:
+                # An alert about a parcel of an order journey (a report from the tracking
+                # page names it in its details): the parcel as it is now, no moment.
+                parcel = shipment_context(row, None, now, shop_country)
+            claimed.append(_Claimed(a, customers.get(a.customer_id),
+                                    orders.get(a.order_id or ""), parcel))
+        return claimed
+
+
+def _named_shipment(alert: AlertRecord) -> str | None:
+    """The parcel an alert's details name (``details.shipment.id``), if any."""
+    named = (alert.details or {}).get("shipment")
+    return str(named["id"]) if isinstance(named, Mapping) and named.get("id") else None
 
 
 class _Routes:
@@ -300,38 +360,41 @@ class _Routes:
             return _Outcome("skipped")
         if self._email is None:
             return _Outcome("failed", "email: no email channel")
-        subject, text, html = self._render(item, view)
+        template, subject, text, html = self._render(item, view)
         [result] = self._email.send_batch([OutboundMessage(
             id=f"alert_{view.id}", channel="email", recipient=to, text=text, subject=subject,
-            html=html, transactional=True, template=TEMPLATE)])
+            html=html, transactional=True, template=template)])
         if result.status == "sent":
             return _Outcome("sent")
         error = f"email: {result.error or result.error_code or 'failed'}"
         return _Outcome("retry" if result.status in ("retry", "later") else "failed", error,
                         result.retry_after)
 
-    def _render(self, item: _Claimed, view: AlertView) -> tuple[str, str, str | None]:
+    def _render(self, item: _Claimed, view: AlertView) -> tuple[str, str, str, str | None]:
+        """(template, subject, text, html) of the team's e-mail."""
         content = self._content
         if content is None:
             content = self._content = self._rt.definitions().content
-        if not content.has(TEMPLATE, "email"):
+        template = template_for(view.kind, content)
+        if not content.has(template, "email"):
             # A content folder of one's own without the alert template still alerts the team.
             text = view.summary()
-            return text, text, None
+            return template, text, text, None
         context = {
             "customer": customer_context(item.customer) if item.customer else None,
             "order": order_context(item.order) if item.order is not None else None,
+            "shipment": view.shipment,
             "response": {"kind": view.survey_kind, "score": view.score, "comment": view.comment},
             "links": {"unsubscribe": None, "referral": None}, "survey": None, "offer": None,
         }
         try:
-            rendered = content.render(TEMPLATE, "email", LOCALE, context)
+            rendered = content.render(template, "email", LOCALE, context)
         except Exception:
             # An edited template that breaks at run time must not keep the alert from the team.
             log.exception("alert %s: %s did not render; sending the plain summary", view.id,
-                          TEMPLATE)
-            return view.summary(), view.summary(), None
-        return rendered.subject or view.summary(), rendered.text, rendered.html
+                          template)
+            return template, view.summary(), view.summary(), None
+        return template, rendered.subject or view.summary(), rendered.text, rendered.html
 
     def _post(self, view: AlertView) -> _Outcome:
         if self._url is None:

@@ -811,6 +811,7 @@ class _Applier:
         context = segment_context(self.session, customer, order, self.definitions.segments, now,
                                   purchases_among(self.known.orders_of[customer.id]))
         segment = self.definitions.segments.assign(context)
+        context["shop"] = self.definitions.content.shop_switches()  # for journeys' entry `when`
         # A shipment event is about one parcel, at one moment of it (its status, a stall, a
         # late date); an older scan that did not become its status is no moment at all.
         shipment = self._shipment_row(event)

@@ -173,6 +173,7 @@ def test_a_detractor_alert_is_delivered_to_a_local_http_receiver_and_by_email(
         "score": 3, "survey_kind": "nps", "comment": "Kırık geldi,\nçok üzgünüm.",
         "segment": "first_time", "journey": "onboarding",
         "created_at": alert.created_at.isoformat(),
+        "shipment": None,  # only delivery alerts carry their parcel
     }
     [mail] = _outbox(rt)
     assert (mail.message_id, mail.channel, mail.recipient) == (f"alert_{alert.id}", "email",

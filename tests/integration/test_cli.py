@@ -145,7 +145,7 @@ def test_validate_passes_on_the_shipped_definitions(cli_env: dict[str, str],
                                                      tmp_path: Path) -> None:
     result = aftersale("validate", env=cli_env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok: 5 journeys, 5 segments" in result.stdout
+    assert "ok: 6 journeys, 5 segments" in result.stdout
 
 
 def test_a_bad_setting_stops_with_one_line_naming_it(cli_env: dict[str, str],

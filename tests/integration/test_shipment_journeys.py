@@ -112,7 +112,7 @@ def parcel_messages(rt: Runtime, journey: str = "parcel-care"
 def test_each_moment_of_a_parcel_enrolls_once_and_the_entry_when_filters(rt: Runtime) -> None:
     definitions = rt.definitions()
     assert sorted(j.name for j in definitions.triggered_by("shipment.stalled")) == [
-        "parcel-care", "stall-early"]
+        "delivery-care", "parcel-care", "stall-early"]  # delivery-care is shipped
     feed(rt, placed("o-1", START, "c-1"))
     run_to(rt, definitions, START)
     feed(rt, update("u-1", "in_transit", START + days(1)))  # filtered by the entry `when`
