@@ -169,7 +169,8 @@ def test_derived_shipped_and_delivered_drive_todays_journeys(rt: Runtime) -> Non
     run_to(rt, defs, START + days(2))
     shipping = [m for m in sent(rt, cid) if m.template == "shipping_update"]
     assert len(shipping) == 1
-    assert "https://track.example.com/shopify:1" in (shipping[0].body_text or "")
+    # today's shipping_update text, its link now aftersale's tracking page for that parcel
+    assert "https://shop.example.com/t/" in (shipping[0].body_text or "")
     feed(rt, update("u-2", "o-1", "shopify:1", "delivered", START + days(3)))
     run_to(rt, defs, START + days(6))
     assert "product_tutorial" in [m.template for m in sent(rt, cid)]
