@@ -129,6 +129,7 @@ anchor_t = Table(
     "metrics_segment_anchor", _temp,
     Column("segment", String(64), nullable=False),
     Column("customer_id", String(128), nullable=False),
+    Column("order_id", orders_t.c.id.type, nullable=False),  # the anchor order
     Column("placed_at", orders_t.c.placed_at.type, nullable=False),
     # whole seconds from the anchor order to the next purchase (NULL: none by the report time)
     Column("gap", BigInteger),
@@ -185,8 +186,8 @@ def anchor_table(session: Session, start: datetime | None, end: datetime) -> Ite
     rank = func.row_number().over(partition_by=sa.c.customer_id,
                                   order_by=(sa.c.enrolled_at, sa.c.enrollment_id))
     session.execute(anchor_t.insert().from_select(
-        ["segment", "customer_id", "placed_at", "gap", "overall"],
-        select(sa.c.segment, sa.c.customer_id, sa.c.placed_at,
+        ["segment", "customer_id", "order_id", "placed_at", "gap", "overall"],
+        select(sa.c.segment, sa.c.customer_id, sa.c.order_id, sa.c.placed_at,
                seconds_between(sa.c.placed_at, next_at),
                case((rank == 1, 1), else_=0))))
     session.execute(CreateIndex(_anchor_index))

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import MetricsSnapshot
-from aftersale.metrics.model import Mean, MetricsReport, Nps, Rate
+from aftersale.metrics.model import LoyaltyByDelivery, Metric, MetricsReport, Nps, Rate
+from aftersale.metrics.stats import delivery_verdict
 
 SEGMENTS_KEY = "metrics-segments"
 SUMMARY_KEY = "metrics-summary"
@@ -26,7 +27,8 @@ FUNNEL_COLUMNS = ("journey", "step", "template", "channel", "sent", "delivered",
 ENGAGEMENT = ("sent", "opened", "clicked", "machine_opened", "suspect_clicked")
 TABLE_METRICS = ("nps", "csat", "ces", "response_rate_nps", "response_rate_csat",
                  "repeat_purchase_rate", "retention_90d", "churn_90d", "referral_rate",
-                 "median_days_to_second_order", "messages_per_customer")
+                 "median_days_to_second_order", "messages_per_customer",
+                 "on_time_delivery_rate", "delivery_problem_rate", "median_days_to_deliver")
 
 
 def store_snapshot(session: Session, report: MetricsReport, start: datetime | None,
@@ -38,9 +40,10 @@ def store_snapshot(session: Session, report: MetricsReport, start: datetime | No
     return snapshot
 
 
-def shown(metric: Rate | Nps | Mean | None) -> str:
-    """A metric as people read it: '42.0% (21/50)', 'NPS 35.0 (n=40)', '–' when unknown."""
-    if metric is None or metric.value is None:
+def shown(metric: Metric | None) -> str:
+    """A metric as people read it: '42.0% (21/50)', 'NPS 35.0 (n=40)', '–' when unknown (and
+    for loyalty_by_delivery, which the summary says in a sentence)."""
+    if metric is None or isinstance(metric, LoyaltyByDelivery) or metric.value is None:
         return "–"
     if isinstance(metric, Rate):
         return f"{metric.value:.1f}% ({metric.numerator}/{metric.denominator})"
@@ -73,6 +76,15 @@ def summary_markdown(report: MetricsReport) -> str:
         m = s.metrics
         lines.append(f"| {s.segment} | {s.customers} | {shown(m.get('nps'))} | {shown(m.get('csat'))} "
                      f"| {shown(m.get('repeat_purchase_rate'))} | {shown(m.get('retention_90d'))} |")
+    overall = next((s for s in report.segments if s.segment == "all"), None)
+    loyalty = None if overall is None else overall.metrics.get("loyalty_by_delivery")
+    if isinstance(loyalty, LoyaltyByDelivery):
+        m = overall.metrics if overall else {}
+        lines += ["", "## Delivery", "",
+                  f"On time {shown(m.get('on_time_delivery_rate'))} of parcels; "
+                  f"a problem on {shown(m.get('delivery_problem_rate'))} of shipped orders; "
+                  f"median days to deliver {shown(m.get('median_days_to_deliver'))}.", "",
+                  delivery_verdict(loyalty)]
     if report.journeys:
         lines += ["", "## Does each journey help? (treated vs holdout)", ""]
         lines += [f"- **{j.journey}**: {j.verdict} (treated {j.treated.customers}, "
