@@ -3,11 +3,11 @@
 Read from the report's anchor table (:func:`aftersale.metrics.anchors.anchor_table`), so the
 delivery figures describe the same customers as the rest of a segment's row: each customer's
 **anchor order** in the segment (for ``all``, their anchor in ``all``). One customer is one
-observation, which the intervals of ``loyalty_by_delivery`` need. Three aggregate queries,
-each grouped by segment (and the ``all`` flag), whatever the number of orders:
+observation, which the intervals of ``loyalty_by_delivery`` need. Two aggregate queries
+(:func:`_parcels`, :func:`_orders`), whatever the number of orders:
 
-- ``on_time_delivery_rate``: the anchor orders' shipments delivered by the end of the UTC day
-  of their *first* estimated delivery date / those shipments with a first estimate that are
+- ``on_time_delivery_rate``: the anchor orders' shipments delivered on or before the UTC day
+  of their *first* estimated delivery date (by its end, whatever time the estimate names) / those shipments with a first estimate that are
   judged by ``end``: delivered by then, or their estimated day over by then. A parcel still on
   its way before its estimated day is over is not judged yet (in neither count). A shipment
   counts once aftersale knew it (``created_at`` by ``end``).
@@ -19,27 +19,27 @@ each grouped by segment (and the ``all`` flag), whatever the number of orders:
   delivered), in days, counted in whole hours elapsed. Orders told ``order.shipped`` and
   ``order.delivered`` directly count too.
 - ``loyalty_by_delivery``: the anchors in two groups, by their anchor order as of ``end``.
-  ``problem``: the order had a delivery problem. ``on_time``: no problem, at least one
-  shipment, and every shipment delivered on time as above. Others are in neither. Per group,
-  ``repeat_purchase_rate`` is today's (a purchase placed after the anchor order, by
-  ``end``) and ``nps`` counts each customer's latest NPS answer (changed last, as the segment
-  NPS) given from the moment they joined the group (the problem's first record, or the
-  delivery of the order's last parcel) until ``end``. ``difference``: problem - on_time with
+  ``problem``: the order had a delivery problem. ``on_time``: no problem, the order delivered
+  (``orders.delivered_at``: all its parcels), at least one parcel, and every parcel delivered
+  on time as above. Others are in neither. Per group, ``repeat_purchase_rate`` is today's (a
+  purchase placed after the anchor order, by ``end``) and ``nps`` counts each customer's
+  latest NPS answer (changed last, as the segment NPS) given from the moment they joined the
+  group (the problem's first record, or the order's delivery) until ``end``. ``difference``: problem - on_time with
   a 95% interval (Newcombe for the rates, normal approximation for NPS, as the holdout lift).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Select,
     and_,
     case,
-    exists,
     func,
     literal,
     or_,
@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import Shipment, SurveyResponse
-from aftersale.metrics.anchors import DAY_SECONDS, anchor_t, epoch_seconds, orders_t, seconds_between
+from aftersale.metrics.anchors import anchor_t, orders_t, seconds_between, utc_day
 from aftersale.metrics.journeys import NO_ONE, GroupCounts
 from aftersale.metrics.model import (
     DeliveryDifference,
@@ -101,24 +101,19 @@ def delivery_metrics(session: Session, end: datetime
     :func:`empty_delivery_metrics`)."""
     per_segment: dict[str, _Totals] = defaultdict(_Totals)
     overall = _Totals()
-
-    def targets(row: Any) -> list[_Totals]:
-        return [per_segment[row.segment]] + ([overall] if row.overall == 1 else [])
-
-    for row in session.execute(_shipments(end)):
-        for t in targets(row):
+    for row in session.execute(_parcels(end)):
+        for t in [per_segment[row.segment]] + ([overall] if row.overall == 1 else []):
             t.judged += int(row.judged or 0)
             t.on_time += int(row.on_time or 0)
     for row in session.execute(_orders(end)):
-        for t in targets(row):
+        n = int(row.customers)
+        for t in [per_segment[row.segment]] + ([overall] if row.overall == 1 else []):
             t.shipped += int(row.shipped or 0)
             t.problems += int(row.problems or 0)
             if row.hours is not None:
-                t.hours[int(row.hours)] = t.hours.get(int(row.hours), 0) + int(row.delivered)
-    for row in session.execute(_loyalty(end)):
-        for t in targets(row):
-            n = int(row.customers)
-            t.groups[row.grp] = t.groups[row.grp].add(row.score, n, n, int(row.repeaters or 0))
+                t.hours[int(row.hours)] = t.hours.get(int(row.hours), 0) + n
+            if row.grp is not None:
+                t.groups[row.grp] = t.groups[row.grp].add(row.score, n, n, int(row.repeaters or 0))
     return ({name: t.metrics() for name, t in per_segment.items()}, overall.metrics())
 
 
@@ -133,76 +128,72 @@ def _count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.sum(case((condition, 1), else_=0))
 
 
-def _next_day(estimate: ColumnElement[Any]) -> ColumnElement[int]:
-    """Epoch seconds of 00:00 UTC the day after ``estimate``: a parcel delivered before it
-    arrived on the estimated day, whatever time of day the estimate names (carriers give a
-    day; a time in it is no promise)."""
-    return (epoch_seconds(estimate) // DAY_SECONDS + 1) * DAY_SECONDS
-
-
-def _delivered_on_time(s: Any, end: datetime) -> ColumnElement[bool]:
-    return and_(s.c.first_estimated_delivery_at.is_not(None), s.c.delivered_at.is_not(None),
-                s.c.delivered_at <= end,
-                epoch_seconds(s.c.delivered_at) < _next_day(s.c.first_estimated_delivery_at))
-
-
-def _shipments(end: datetime) -> Select[Any]:
-    """Per (segment, all flag): anchor orders' shipments with a first estimate judged by
-    ``end``, and those delivered on time."""
+def _parcels(end: datetime) -> Select[Any]:
+    """Per (segment, all flag): the anchor orders' parcels with a first estimate judged by
+    ``end``, and those delivered on time. A join and a sum, no per-anchor grouping."""
     a, s = anchor_t, shipments_t
-    delivered = and_(s.c.delivered_at.is_not(None), s.c.delivered_at <= end)
-    # the estimated day is over by ``end`` (epoch seconds, floored like the column's)
-    day_over = _next_day(s.c.first_estimated_delivery_at) <= literal(int(end.timestamp()))
-    judged = or_(delivered, day_over)
-    return (select(a.c.segment, a.c.overall, _count_if(judged).label("judged"),
-                   _count_if(and_(judged, _delivered_on_time(s, end))).label("on_time"))
+    return (select(a.c.segment, a.c.overall, _count_if(_judged(s, end)).label("judged"),
+                   _count_if(and_(_judged(s, end), _on_time(s, end))).label("on_time"))
             .join_from(a, s, s.c.order_id == a.c.order_id)
             .where(s.c.created_at <= end, s.c.first_estimated_delivery_at.is_not(None))
             .group_by(a.c.segment, a.c.overall))
 
 
+def _delivered(s: Any, end: datetime) -> ColumnElement[bool]:
+    return and_(s.c.delivered_at.is_not(None), s.c.delivered_at <= end)
+
+
+def _on_time(s: Any, end: datetime) -> ColumnElement[bool]:
+    """Delivered by ``end``, on or before the (UTC) day of the first estimate: carriers
+    promise a day, and a time in it is no promise (NULL without an estimate: test
+    :func:`_judged` or the estimate too)."""
+    return and_(_delivered(s, end),
+                utc_day(s.c.delivered_at) <= utc_day(s.c.first_estimated_delivery_at))
+
+
+def _judged(s: Any, end: datetime) -> ColumnElement[bool]:
+    """A first estimate, and delivered by ``end`` or its estimated day over by then (the day
+    is over at 00:00 UTC of the next, so by ``end`` when it is before ``end``'s day)."""
+    end_day = literal(end.astimezone(UTC).date(), Date())
+    day_over = utc_day(s.c.first_estimated_delivery_at) < end_day
+    return and_(s.c.first_estimated_delivery_at.is_not(None), or_(_delivered(s, end), day_over))
+
+
 def _orders(end: datetime) -> Select[Any]:
-    """Per (segment, all flag, whole hours to deliver): shipped anchor orders, those with a
-    problem, and those delivered."""
-    a, o = anchor_t, orders_t
-    problem = and_(o.c.delivery_problem_at.is_not(None), o.c.delivery_problem_at <= end)
-    delivered = and_(o.c.delivered_at.is_not(None), o.c.delivered_at <= end,
-                     o.c.delivered_at >= o.c.shipped_at)
-    hours = case((delivered, seconds_between(o.c.shipped_at, o.c.delivered_at) // HOUR_SECONDS),
-                 else_=None).label("hours")
-    return (select(a.c.segment, a.c.overall, hours, func.count().label("shipped"),
-                   _count_if(problem).label("problems"), _count_if(delivered).label("delivered"))
-            .join_from(a, o, o.c.id == a.c.order_id)
-            .where(o.c.shipped_at.is_not(None), o.c.shipped_at <= end)
-            .group_by(a.c.segment, a.c.overall, hours))
+    """Per (segment, all flag, whole hours to deliver, group, latest NPS score): customers,
+    shipped orders, those with a problem, and repeat purchasers: one pass over the anchors,
+    each order found by its primary key.
 
-
-def _loyalty(end: datetime) -> Select[Any]:
-    """Per (segment, all flag, group, latest NPS score): customers and repeat purchasers.
-
-    Each anchor is put in its group by two probes of its order's shipments (through the
-    index on shipments.order_id); then its latest NPS answer since it joined the group is
-    looked up (through the customer index on survey_responses). At most 12 scores x 2 groups
-    per segment come back."""
+    Each anchor's group: ``problem`` from its order; else, for a delivered order, ``on_time``
+    when the smallest on-time flag of its parcels is 1 (at least one parcel, and all on time):
+    one probe through the index on shipments.order_id, only for delivered orders without a
+    problem (SQLite evaluates CASE and AND lazily). The latest NPS answer since the anchor
+    joined its group is looked up (through the customer index on survey_responses) for anchors in a group
+    only; CASE evaluates those look-ups only where they are needed. What comes back is
+    bounded by segments x distinct hours x groups x scores."""
     a, o, r = anchor_t, orders_t, responses_t
     s = shipments_t.alias("parcel")
     mine = and_(s.c.order_id == a.c.order_id, s.c.created_at <= end)
+    all_on_time = (select(func.min(case((and_(s.c.first_estimated_delivery_at.is_not(None),
+                                                   _on_time(s, end)), 1), else_=0)))
+                   .where(mine).scalar_subquery())
+    shipped = and_(o.c.shipped_at.is_not(None), o.c.shipped_at <= end)
     problem = and_(o.c.delivery_problem_at.is_not(None), o.c.delivery_problem_at <= end)
-    # written out, not NOT(on time): a NULL inside NOT would hide a parcel still on its way
-    late_or_open = or_(
-        s.c.first_estimated_delivery_at.is_(None), s.c.delivered_at.is_(None),
-        s.c.delivered_at > end,
-        epoch_seconds(s.c.delivered_at) >= _next_day(s.c.first_estimated_delivery_at))
-    on_time = and_(exists().where(mine), ~exists().where(mine, late_or_open))
-    last_parcel = select(func.max(s.c.delivered_at)).where(mine).scalar_subquery()
-    grouped = (select(a.c.segment, a.c.overall, a.c.customer_id,
-                      case((a.c.gap.is_not(None), 1), else_=0).label("repeated"),
-                      case((problem, literal(PROBLEM)), (on_time, literal(ON_TIME)),
-                           else_=None).label("grp"),
-                      case((problem, o.c.delivery_problem_at), else_=last_parcel).label("since"))
-               .join_from(a, o, o.c.id == a.c.order_id)
-               # OFFSET 0: computed once per anchor, not again where the outer query reads it
-               .offset(0).subquery("grouped"))
+    delivered = and_(o.c.delivered_at.is_not(None), o.c.delivered_at <= end)
+    done = and_(shipped, delivered, o.c.delivered_at >= o.c.shipped_at)
+    grouped = (
+        select(a.c.segment, a.c.overall, a.c.customer_id,
+               case((a.c.gap.is_not(None), 1), else_=0).label("repeated"),
+               case((shipped, 1), else_=0).label("shipped"),
+               case((and_(shipped, problem), 1), else_=0).label("problem"),
+               case((done, seconds_between(o.c.shipped_at, o.c.delivered_at) // HOUR_SECONDS),
+                    else_=None).label("hours"),
+               case((problem, literal(PROBLEM)), (and_(delivered, all_on_time == 1), literal(ON_TIME)),
+                    else_=None).label("grp"),
+               case((problem, o.c.delivery_problem_at), else_=o.c.delivered_at).label("since"))
+        .join_from(a, o, o.c.id == a.c.order_id)
+        # OFFSET 0: computed once per anchor, not again where the outer query reads it
+        .offset(0).subquery("grouped"))
     g = grouped.c
     changed = func.coalesce(r.c.updated_at, r.c.responded_at)
     latest = (select(r.c.score)
@@ -210,9 +201,11 @@ def _loyalty(end: datetime) -> Select[Any]:
                      r.c.responded_at >= g.since, r.c.responded_at <= end)
               .order_by(changed.desc(), r.c.id.desc())
               .limit(1).scalar_subquery())
-    scored = (select(g.segment, g.overall, g.grp, g.repeated, latest.label("score"))
-              .where(g.grp.is_not(None)).offset(0).subquery("scored"))
+    scored = (select(g.segment, g.overall, g.hours, g.grp, g.repeated, g.shipped, g.problem,
+                     case((g.grp.is_not(None), latest), else_=None).label("score"))
+              .offset(0).subquery("scored"))
     c = scored.c
-    return (select(c.segment, c.overall, c.grp, c.score, func.count().label("customers"),
-                   func.sum(c.repeated).label("repeaters"))
-            .group_by(c.segment, c.overall, c.grp, c.score))
+    return (select(c.segment, c.overall, c.hours, c.grp, c.score,
+                   func.count().label("customers"), func.sum(c.repeated).label("repeaters"),
+                   func.sum(c.shipped).label("shipped"), func.sum(c.problem).label("problems"))
+            .group_by(c.segment, c.overall, c.hours, c.grp, c.score))
