@@ -7,10 +7,11 @@ observation, which the intervals of ``loyalty_by_delivery`` need. Two aggregate 
 (:func:`_parcels`, :func:`_orders`), whatever the number of orders:
 
 - ``on_time_delivery_rate``: the anchor orders' shipments delivered on or before the UTC day
-  of their *first* estimated delivery date (by its end, whatever time the estimate names) / those shipments with a first estimate that are
-  judged by ``end``: delivered by then, or their estimated day over by then. A parcel still on
-  its way before its estimated day is over is not judged yet (in neither count). A shipment
-  counts once aftersale knew it (``created_at`` by ``end``).
+  of their *first* estimated delivery date (whatever time the estimate names) / those
+  shipments with a first estimate that are judged by ``end``: delivered by then, or their
+  estimated day over by then. A parcel still on its way before its estimated day is over is
+  not judged yet (in neither count). A shipment counts once aftersale knew it (``created_at``
+  by ``end``).
 - ``delivery_problem_rate``: anchor orders with a delivery problem by ``end``
   (``orders.delivery_problem_at``: attempted delivery, delayed, exception, returned to
   sender, stalled or late) / anchor orders shipped by ``end`` (``orders.shipped_at``).
@@ -24,8 +25,9 @@ observation, which the intervals of ``loyalty_by_delivery`` need. Two aggregate 
   on time as above. Others are in neither. Per group, ``repeat_purchase_rate`` is today's (a
   purchase placed after the anchor order, by ``end``) and ``nps`` counts each customer's
   latest NPS answer (changed last, as the segment NPS) given from the moment they joined the
-  group (the problem's first record, or the order's delivery) until ``end``. ``difference``: problem - on_time with
-  a 95% interval (Newcombe for the rates, normal approximation for NPS, as the holdout lift).
+  group (the problem's first record, or the order's delivery) until ``end``. ``difference``:
+  problem - on_time with a 95% interval (Newcombe for the rates, normal approximation for
+  NPS, as the holdout lift).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ TABLE_ROWS = (
 )
 LOYALTY = "loyalty_by_delivery"
 # (group, label) of loyalty_by_delivery's rows in the table and its CSV metric names
-LOYALTY_GROUPS = (("on_time", "on time"), ("problem", "problem"))
+LOYALTY_GROUPS = (("on_time", "delivered on time"), ("problem", "delivery problem"))
 LOYALTY_OUTCOMES = (("nps", "NPS"), ("repeat_purchase_rate", "Repeat purchase"))
 
 
@@ -113,7 +113,7 @@ def loyalty_rows(loyalty: LoyaltyByDelivery | None) -> list[tuple[str, str]]:
         unit = "pts" if key == "nps" else "pp"
         for group, group_label in LOYALTY_GROUPS:
             outcome = None if loyalty is None else getattr(loyalty, group)
-            rows.append((f"{label} after delivery {group_label}",
+            rows.append((f"{label}, {group_label}",
                          format_metric(None if outcome is None else getattr(outcome, key))))
         difference = None if loyalty is None else getattr(loyalty.difference, key)
         rows.append((f"{label}: problem − on time", format_lift(difference, unit)))

@@ -39,7 +39,7 @@ from aftersale.metrics.present import (
     loyalty_of,
     period_text,
 )
-from aftersale.metrics.stats import delivery_verdict
+from aftersale.metrics.snapshots import delivery_lines
 
 TITLE = "Customer success report"
 # Okabe-Ito: tells the series apart for colour-blind readers too
@@ -95,9 +95,8 @@ def verdicts(report: MetricsReport) -> list[str]:
         best, worst = max(scored, key=lambda p: p[1]), min(scored, key=lambda p: p[1])
         lines.append(f"Happiest segment: {best[0]} (NPS {best[1]:+.0f}); "
                      f"least happy: {worst[0]} (NPS {worst[1]:+.0f}).")
-    loyalty = None if overall is None else loyalty_of(overall)
-    if loyalty is not None and (loyalty.on_time.customers or loyalty.problem.customers):
-        lines.append(delivery_verdict(loyalty))
+    if overall is not None:
+        lines += delivery_lines(overall)
     for journey in report.journeys:
         lift = journey.repeat_purchase_lift
         measured = f" (repeat purchase lift {format_lift(lift)})" if lift.difference is not None else ""

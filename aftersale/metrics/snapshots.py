@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import MetricsSnapshot
-from aftersale.metrics.model import LoyaltyByDelivery, Metric, MetricsReport, Nps, Rate
+from aftersale.metrics.model import LoyaltyByDelivery, Metric, MetricsReport, Nps, Rate, SegmentMetrics
 from aftersale.metrics.stats import delivery_verdict
 
 SEGMENTS_KEY = "metrics-segments"
@@ -52,6 +52,23 @@ def shown(metric: Metric | None) -> str:
     return f"{metric.value:.2f} (n={metric.n})"
 
 
+def delivery_lines(segment: SegmentMetrics) -> list[str]:
+    """The segment's delivery in words: the rates, then what a problem did to loyalty (once
+    some customer is in either group); nothing when no order was shipped and no parcel judged
+    (a shop that does not tell aftersale about parcels)."""
+    m = segment.metrics
+    problems, on_time = m.get("delivery_problem_rate"), m.get("on_time_delivery_rate")
+    if not any(isinstance(r, Rate) and r.denominator for r in (problems, on_time)):
+        return []
+    lines = [f"Delivery: {shown(on_time)} of parcels on time (first estimate); a problem on "
+             f"{shown(problems)} of shipped orders; median days to deliver "
+             f"{shown(m.get('median_days_to_deliver'))}."]
+    loyalty = m.get("loyalty_by_delivery")
+    if isinstance(loyalty, LoyaltyByDelivery) and (loyalty.on_time.customers or loyalty.problem.customers):
+        lines.append(delivery_verdict(loyalty))
+    return lines
+
+
 def segment_rows(report: MetricsReport) -> list[dict[str, Any]]:
     return [{"segment": s.segment, "customers": s.customers,
              **{name: shown(s.metrics.get(name)) for name in TABLE_METRICS}}
@@ -77,14 +94,9 @@ def summary_markdown(report: MetricsReport) -> str:
         lines.append(f"| {s.segment} | {s.customers} | {shown(m.get('nps'))} | {shown(m.get('csat'))} "
                      f"| {shown(m.get('repeat_purchase_rate'))} | {shown(m.get('retention_90d'))} |")
     overall = next((s for s in report.segments if s.segment == "all"), None)
-    loyalty = None if overall is None else overall.metrics.get("loyalty_by_delivery")
-    if isinstance(loyalty, LoyaltyByDelivery):
-        m = overall.metrics if overall else {}
-        lines += ["", "## Delivery", "",
-                  f"On time {shown(m.get('on_time_delivery_rate'))} of parcels; "
-                  f"a problem on {shown(m.get('delivery_problem_rate'))} of shipped orders; "
-                  f"median days to deliver {shown(m.get('median_days_to_deliver'))}.", "",
-                  delivery_verdict(loyalty)]
+    delivery = [] if overall is None else delivery_lines(overall)
+    if delivery:
+        lines += ["", "## Delivery", "", "\n\n".join(delivery)]
     if report.journeys:
         lines += ["", "## Does each journey help? (treated vs holdout)", ""]
         lines += [f"- **{j.journey}**: {j.verdict} (treated {j.treated.customers}, "

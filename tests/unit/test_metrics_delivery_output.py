@@ -28,7 +28,7 @@ from aftersale.metrics.model import (
 )
 from aftersale.metrics.present import print_table, to_csv, to_json
 from aftersale.metrics.report import render_report
-from aftersale.metrics.snapshots import segment_rows, summary_markdown
+from aftersale.metrics.snapshots import delivery_lines, segment_rows, summary_markdown
 from aftersale.metrics.stats import (
     as_lift,
     delivery_verdict,
@@ -150,10 +150,10 @@ def test_the_table_shows_the_delivery_rows() -> None:
     assert "On-time delivery (parcels)" in text and "90.0% (45/50)" in text
     assert "Delivery problem (orders)" in text and "12.0% (12/100)" in text
     assert "Median days to deliver" in text and "2.5 (n=88)" in text
-    assert "NPS after delivery on time" in text and "+40.0 (n=100)" in text
-    assert "NPS after delivery problem" in text and "-40.0 (n=50)" in text
+    assert "NPS, delivered on time" in text and "+40.0 (n=100)" in text
+    assert "NPS, delivery problem" in text and "-40.0 (n=50)" in text
     assert "-80.0 pts (95% CI -107.2 to -52.8)" in text
-    assert "Repeat purchase after delivery problem" in text and "20.0% (10/50)" in text
+    assert "Repeat purchase, delivery problem" in text and "20.0% (10/50)" in text
     assert "-20.0 pp (95% CI" in text
 
 
@@ -193,7 +193,9 @@ def test_the_report_has_a_delivery_chart_with_its_table_and_the_sentence() -> No
     for cell in ("90.0% (45/50)", "12.0% (12/100)", "2.5 (n=88)", "+40.0 (n=100)", "-40.0 (n=50)",
                  "-80.0 pts (95% CI -107.2 to -52.8)", "40.0% (40/100)", "20.0% (10/50)"):
         assert f"<td>{cell}</td>" in section, cell
-    assert "NPS 80 points lower (95% CI 53 to 107)" in html[:html.index("<main>")]
+    header = html[:html.index("<main>")]
+    assert "Delivery: 90.0% (45/50) of parcels on time" in header
+    assert "NPS 80 points lower (95% CI 53 to 107)" in header
 
 
 def test_a_report_without_delivery_has_no_delivery_chart() -> None:
@@ -201,14 +203,29 @@ def test_a_report_without_delivery_has_no_delivery_chart() -> None:
         SegmentMetrics(segment="all", customers=3, metrics={"nps": Nps.of(1, 1, 1)})]})
     html = render_report(bare)
     assert 'id="delivery"' not in html
-    assert "parcel had a problem" not in html
+    assert "parcel had a problem" not in html and "Delivery:" not in html
+    assert "## Delivery" not in summary_markdown(bare)
+
+
+def test_a_shop_without_parcels_gets_no_delivery_words() -> None:
+    # every delivery figure empty: nothing shipped, no parcel judged, no one in a group
+    empty = loyalty((0, 0, 0, 0, 0), (0, 0, 0, 0, 0))
+    quiet = SegmentMetrics(segment="all", customers=3, metrics={
+        "on_time_delivery_rate": Rate.of(0, 0), "delivery_problem_rate": Rate.of(0, 0),
+        "median_days_to_deliver": Mean(value=None, n=0), "loyalty_by_delivery": empty})
+    assert delivery_lines(quiet) == []
+    # shipped, but nobody in a group yet: the rates without the sentence
+    shipped = quiet.model_copy(update={"metrics": {**quiet.metrics, "delivery_problem_rate": Rate.of(0, 4)}})
+    assert delivery_lines(shipped) == [
+        "Delivery: – of parcels on time (first estimate); a problem on 0.0% (0/4) of shipped "
+        "orders; median days to deliver –."]
 
 
 def test_the_summary_artifact_says_it_in_one_sentence() -> None:
     text = summary_markdown(report())
     assert "## Delivery" in text
-    assert ("On time 90.0% (45/50) of parcels; a problem on 12.0% (12/100) of shipped orders; "
-            "median days to deliver 2.50 (n=88).") in text
+    assert ("Delivery: 90.0% (45/50) of parcels on time (first estimate); a problem on 12.0% "
+            "(12/100) of shipped orders; median days to deliver 2.50 (n=88).") in text
     assert ("Customers whose parcel had a problem, against those whose parcels came on time: "
             "NPS 80 points lower (95% CI 53 to 107); repeat purchase 20 points lower "
             "(95% CI 4 to 33).") in text
