@@ -107,7 +107,7 @@ def delivery_metrics(session: Session, end: datetime
         for t in [per_segment[row.segment]] + ([overall] if row.overall == 1 else []):
             t.judged += int(row.judged or 0)
             t.on_time += int(row.on_time or 0)
-    for row in session.execute(_orders(end)):
+    for row in session.execute(_orders(end, session.get_bind().dialect.name)):
         n = int(row.customers)
         for t in [per_segment[row.segment]] + ([overall] if row.overall == 1 else []):
             t.shipped += int(row.shipped or 0)
@@ -161,7 +161,7 @@ def _judged(s: Any, end: datetime) -> ColumnElement[bool]:
     return and_(s.c.first_estimated_delivery_at.is_not(None), or_(_delivered(s, end), day_over))
 
 
-def _orders(end: datetime) -> Select[Any]:
+def _orders(end: datetime, dialect: str = "sqlite") -> Select[Any]:
     """Per (segment, all flag, whole hours to deliver, group, latest NPS score): customers,
     shipped orders, those with a problem, and repeat purchasers: one pass over the anchors,
     each order found by its primary key.
@@ -172,41 +172,103 @@ def _orders(end: datetime) -> Select[Any]:
     problem (SQLite evaluates CASE and AND lazily). The latest NPS answer since the anchor
     joined its group is looked up (through the customer index on survey_responses) for anchors in a group
     only; CASE evaluates those look-ups only where they are needed. What comes back is
-    bounded by segments x distinct hours x groups x scores."""
-    a, o, r = anchor_t, orders_t, responses_t
+    bounded by segments x distinct hours x groups x scores.
+
+    The same sums, planned for each database (as the messages in by_segment): PostgreSQL
+    runs those per-row look-ups as a nested loop; there the parcels are summed per order
+    and hash-joined, and the latest answers ranked among those joined to the grouped anchors
+    (:func:`_orders_postgresql`)."""
+    if dialect == "postgresql":
+        return _orders_postgresql(end)
+    a, o = anchor_t, orders_t
     s = shipments_t.alias("parcel")
-    mine = and_(s.c.order_id == a.c.order_id, s.c.created_at <= end)
-    all_on_time = (select(func.min(case((and_(s.c.first_estimated_delivery_at.is_not(None),
-                                                   _on_time(s, end)), 1), else_=0)))
-                   .where(mine).scalar_subquery())
+    all_on_time = (select(_all_on_time(s, end))
+                   .where(s.c.order_id == a.c.order_id, s.c.created_at <= end)
+                   .scalar_subquery())
+    grouped = _grouped(end, all_on_time).join_from(a, o, o.c.id == a.c.order_id)
+    # OFFSET 0: computed once per anchor, not again where the outer query reads it
+    g = grouped.offset(0).subquery("grouped").c
+    latest = _latest_nps(g, end)
+    scored = (select(g.segment, g.overall, g.hours, g.grp, g.repeated, g.shipped, g.problem,
+                     case((g.grp.is_not(None), latest), else_=None).label("score"))
+              .offset(0).subquery("scored"))
+    return _sums(scored.c)
+
+
+def _orders_postgresql(end: datetime) -> Select[Any]:
+    """:func:`_orders` for PostgreSQL: the anchors' parcels summed per order and joined by
+    hash; each grouped anchor's latest NPS answer ranked among the answers joined to it."""
+    a, o, r = anchor_t, orders_t, responses_t
+    s = shipments_t
+    mine = a.alias("mine")  # an order anchoring several segments repeats: min() does not mind
+    per_order = (select(s.c.order_id, _all_on_time(s, end).label("all_on_time"))
+                 .join_from(s, mine, mine.c.order_id == s.c.order_id)
+                 .where(s.c.created_at <= end)
+                 .group_by(s.c.order_id).subquery("per_order"))
+    grouped = (_grouped(end, per_order.c.all_on_time)
+               .select_from(a.join(o, o.c.id == a.c.order_id)
+                            .join(per_order, per_order.c.order_id == a.c.order_id, isouter=True))
+               .cte("grouped"))
+    g = grouped.c
+    changed = func.coalesce(r.c.updated_at, r.c.responded_at)
+    rank = func.row_number().over(partition_by=(g.segment, g.customer_id),
+                                  order_by=(changed.desc(), r.c.id.desc()))
+    ranked = (select(g.segment, g.customer_id, r.c.score, rank.label("recency"))
+              .join_from(grouped, r, and_(r.c.customer_id == g.customer_id, r.c.kind == "nps",
+                                          r.c.responded_at >= g.since, r.c.responded_at <= end))
+              .where(g.grp.is_not(None))
+              .subquery("ranked"))
+    latest = select(ranked).where(ranked.c.recency == 1).subquery("latest")
+    scored = (select(g.segment, g.overall, g.hours, g.grp, g.repeated, g.shipped, g.problem,
+                     latest.c.score)
+              .select_from(grouped.join(latest, and_(latest.c.segment == g.segment,
+                                                     latest.c.customer_id == g.customer_id),
+                                        isouter=True))
+              .subquery("scored"))
+    return _sums(scored.c)
+
+
+def _all_on_time(s: Any, end: datetime) -> ColumnElement[int]:
+    """Over an order's parcels: 1 when every one has a first estimate and was delivered on
+    time, 0 when some did not; NULL without parcels."""
+    return func.min(case((and_(s.c.first_estimated_delivery_at.is_not(None), _on_time(s, end)), 1),
+                         else_=0))
+
+
+def _grouped(end: datetime, all_on_time: ColumnElement[Any]) -> Select[Any]:
+    """Per anchor (the caller adds the FROM: the anchors and their orders): its segment, all
+    flag, customer, whether they bought again, whether the order was shipped and had a
+    problem by ``end``, the whole hours to deliver it, its group and when it joined it."""
+    a, o = anchor_t, orders_t
     shipped = and_(o.c.shipped_at.is_not(None), o.c.shipped_at <= end)
     problem = and_(o.c.delivery_problem_at.is_not(None), o.c.delivery_problem_at <= end)
     delivered = and_(o.c.delivered_at.is_not(None), o.c.delivered_at <= end)
     done = and_(shipped, delivered, o.c.delivered_at >= o.c.shipped_at)
-    grouped = (
-        select(a.c.segment, a.c.overall, a.c.customer_id,
-               case((a.c.gap.is_not(None), 1), else_=0).label("repeated"),
-               case((shipped, 1), else_=0).label("shipped"),
-               case((and_(shipped, problem), 1), else_=0).label("problem"),
-               case((done, seconds_between(o.c.shipped_at, o.c.delivered_at) // HOUR_SECONDS),
-                    else_=None).label("hours"),
-               case((problem, literal(PROBLEM)), (and_(delivered, all_on_time == 1), literal(ON_TIME)),
-                    else_=None).label("grp"),
-               case((problem, o.c.delivery_problem_at), else_=o.c.delivered_at).label("since"))
-        .join_from(a, o, o.c.id == a.c.order_id)
-        # OFFSET 0: computed once per anchor, not again where the outer query reads it
-        .offset(0).subquery("grouped"))
-    g = grouped.c
+    return select(
+        a.c.segment, a.c.overall, a.c.customer_id,
+        case((a.c.gap.is_not(None), 1), else_=0).label("repeated"),
+        case((shipped, 1), else_=0).label("shipped"),
+        case((and_(shipped, problem), 1), else_=0).label("problem"),
+        case((done, seconds_between(o.c.shipped_at, o.c.delivered_at) // HOUR_SECONDS),
+             else_=None).label("hours"),
+        case((problem, literal(PROBLEM)), (and_(delivered, all_on_time == 1), literal(ON_TIME)),
+             else_=None).label("grp"),
+        case((problem, o.c.delivery_problem_at), else_=o.c.delivered_at).label("since"))
+
+
+def _latest_nps(g: Any, end: datetime) -> Any:
+    """The anchor's latest NPS answer since it joined its group, by ``end`` (the one changed
+    last, as the segment NPS), looked up through the customer index on survey_responses."""
+    r = responses_t
     changed = func.coalesce(r.c.updated_at, r.c.responded_at)
-    latest = (select(r.c.score)
-              .where(r.c.customer_id == g.customer_id, r.c.kind == "nps",
-                     r.c.responded_at >= g.since, r.c.responded_at <= end)
-              .order_by(changed.desc(), r.c.id.desc())
-              .limit(1).scalar_subquery())
-    scored = (select(g.segment, g.overall, g.hours, g.grp, g.repeated, g.shipped, g.problem,
-                     case((g.grp.is_not(None), latest), else_=None).label("score"))
-              .offset(0).subquery("scored"))
-    c = scored.c
+    return (select(r.c.score)
+            .where(r.c.customer_id == g.customer_id, r.c.kind == "nps",
+                   r.c.responded_at >= g.since, r.c.responded_at <= end)
+            .order_by(changed.desc(), r.c.id.desc())
+            .limit(1).scalar_subquery())
+
+
+def _sums(c: Any) -> Select[Any]:
     return (select(c.segment, c.overall, c.hours, c.grp, c.score,
                    func.count().label("customers"), func.sum(c.repeated).label("repeaters"),
                    func.sum(c.shipped).label("shipped"), func.sum(c.problem).label("problems"))
