@@ -21,6 +21,8 @@ Decisions beyond the contract:
 - A cancelled or refunded anchor order still anchors: the customer was enrolled in the segment.
 - Referral rate: referrals of a new customer (first_order) whose order is a purchase placed at
   or before ``end``, made at any time.
+- Delivery (on-time rate, problem rate, days to deliver, loyalty by delivery): the anchor
+  orders' parcels, in :mod:`aftersale.metrics.delivery`.
 - Messages: those sent by ``end`` in the customer's enrollments in the segment (for ``all``:
   in any segment); a survey message is answered when its answer came by ``end``.
 """
@@ -62,7 +64,9 @@ from aftersale.metrics.anchors import (
     orders_t,
     using_anchors,
 )
+from aftersale.metrics.delivery import delivery_metrics, empty_delivery_metrics
 from aftersale.metrics.model import Mean, Metric, Nps, Rate, SegmentMetrics
+from aftersale.metrics.stats import histogram_median
 
 RETENTION_DAYS = (30, 60, 90)
 CHURN_DAYS = 90
@@ -93,10 +97,12 @@ def segment_metrics(session: Session, start: datetime | None, end: datetime,
     """
     with using_anchors(session, start, end, anchors):
         per_segment, overall = _collect(session, end, survey_kinds)
+        delivery, delivery_all = delivery_metrics(session, end)
     wanted = None if segments is None else set(segments)
-    rows = [_to_metrics(name, totals) for name, totals in sorted(per_segment.items())
+    rows = [_to_metrics(name, totals, delivery.get(name) or empty_delivery_metrics())
+            for name, totals in sorted(per_segment.items())
             if totals.sums["customers"] > 0 and (wanted is None or name in wanted)]
-    rows.append(_to_metrics(ALL, overall))
+    rows.append(_to_metrics(ALL, overall, delivery_all))
     return rows
 
 
@@ -141,7 +147,7 @@ def _collect(session: Session, end: datetime,
     return per_segment, overall
 
 
-def _to_metrics(segment: str, totals: _Totals) -> SegmentMetrics:
+def _to_metrics(segment: str, totals: _Totals, delivery: Mapping[str, Metric]) -> SegmentMetrics:
     s = totals.sums
     customers = s["customers"]
     metrics: dict[str, Metric] = {
@@ -159,6 +165,7 @@ def _to_metrics(segment: str, totals: _Totals) -> SegmentMetrics:
     metrics["referral_rate"] = Rate.of(s["referrers"], customers)
     metrics["median_days_to_second_order"] = _median(totals.days)
     metrics["messages_per_customer"] = _mean(s["messages"], customers)
+    metrics.update(delivery)
     return SegmentMetrics(segment=segment, customers=customers, metrics=metrics)
 
 
@@ -167,18 +174,7 @@ def _mean(total: int, n: int) -> Mean:
 
 
 def _median(histogram: Mapping[int, int]) -> Mean:
-    """The median of a {value: count} histogram (the mean of the two middle values if even)."""
-    n = sum(histogram.values())
-    if n == 0:
-        return Mean(value=None, n=0)
-    middle = [(n - 1) // 2, n // 2]  # 0-based positions of the middle value(s)
-    found: list[int] = []
-    seen = 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        while len(found) < 2 and middle[len(found)] < seen:
-            found.append(value)
-    return Mean(value=(found[0] + found[1]) / 2, n=n)
+    return Mean(value=histogram_median(histogram), n=sum(histogram.values()))
 
 
 # -- the SQL

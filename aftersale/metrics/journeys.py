@@ -111,17 +111,21 @@ def journey_lifts(session: Session, start: datetime | None, end: datetime) -> li
                func.coalesce(func.sum(c.repeated), 0).label("repeaters"))
         .group_by(c.journey, c.holdout, c.score)
     ).all()
-    groups: dict[str, dict[bool, _Group]] = {}
+    groups: dict[str, dict[bool, GroupCounts]] = {}
     for row in rows:
         by_group = groups.setdefault(row.journey, {})
-        by_group[bool(row.holdout)] = by_group.get(bool(row.holdout), _EMPTY).add(
+        by_group[bool(row.holdout)] = by_group.get(bool(row.holdout), NO_ONE).add(
             row.score, row.customers, row.anchored, row.repeaters)
-    return [_lift(journey, by_group.get(False, _EMPTY), by_group.get(True, _EMPTY))
+    return [_lift(journey, by_group.get(False, NO_ONE), by_group.get(True, NO_ONE))
             for journey, by_group in sorted(groups.items())]
 
 
 @dataclass(frozen=True)
-class _Group:
+class GroupCounts:
+    """A group's customers, those with an anchor order, repeat purchasers and latest NPS
+    answers, added up from grouped rows (also the delivery groups of
+    :mod:`aftersale.metrics.delivery`)."""
+
     customers: int
     anchored: int
     repeaters: int
@@ -129,7 +133,7 @@ class _Group:
     passives: int
     detractors: int
 
-    def add(self, score: int | None, customers: int, anchored: int, repeaters: int) -> _Group:
+    def add(self, score: int | None, customers: int, anchored: int, repeaters: int) -> GroupCounts:
         """These counts plus customers whose latest NPS answer was ``score`` (None: none)."""
         promoters = passives = detractors = 0
         if score is not None and score >= NPS_PROMOTER_MIN:
@@ -138,7 +142,7 @@ class _Group:
             passives = customers
         elif score is not None:
             detractors = customers
-        return _Group(self.customers + customers, self.anchored + anchored,
+        return GroupCounts(self.customers + customers, self.anchored + anchored,
                       self.repeaters + repeaters, self.promoters + promoters,
                       self.passives + passives, self.detractors + detractors)
 
@@ -148,10 +152,10 @@ class _Group:
                             nps=Nps.of(self.promoters, self.passives, self.detractors))
 
 
-_EMPTY = _Group(0, 0, 0, 0, 0, 0)
+NO_ONE = GroupCounts(0, 0, 0, 0, 0, 0)
 
 
-def _lift(journey: str, treated: _Group, holdout: _Group) -> JourneyLift:
+def _lift(journey: str, treated: GroupCounts, holdout: GroupCounts) -> JourneyLift:
     repeat = as_lift(difference_ci(treated.repeaters, treated.anchored,
                                    holdout.repeaters, holdout.anchored))
     t_nps, h_nps = treated.outcome().nps, holdout.outcome().nps

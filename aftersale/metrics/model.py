@@ -48,13 +48,47 @@ class Nps(_Out):
 
 
 class Mean(_Out):
-    """A mean (CES on 1-7, days to the second order as a median, messages per customer)."""
+    """A mean (CES on 1-7, messages per customer) or a median (days to the second order, days
+    to deliver)."""
 
     value: float | None
     n: int
 
 
-Metric = Rate | Nps | Mean
+class Lift(_Out):
+    """One group minus another (treated - holdout, problem - on_time) in points, with a 95%
+    confidence interval."""
+
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class GroupOutcome(_Out):
+    """A group of customers: how many, how many bought again, how they answered NPS."""
+
+    customers: int
+    repeat_purchase_rate: Rate
+    nps: Nps
+
+
+class DeliveryDifference(_Out):
+    """problem - on_time, in points (NPS points, percentage points), with a 95% interval."""
+
+    nps: Lift
+    repeat_purchase_rate: Lift
+
+
+class LoyaltyByDelivery(_Out):
+    """``loyalty_by_delivery``: customers whose anchor order was delivered on time against
+    those whose anchor order had a delivery problem (README, Metrics)."""
+
+    on_time: GroupOutcome
+    problem: GroupOutcome
+    difference: DeliveryDifference
+
+
+Metric = Rate | Nps | Mean | LoyaltyByDelivery
 
 
 class SegmentMetrics(_Out):
@@ -62,22 +96,11 @@ class SegmentMetrics(_Out):
     customers: int
     # Keys (DESIGN.md section 4): nps, csat, ces, response_rate_nps, response_rate_csat,
     # response_rate_ces, repeat_purchase_rate, retention_30d, retention_60d, retention_90d,
-    # churn_90d, referral_rate, median_days_to_second_order, messages_per_customer
+    # churn_90d, referral_rate, median_days_to_second_order, messages_per_customer;
+    # delivery: on_time_delivery_rate, delivery_problem_rate, median_days_to_deliver,
+    # loyalty_by_delivery
     metrics: dict[str, Metric]
 
-
-class GroupOutcome(_Out):
-    customers: int
-    repeat_purchase_rate: Rate
-    nps: Nps
-
-
-class Lift(_Out):
-    """treated - holdout, in percentage points, with a 95% confidence interval."""
-
-    difference: float | None
-    ci_low: float | None
-    ci_high: float | None
 
 
 class JourneyLift(_Out):

@@ -10,7 +10,9 @@ JSON is :meth:`MetricsReport.to_json` unchanged (the schema in aftersale/metrics
      "journeys": [...], "funnel": [...], "cohorts": [...]}
 
 CSV has one row per (segment, metric), the first being ``customers``; columns
-:data:`CSV_COLUMNS`. A cell a metric does not have (``n`` of a rate) or a null value is empty.
+:data:`CSV_COLUMNS`. ``loyalty_by_delivery`` becomes several rows named by their path
+(``loyalty_by_delivery.problem.nps``, ``loyalty_by_delivery.difference.nps.ci_low``, ...).
+A cell a metric does not have (``n`` of a rate) or a null value is empty.
 """
 
 from __future__ import annotations
@@ -23,7 +25,18 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
 
-from aftersale.metrics.model import JourneyLift, Lift, Mean, Metric, MetricsReport, Nps, Rate, SegmentMetrics
+from aftersale.metrics.model import (
+    GroupOutcome,
+    JourneyLift,
+    Lift,
+    LoyaltyByDelivery,
+    Mean,
+    Metric,
+    MetricsReport,
+    Nps,
+    Rate,
+    SegmentMetrics,
+)
 from aftersale.metrics.snapshots import ENGAGEMENT, engagement_totals
 
 ALL_SEGMENT = "all"  # every customer in any segment, counted once (DESIGN.md section 4)
@@ -47,7 +60,14 @@ TABLE_ROWS = (
     ("referral_rate", "Referral rate"),
     ("median_days_to_second_order", "Median days to 2nd order"),
     ("messages_per_customer", "Messages per customer"),
+    ("on_time_delivery_rate", "On-time delivery (parcels)"),
+    ("delivery_problem_rate", "Delivery problem (orders)"),
+    ("median_days_to_deliver", "Median days to deliver"),
 )
+LOYALTY = "loyalty_by_delivery"
+# (group, label) of loyalty_by_delivery's rows in the table and its CSV metric names
+LOYALTY_GROUPS = (("on_time", "delivered on time"), ("problem", "delivery problem"))
+LOYALTY_OUTCOMES = (("nps", "NPS"), ("repeat_purchase_rate", "Repeat purchase"))
 
 
 @dataclass(frozen=True)
@@ -59,8 +79,9 @@ class MonthNps:
 
 
 def format_metric(metric: Metric | None) -> str:
-    """'42.0% (21/50)' for a rate, '+12.5 (n=40)' for NPS, '5.2 (n=40)' for a mean; '–' if null."""
-    if metric is None or metric.value is None:
+    """'42.0% (21/50)' for a rate, '+12.5 (n=40)' for NPS, '5.2 (n=40)' for a mean; '–' if null
+    (loyalty_by_delivery has no single value: see :func:`loyalty_rows`)."""
+    if metric is None or isinstance(metric, LoyaltyByDelivery) or metric.value is None:
         return NULL
     if isinstance(metric, Rate):
         return f"{metric.value:.1f}% ({metric.numerator}/{metric.denominator})"
@@ -69,14 +90,34 @@ def format_metric(metric: Metric | None) -> str:
     return f"{metric.value:.1f} (n={metric.n})"
 
 
-def format_lift(lift: Lift | None) -> str:
-    """'+4.2 pp (95% CI -1.0 to +9.4)'; '–' without a difference."""
+def format_lift(lift: Lift | None, unit: str = "pp") -> str:
+    """'+4.2 pp (95% CI -1.0 to +9.4)'; '–' without a difference. ``unit``: "pp" for
+    percentage points, "pts" for NPS points."""
     if lift is None or lift.difference is None:
         return NULL
-    text = f"{lift.difference:+.1f} pp"
+    text = f"{lift.difference:+.1f} {unit}"
     if lift.ci_low is not None and lift.ci_high is not None:
         text += f" (95% CI {lift.ci_low:+.1f} to {lift.ci_high:+.1f})"
     return text
+
+
+def loyalty_of(segment: SegmentMetrics) -> LoyaltyByDelivery | None:
+    metric = segment.metrics.get(LOYALTY)
+    return metric if isinstance(metric, LoyaltyByDelivery) else None
+
+
+def loyalty_rows(loyalty: LoyaltyByDelivery | None) -> list[tuple[str, str]]:
+    """(label, text) per outcome: on time, problem, and the difference problem - on time."""
+    rows = []
+    for key, label in LOYALTY_OUTCOMES:
+        unit = "pts" if key == "nps" else "pp"
+        for group, group_label in LOYALTY_GROUPS:
+            outcome = None if loyalty is None else getattr(loyalty, group)
+            rows.append((f"{label}, {group_label}",
+                         format_metric(None if outcome is None else getattr(outcome, key))))
+        difference = None if loyalty is None else getattr(loyalty.difference, key)
+        rows.append((f"{label}: problem − on time", format_lift(difference, unit)))
+    return rows
 
 
 def has_data(report: MetricsReport) -> bool:
@@ -111,6 +152,8 @@ def segment_table(segment: SegmentMetrics) -> Table:
     table.add_column("value", justify="right", no_wrap=True)
     for key, label in TABLE_ROWS:
         table.add_row(label, format_metric(segment.metrics.get(key)))
+    for label, text in loyalty_rows(loyalty_of(segment)):
+        table.add_row(label, text)
     return table
 
 
@@ -154,12 +197,32 @@ def to_csv(report: MetricsReport) -> str:
         keys = [k for k, _ in TABLE_ROWS if k in segment.metrics]
         keys += [k for k in segment.metrics if k not in keys]
         for key in keys:
-            writer.writerow({"segment": segment.segment, "metric": key}
-                            | _csv_cells(segment.metrics[key]))
+            metric = segment.metrics[key]
+            if isinstance(metric, LoyaltyByDelivery):
+                for name, cells in _loyalty_cells(metric):
+                    writer.writerow({"segment": segment.segment, "metric": f"{key}.{name}"} | cells)
+            else:
+                writer.writerow({"segment": segment.segment, "metric": key} | _csv_cells(metric))
     return buffer.getvalue()
 
 
-def _csv_cells(metric: Metric) -> dict[str, object]:
+def _loyalty_cells(loyalty: LoyaltyByDelivery) -> list[tuple[str, dict[str, object]]]:
+    """loyalty_by_delivery as CSV rows: ``on_time.customers``, ``on_time.nps``,
+    ``on_time.repeat_purchase_rate``, the same for ``problem``, then per outcome
+    ``difference.<outcome>``, ``.ci_low`` and ``.ci_high`` (points; empty when unknown)."""
+    rows: list[tuple[str, dict[str, object]]] = []
+    for group, _ in LOYALTY_GROUPS:
+        outcome: GroupOutcome = getattr(loyalty, group)
+        rows.append((f"{group}.customers", {"value": outcome.customers}))
+        rows += [(f"{group}.{key}", _csv_cells(getattr(outcome, key))) for key, _ in LOYALTY_OUTCOMES]
+    for key, _ in LOYALTY_OUTCOMES:
+        lift: Lift = getattr(loyalty.difference, key)
+        for name, value in (("", lift.difference), (".ci_low", lift.ci_low), (".ci_high", lift.ci_high)):
+            rows.append((f"difference.{key}{name}", {"value": "" if value is None else value}))
+    return rows
+
+
+def _csv_cells(metric: Rate | Nps | Mean) -> dict[str, object]:
     cells: dict[str, object] = {"value": "" if metric.value is None else metric.value}
     if isinstance(metric, Rate):
         cells |= {"numerator": metric.numerator, "denominator": metric.denominator}

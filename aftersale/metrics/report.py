@@ -21,7 +21,14 @@ from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from aftersale.metrics.model import Cohort, FunnelStep, JourneyLift, MetricsReport, SegmentMetrics
+from aftersale.metrics.model import (
+    Cohort,
+    FunnelStep,
+    JourneyLift,
+    LoyaltyByDelivery,
+    MetricsReport,
+    SegmentMetrics,
+)
 from aftersale.metrics.present import (
     ALL_SEGMENT,
     NULL,
@@ -29,8 +36,10 @@ from aftersale.metrics.present import (
     format_lift,
     format_metric,
     has_data,
+    loyalty_of,
     period_text,
 )
+from aftersale.metrics.snapshots import delivery_lines
 
 TITLE = "Customer success report"
 # Okabe-Ito: tells the series apart for colour-blind readers too
@@ -55,6 +64,7 @@ def render_report(report: MetricsReport, nps_trend: Sequence[MonthNps] = ()) -> 
         lambda: _cohorts(report.cohorts),
         lambda: _funnel(report.funnel),
         lambda: _lift(report.journeys),
+        lambda: _delivery(report.segments),
     ]
     charts = [chart for build in builders if (chart := build()) is not None]
     return _TEMPLATE.render(title=TITLE, report=report, period=period_text(report),
@@ -85,6 +95,8 @@ def verdicts(report: MetricsReport) -> list[str]:
         best, worst = max(scored, key=lambda p: p[1]), min(scored, key=lambda p: p[1])
         lines.append(f"Happiest segment: {best[0]} (NPS {best[1]:+.0f}); "
                      f"least happy: {worst[0]} (NPS {worst[1]:+.0f}).")
+    if overall is not None:
+        lines += delivery_lines(overall)
     for journey in report.journeys:
         lift = journey.repeat_purchase_lift
         measured = f" (repeat purchase lift {format_lift(lift)})" if lift.difference is not None else ""
@@ -94,7 +106,7 @@ def verdicts(report: MetricsReport) -> list[str]:
 
 def _value(segment: SegmentMetrics, key: str) -> float | None:
     metric = segment.metrics.get(key)
-    return None if metric is None else metric.value
+    return None if metric is None or isinstance(metric, LoyaltyByDelivery) else metric.value
 
 
 def _text(label: str) -> str:
@@ -256,6 +268,55 @@ def _lift(journeys: Sequence[JourneyLift]) -> Chart | None:
                  "than the holdout group, who got nothing. A line crossing it means no clear effect yet.",
                  _svg(fig, "lift", "Lift points with 95% intervals per journey"),
                  ("journey", "treated repeat", "holdout repeat", "lift", "NPS lift", "verdict"), rows)
+
+
+def _delivery(segments: Sequence[SegmentMetrics]) -> Chart | None:
+    shown = [(s, loyalty) for s in segments
+             if (loyalty := loyalty_of(s)) is not None
+             and (loyalty.on_time.customers or loyalty.problem.customers)]
+    if not shown:
+        return None
+    fig = Figure(figsize=(8, 0.9 + 0.7 * len(shown) + 1.0), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    height = 0.38
+    for ax, key, limits, label in ((left, "nps", (-100, 100), "NPS (-100 to +100)"),
+                                   (right, "repeat_purchase_rate", (0, 100), "Repeat purchase (%)")):
+        for offset, group, color, name in ((-height / 2, "on_time", BLUE, "delivered on time"),
+                                           (height / 2, "problem", VERMILION, "had a problem")):
+            values = [getattr(getattr(loyalty, group), key).value for _, loyalty in shown]
+            ys = [y + offset for y in range(len(shown))]
+            ax.barh(ys, [v or 0 for v in values], height=height, color=color, label=name)
+            for y, value in zip(ys, values, strict=True):
+                text = "no data" if value is None else f"{value:+.0f}" if key == "nps" else f"{value:.0f}%"
+                ax.annotate(text, (value or 0, y), xytext=(3 if (value or 0) >= 0 else -3, 0),
+                            textcoords="offset points", va="center", fontsize=8,
+                            ha="left" if (value or 0) >= 0 else "right",
+                            color=GREY if value is None else "black")
+        ax.set_xlim(*limits)
+        ax.axvline(0, color=GREY, linewidth=0.8)
+        ax.set_title(label, fontsize=10)
+        _tidy(ax)
+    left.set_yticks(range(len(shown)), [_text(s.segment) for s, _ in shown])
+    left.invert_yaxis()
+    right.legend(loc="lower right", fontsize=8, frameon=False)
+    rows = [(s.segment, format_metric(s.metrics.get("on_time_delivery_rate")),
+             format_metric(s.metrics.get("delivery_problem_rate")),
+             format_metric(s.metrics.get("median_days_to_deliver")),
+             format_metric(loyalty.on_time.nps), format_metric(loyalty.problem.nps),
+             format_lift(loyalty.difference.nps, "pts"),
+             format_metric(loyalty.on_time.repeat_purchase_rate),
+             format_metric(loyalty.problem.repeat_purchase_rate),
+             format_lift(loyalty.difference.repeat_purchase_rate)) for s, loyalty in shown]
+    return Chart("delivery", "Delivery and loyalty",
+                 "Customers whose first order in the segment was delivered on time (blue) "
+                 "against those whose order had a delivery problem (orange-red): how they "
+                 "answered NPS afterwards and whether they bought again. The table gives the "
+                 "difference (problem − on time) with its 95% interval.",
+                 _svg(fig, "delivery", "Bar charts of NPS and repeat purchase after an on-time "
+                                       "delivery and after a delivery problem, per segment"),
+                 ("segment", "on time (parcels)", "problem (orders)", "median days to deliver",
+                  "NPS on time", "NPS problem", "NPS difference", "repeat on time",
+                  "repeat problem", "repeat difference"), rows)
 
 
 def _tidy(ax: Axes) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from aftersale.db.models import MetricsSnapshot
-from aftersale.metrics.model import Mean, MetricsReport, Nps, Rate
+from aftersale.metrics.model import LoyaltyByDelivery, Metric, MetricsReport, Nps, Rate, SegmentMetrics
+from aftersale.metrics.stats import delivery_verdict
 
 SEGMENTS_KEY = "metrics-segments"
 SUMMARY_KEY = "metrics-summary"
@@ -26,7 +27,8 @@ FUNNEL_COLUMNS = ("journey", "step", "template", "channel", "sent", "delivered",
 ENGAGEMENT = ("sent", "opened", "clicked", "machine_opened", "suspect_clicked")
 TABLE_METRICS = ("nps", "csat", "ces", "response_rate_nps", "response_rate_csat",
                  "repeat_purchase_rate", "retention_90d", "churn_90d", "referral_rate",
-                 "median_days_to_second_order", "messages_per_customer")
+                 "median_days_to_second_order", "messages_per_customer",
+                 "on_time_delivery_rate", "delivery_problem_rate", "median_days_to_deliver")
 
 
 def store_snapshot(session: Session, report: MetricsReport, start: datetime | None,
@@ -38,15 +40,33 @@ def store_snapshot(session: Session, report: MetricsReport, start: datetime | No
     return snapshot
 
 
-def shown(metric: Rate | Nps | Mean | None) -> str:
-    """A metric as people read it: '42.0% (21/50)', 'NPS 35.0 (n=40)', '–' when unknown."""
-    if metric is None or metric.value is None:
+def shown(metric: Metric | None) -> str:
+    """A metric as people read it: '42.0% (21/50)', 'NPS 35.0 (n=40)', '–' when unknown (and
+    for loyalty_by_delivery, which the summary says in a sentence)."""
+    if metric is None or isinstance(metric, LoyaltyByDelivery) or metric.value is None:
         return "–"
     if isinstance(metric, Rate):
         return f"{metric.value:.1f}% ({metric.numerator}/{metric.denominator})"
     if isinstance(metric, Nps):
         return f"{metric.value:+.1f} (n={metric.n})"
     return f"{metric.value:.2f} (n={metric.n})"
+
+
+def delivery_lines(segment: SegmentMetrics) -> list[str]:
+    """The segment's delivery in words: the rates, then what a problem did to loyalty (once
+    some customer is in either group); nothing when no order was shipped and no parcel judged
+    (a shop that does not tell aftersale about parcels)."""
+    m = segment.metrics
+    problems, on_time = m.get("delivery_problem_rate"), m.get("on_time_delivery_rate")
+    if not any(isinstance(r, Rate) and r.denominator for r in (problems, on_time)):
+        return []
+    lines = [f"Delivery: {shown(on_time)} of parcels on time (first estimate); a problem on "
+             f"{shown(problems)} of shipped orders; median days to deliver "
+             f"{shown(m.get('median_days_to_deliver'))}."]
+    loyalty = m.get("loyalty_by_delivery")
+    if isinstance(loyalty, LoyaltyByDelivery) and (loyalty.on_time.customers or loyalty.problem.customers):
+        lines.append(delivery_verdict(loyalty))
+    return lines
 
 
 def segment_rows(report: MetricsReport) -> list[dict[str, Any]]:
@@ -73,6 +93,10 @@ def summary_markdown(report: MetricsReport) -> str:
         m = s.metrics
         lines.append(f"| {s.segment} | {s.customers} | {shown(m.get('nps'))} | {shown(m.get('csat'))} "
                      f"| {shown(m.get('repeat_purchase_rate'))} | {shown(m.get('retention_90d'))} |")
+    overall = next((s for s in report.segments if s.segment == "all"), None)
+    delivery = [] if overall is None else delivery_lines(overall)
+    if delivery:
+        lines += ["", "## Delivery", "", "\n\n".join(delivery)]
     if report.journeys:
         lines += ["", "## Does each journey help? (treated vs holdout)", ""]
         lines += [f"- **{j.journey}**: {j.verdict} (treated {j.treated.customers}, "

@@ -7,8 +7,9 @@ run to 100), so "+4.5" reads the same way next to a rate of 12.0% or an NPS of 3
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
-from aftersale.metrics.model import Lift
+from aftersale.metrics.model import Lift, LoyaltyByDelivery
 
 Interval = tuple[float, float, float]  # (difference, low, high)
 
@@ -78,6 +79,23 @@ def nps_difference_ci(promoters1: int, detractors1: int, n1: int,
     return 100 * d, max(-200.0, 100 * (d - z * se)), min(200.0, 100 * (d + z * se))
 
 
+def histogram_median(histogram: Mapping[int, int]) -> float | None:
+    """The median of a {value: count} histogram (the mean of the two middle values when the
+    count is even); None when it is empty. SQL has no portable median, so the queries return
+    such histograms (bounded by the distinct values, never by the rows)."""
+    n = sum(histogram.values())
+    if n == 0:
+        return None
+    middle = [(n - 1) // 2, n // 2]  # 0-based positions of the middle value(s)
+    found: list[int] = []
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        while len(found) < 2 and middle[len(found)] < seen:
+            found.append(value)
+    return (found[0] + found[1]) / 2
+
+
 def as_lift(interval: Interval | None, digits: int = 1) -> Lift:
     """The output model, rounded like every other value in the report (one decimal)."""
     if interval is None:
@@ -106,3 +124,30 @@ def verdict(lift: Lift, treated_n: int, holdout_n: int, min_group: int = 30,
     if lift.ci_high < 0:
         return f"lowers {outcome} by {-lift.difference:.1f} points ({interval})"
     return f"no detectable effect on {outcome} ({lift.ci_low:+.1f} to {lift.ci_high:+.1f} points)"
+
+
+def delivery_verdict(loyalty: LoyaltyByDelivery, min_group: int = 30) -> str:
+    """One sentence on what a delivery problem did to loyalty: problem - on_time for NPS and
+    repeat purchase, each with its 95% interval, as "N points lower (95% CI a to b)" (the
+    interval of how much lower; a negative bound means it may be higher). As in
+    :func:`verdict`, below ``min_group`` in either group (NPS answers, or customers for repeat
+    purchase) the figure is left out and the sentence says so."""
+    outcomes = (
+        ("NPS", loyalty.difference.nps, loyalty.problem.nps.n, loyalty.on_time.nps.n, "answers"),
+        ("repeat purchase", loyalty.difference.repeat_purchase_rate,
+         loyalty.problem.repeat_purchase_rate.denominator,
+         loyalty.on_time.repeat_purchase_rate.denominator, "customers"))
+    parts = []
+    for label, lift, problem_n, on_time_n, counted in outcomes:
+        if problem_n < min_group or on_time_n < min_group or lift.difference is None \
+                or lift.ci_low is None or lift.ci_high is None:
+            parts.append(f"{label}: not enough data yet ({problem_n} {counted} after a problem, "
+                         f"{on_time_n} on time; need at least {min_group} in each)")
+            continue
+        sign = -1 if lift.difference < 0 else 1
+        low, high = sorted((sign * lift.ci_low, sign * lift.ci_high))
+        direction = "lower" if sign < 0 else "higher"
+        parts.append(f"{label} {abs(lift.difference):.0f} points {direction} "
+                     f"(95% CI {low + 0.0:.0f} to {high + 0.0:.0f})")
+    return ("Customers whose parcel had a problem, against those whose parcels came on time: "
+            + "; ".join(parts) + ".")

@@ -2,7 +2,8 @@
 a snapshot (for trends) and published as Prefect artifacts under stable keys, so the UI keeps
 their history: ``metrics-segments`` (a table per segment), ``metrics-funnel`` (per step and
 channel: people's opens and clicks, machine opens and scanner clicks beside) and
-``metrics-summary`` (markdown with the holdout verdicts).
+``metrics-summary`` (markdown with the holdout verdicts and, in one sentence, what a delivery
+problem did to NPS and repeat purchase).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def compute_task(start: datetime | None) -> dict[str, Any]:
                               description="Messages per step: opens and clicks by people; "
                                           "machine opens and scanner clicks beside")
     create_markdown_artifact(summary_markdown(report), key=SUMMARY_KEY,
-                             description="NPS, CSAT, retention and each journey's holdout verdict")
+                             description="NPS, CSAT, retention, what delivery problems did to "
+                                         "loyalty and each journey's holdout verdict")
     return {"segments": len(report.segments), "journeys": len(report.journeys),
             "customers": next((s.customers for s in report.segments if s.segment == "all"), 0)}
 
