@@ -58,7 +58,7 @@ def calendar_for(country: str | None, timezone: str | None = None) -> Calendar:
     ``timezone``, else UTC. An unknown country counts Saturday and Sunday as the weekend and
     no holidays."""
     country = country.upper() if country else None
-    return Calendar(country, _zone(country, timezone), *_country_days(country))
+    return Calendar(country, local_zone(country, timezone), *_country_days(country))
 
 
 @lru_cache(maxsize=256)
@@ -73,7 +73,9 @@ def _country_days(country: str | None) -> tuple[frozenset[int], Any]:
 
 
 @lru_cache(maxsize=1024)
-def _zone(country: str | None, timezone: str | None) -> ZoneInfo:
+def local_zone(country: str | None, timezone: str | None) -> ZoneInfo:
+    """The zone a parcel's days are counted in: the customer's when it is one of the
+    country's, else the country's only one, else the customer's, else UTC."""
     zones: list[str] = list(get_global("territory_zones").get(country, ())) if country else []
     name = (timezone if timezone in zones
             else zones[0] if len(zones) == 1

@@ -48,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
 from aftersale.content.render import babel_locale, zone
+from aftersale.core.delivery_clock import local_zone
 from aftersale.core.links import Purpose, Signer
 from aftersale.core.scanners import Click, suspect_reason
 from aftersale.core.shipments import PROBLEM_STATUSES, ShipmentStatus
@@ -200,6 +201,9 @@ class Found:
     updates: tuple[Update, ...]
     expired: bool
     can_report: bool  # there is an enrollment to hang an alert on
+    # Set when the clock check found the carrier silent: said beside a problem status too
+    # (an attempted delivery and then nothing is the story the customer must be told).
+    silent_since: datetime | None = None
 
 
 def problem_of(status: str, delivered_at: datetime | None, stalled_at: datetime | None,
@@ -246,7 +250,11 @@ def _load(session: Session, settings: Settings, claims: Claims, now: datetime,
     locale = customer.locale if customer is not None and customer.locale else None
     if locale is None and message is not None:
         locale = message.locale
-    tz_name = customer.timezone if customer is not None else None
+    # Without the customer's own zone, the destination's (its only one): a parcel's day is
+    # the day where it is delivered, as the clock check counts it.
+    tz_name = local_zone(
+        (customer.country if customer is not None else None) or shipment.destination_country,
+        customer.timezone if customer is not None else None).key
     updates = tuple(Update(u.status, u.happened_at, u.message) for u in session.execute(
         select(ShipmentUpdate.status, ShipmentUpdate.happened_at, ShipmentUpdate.message)
         .where(ShipmentUpdate.shipment_id == shipment.id)
@@ -262,6 +270,8 @@ def _load(session: Session, settings: Settings, claims: Claims, now: datetime,
         estimated=shipment.estimated_delivery_at,
         first_estimated=shipment.first_estimated_delivery_at,
         delivered_at=shipment.delivered_at, updates=updates,
+        silent_since=(shipment.last_update_at if shipment.stalled_at is not None
+                      and shipment.delivered_at is None else None),
         expired=_expired(settings, claims, shipment, now),
         can_report=_enrollment(session, claims, shipment, message) is not None)
     return found, message, shipment
@@ -410,6 +420,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
         "tracking_number": "Tracking number",
         "estimated": "Expected",
         "was": "was {date}",
+        "silent_since": "No news from the carrier since {date}. We are looking into it.",
         "delivered_on": "Delivered",
         "carrier_link": "Follow it on {carrier}'s site",
         "carrier_link_plain": "Follow it on the carrier's site",
@@ -481,6 +492,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
         "tracking_number": "Takip numarası",
         "estimated": "Tahmini teslimat",
         "was": "önceki tarih: {date}",
+        "silent_since": "{date} tarihinden beri kargo firmasından haber yok. Takip ediyoruz.",
         "delivered_on": "Teslim tarihi",
         "carrier_link": "{carrier} sitesinde takip edin",
         "carrier_link_plain": "Kargo firmasının sitesinde takip edin",
@@ -552,6 +564,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
         "tracking_number": "Numer przesyłki",
         "estimated": "Przewidywane doręczenie",
         "was": "wcześniej: {date}",
+        "silent_since": "Od {date} przewoźnik nie przekazał żadnych wieści. Sprawdzamy to.",
         "delivered_on": "Doręczono",
         "carrier_link": "Śledź na stronie {carrier}",
         "carrier_link_plain": "Śledź na stronie przewoźnika",
@@ -627,6 +640,8 @@ def _page(settings: Settings, found: Found, now: datetime, *, status_code: int =
         headline=t["headlines"].get(key, t["headlines"]["unknown"]),
         order=t["order"].format(number=found.order_number),
         advice=t["advice"].get(key), problem=found.problem,
+        silent=(t["silent_since"].format(date=_day(found.silent_since, locale, tz))
+                if found.silent_since is not None and found.problem != STALLED else None),
         carrier=found.carrier, tracking_number=found.tracking_number, carrier_link=carrier_link,
         estimate=estimate,
         delivered=_day(found.delivered_at, locale, tz) if found.delivered_at else None,

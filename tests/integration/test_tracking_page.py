@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -237,6 +237,19 @@ def test_a_problem_shows_what_to_do_and_the_form(
     assert '<p class="alert">' in html  # what happened and what to do
     assert '<form method="post" aria-labelledby="problem">' in html
     assert '<textarea id="words" name="words"' in html
+
+
+def test_a_missed_delivery_followed_by_silence_tells_both(rt: Runtime, client: TestClient) -> None:
+    """Issue 17's story: the headline is the missed delivery, and the page also says since when
+    the carrier has been silent (the clock check set stalled_at), in the customer's zone
+    (Europe/Istanbul: 21:30 UTC is the next day there)."""
+    attempt = datetime(2026, 3, 3, 21, 30, tzinfo=UTC)
+    message = shipped(rt, "c-1", locale="en", status="attempted_delivery",
+                      updates=[("attempted_delivery", attempt, "No one at home")],
+                      stalled_at=rt.now())
+    html = client.get(page_link(rt, message)).text
+    assert h1(html) == "The carrier could not deliver your parcel"
+    assert "No news from the carrier since Wednesday, March 4, 2026" in html
 
 
 def test_a_delivered_parcel_shows_its_day_and_no_estimate(rt: Runtime, client: TestClient) -> None:
