@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aftersale.core.survey_scales import SURVEY_SCALES
 from aftersale.demo.shop import Persona
@@ -51,6 +51,14 @@ EXPERIENCES = (ON_TIME, PROBLEM, HANDLED)
 MOOD_DROP = {ON_TIME: 0.0, PROBLEM: 0.095, HANDLED: 0.04}  # off satisfaction (0..1)
 PURCHASE_FACTOR = {ON_TIME: 1.0, PROBLEM: 0.5, HANDLED: 0.8}  # on a message's purchase chance
 STOP_BUYING = {ON_TIME: 0.0, PROBLEM: 0.45, HANDLED: 0.2}  # gives up on the shop after it
+
+
+def experience_of(problem_at: datetime | None, cared_at: datetime | None, at: datetime) -> str:
+    """An order's delivery experience as it stands at `at`: its problem (when it went wrong)
+    and the first delivery-care message about it (when the shop spoke)."""
+    if problem_at is None or problem_at > at:
+        return ON_TIME
+    return HANDLED if cared_at is not None and cared_at <= at else PROBLEM
 
 
 @dataclass(frozen=True)

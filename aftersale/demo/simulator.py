@@ -24,7 +24,7 @@ from aftersale.core.clock import SimulatedClock, as_utc
 from aftersale.core.errors import EventError
 from aftersale.core.events import parse_event
 from aftersale.db.models import Enrollment, Message
-from aftersale.demo.behaviour import HANDLED, ON_TIME, PROBLEM, keeps_buying, react
+from aftersale.demo.behaviour import ON_TIME, experience_of, keeps_buying, react
 from aftersale.demo.shop import (
     SyntheticShop,
     basket,
@@ -113,11 +113,9 @@ class Simulator:
 
     def experience(self, order_id: str | None, at: datetime) -> str:
         """The customer's delivery experience of an order, as it stands at `at`."""
-        problem = self.problems.get(order_id) if order_id else None
-        if problem is None or problem > at:
+        if order_id is None:
             return ON_TIME
-        cared = self.cared.get(order_id) if order_id else None
-        return HANDLED if cared is not None and cared <= at else PROBLEM
+        return experience_of(self.problems.get(order_id), self.cared.get(order_id), at)
 
     def still_buys(self, placed: dict[str, Any]) -> bool:
         """Whether a customer places this order they meant to: once per delivery problem in
