@@ -394,7 +394,7 @@ def parcel_updates(
         steps.append(("delivered", _business_hours(promise, late_by, persona, rng), revised,
                        None))
     else:
-        if trip >= 3 or rng.random() < 0.3:
+        if trip >= 3:
             steps.append(("out_for_delivery", _local_at(planned, 0, 7, persona, rng), promise,
                           None))
         steps.append(("delivered", planned, promise, None))
