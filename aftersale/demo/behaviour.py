@@ -48,7 +48,7 @@ DEFAULT_LIFT = 0.02
 # handled; fewer purchases, prompted and unprompted.
 ON_TIME, PROBLEM, HANDLED = "on_time", "problem", "handled"
 EXPERIENCES = (ON_TIME, PROBLEM, HANDLED)
-MOOD_DROP = {ON_TIME: 0.0, PROBLEM: 0.095, HANDLED: 0.04}  # off satisfaction (0..1)
+MOOD_DROP = {ON_TIME: 0.0, PROBLEM: 0.11, HANDLED: 0.045}  # off satisfaction (0..1)
 PURCHASE_FACTOR = {ON_TIME: 1.0, PROBLEM: 0.5, HANDLED: 0.8}  # on a message's purchase chance
 STOP_BUYING = {ON_TIME: 0.0, PROBLEM: 0.45, HANDLED: 0.2}  # gives up on the shop after it
 
