@@ -21,6 +21,7 @@ from aftersale.config import Settings
 from aftersale.core.clock import SimulatedClock, as_utc
 from aftersale.db.models import (
     AlertRecord,
+    DeliveryEvent,
     Enrollment,
     Message,
     MetricsSnapshot,
@@ -39,6 +40,7 @@ from aftersale.orchestration.compute_metrics import compute_metrics
 from aftersale.orchestration.demo_shop import demo_shop, simulating
 from aftersale.orchestration.flow_context import using_runtime
 from aftersale.pipeline.runtime import Runtime, open_runtime
+from aftersale.pipeline.send_outcomes import DeliveryKind
 from aftersale.surveys.sms_answers import SurveyReplies, load_reply_texts, survey_kinds
 
 
@@ -163,17 +165,18 @@ class ExperienceAnswers:
     csat: Rate  # 4-5 of 5
 
 
-EXPERIENCE_LABELS = {ON_TIME: "delivered on time", HANDLED: "problem, the shop spoke first",
-                     PROBLEM: "problem, left alone"}
+EXPERIENCE_LABELS = {ON_TIME: "delivered on time",
+                     HANDLED: "problem, a delivery-care message read first",
+                     PROBLEM: "problem, no delivery-care message read"}
 
 
 def answers_by_experience(
     answers: Iterable[tuple[str, int, datetime, str | None]],
     problems: dict[str, datetime], cared: dict[str, datetime],
 ) -> dict[str, ExperienceAnswers]:
-    """NPS and CSAT (4-5 of 5) of the survey answers (kind, score, answered at, the order the
-    survey was about), grouped by that order's delivery experience when the customer answered
-    (behaviour.experience_of, as the simulated customers felt it)."""
+    """NPS and CSAT (4-5 of 5) of the survey answers (kind, score, asked at, the order the
+    survey was about), grouped by that order's delivery experience when the customer was asked
+    (behaviour.experience_of, as the simulated customers feel it)."""
     counts = {e: {"promoters": 0, "passives": 0, "detractors": 0, "satisfied": 0, "csat": 0}
               for e in EXPERIENCES}
     for kind, score, at, order_id in answers:
@@ -189,9 +192,24 @@ def answers_by_experience(
                                  Rate.of(c["satisfied"], c["csat"])) for e, c in counts.items()}
 
 
+def care_reached(reports: Iterable[tuple[str | None, str | None, str, datetime]]
+                 ) -> dict[str, datetime]:
+    """When a delivery-care message about each order first reached its customer, from the
+    providers' reports (order, channel, kind, at): opened, read or clicked; a text message
+    once delivered, as SMS reports no opens (and is nearly always read)."""
+    reached: dict[str, datetime] = {}
+    for order_id, channel, kind, at in reports:
+        seen = kind in (DeliveryKind.OPENED, DeliveryKind.READ, DeliveryKind.CLICKED) or (
+            channel == "sms" and kind == DeliveryKind.DELIVERED)
+        if order_id is not None and seen:
+            reached[order_id] = min(reached.get(order_id, as_utc(at)), as_utc(at))
+    return reached
+
+
 def summarize_delivery(rt: Runtime) -> dict[str, Any] | None:
     """Parcels, delivery problems and delivery-care messages from the database, and the
     answers by delivery experience; None while no shipment was recorded."""
+    now = rt.now()  # a survey answered was sent: sent_at is set
     with rt.factory() as session:
         statuses = dict(session.execute(
             select(Shipment.status, func.count()).group_by(Shipment.status)).tuples().all())
@@ -202,22 +220,25 @@ def summarize_delivery(rt: Runtime) -> dict[str, Any] | None:
         problems = {o: as_utc(at) for o, at in session.execute(
             select(Order.id, Order.delivery_problem_at)
             .where(Order.delivery_problem_at.is_not(None))).tuples() if at is not None}
-        cared = {o: as_utc(at) for o, at in session.execute(
-            select(Enrollment.order_id, func.min(Message.sent_at))
+        reports = session.execute(
+            select(Enrollment.order_id, Message.channel, DeliveryEvent.kind,
+                   DeliveryEvent.occurred_at)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
-            .where(Message.status == "sent", Message.journey == CARE_JOURNEY,
-                   Enrollment.order_id.is_not(None))
-            .group_by(Enrollment.order_id)).tuples() if o is not None and at is not None}
+            .join(DeliveryEvent, DeliveryEvent.message_id == Message.id)
+            .where(Message.status == "sent", Message.journey == CARE_JOURNEY)).tuples().all()
         care_sent = session.scalar(select(func.count()).select_from(Message).where(
             Message.status == "sent", Message.journey == CARE_JOURNEY)) or 0
-        answers = [(kind, score, as_utc(at), order) for kind, score, at, order in session.execute(
-            select(SurveyResponse.kind, SurveyResponse.score, SurveyResponse.responded_at,
+        # each answer as of when the customer was asked, as the simulated customers answer
+        answers = [(kind, score, as_utc(at or now), order)
+                   for kind, score, at, order in session.execute(
+            select(SurveyResponse.kind, SurveyResponse.score, Message.sent_at,
                    Enrollment.order_id)
             .join(Message, Message.id == SurveyResponse.message_id)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)).tuples()]
+    cared = care_reached(reports)
     return {"parcels": sum(statuses.values()), "statuses": statuses,
             "problem_orders": Rate.of(len(problems), shipped),
-            "care_messages": care_sent, "handled_orders": len(set(problems) & set(cared)),
+            "care_messages": care_sent, "reached_orders": len(set(problems) & set(cared)),
             "by_experience": answers_by_experience(answers, problems, cared)}
 
 
@@ -229,7 +250,7 @@ def print_delivery(out: Console, delivery: dict[str, Any] | None) -> None:
     out.print(f"Delivery (from the database): {delivery['parcels']:,} parcels ({statuses}); "
               f"orders with a delivery problem {format_metric(delivery['problem_orders'])}; "
               f"{delivery['care_messages']:,} delivery-care messages, "
-              f"{delivery['handled_orders']:,} problem orders handled", highlight=False)
+              f"read about {delivery['reached_orders']:,} problem orders", highlight=False)
     table = Table(title="Answers by delivery experience of the order asked about",
                   box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     for header in ("experience", "NPS", "CSAT (4-5 of 5)"):

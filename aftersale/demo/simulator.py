@@ -4,7 +4,7 @@ survey, buy again) by sending events through the same intake.
 
 Deliveries colour the reactions: the simulator knows, from the carriers' own updates, when an
 order's delivery went wrong (shop.delivery_problems), and sees every message sent, so it knows
-whether the delivery-care journey spoke to the customer about it first. A survey about that
+whether the customer read a delivery-care message about it first. A survey about that
 order is answered accordingly (behaviour.react's `experience`), and a customer let down may
 stop placing the orders they meant to (behaviour.keeps_buying).
 """
@@ -97,7 +97,7 @@ class Simulator:
     surveys: SurveyReplies | None = None  # what the Twilio inbound webhook answers surveys with
     problems: dict[str, datetime] = field(default_factory=dict)  # order -> when it went wrong
     problems_of: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)  # customer
-    cared: dict[str, datetime] = field(default_factory=dict)  # order -> first care message
+    cared: dict[str, datetime] = field(default_factory=dict)  # order -> care message first read
     judged: set[str] = field(default_factory=set)  # problem orders a customer has weighed
     gave_up: set[str] = field(default_factory=set)  # customers who stopped buying after one
     dropped: set[str] = field(default_factory=set)  # the orders they did not place after all
@@ -176,11 +176,13 @@ class Simulator:
         if persona is None or message.channel is None:
             return
         sent_at = as_utc(sent_at)
-        if message.journey == CARE_JOURNEY and order_id is not None:
-            self.cared.setdefault(order_id, sent_at)
         kind = definitions.content.survey_kind(message.template)
         reaction = react(persona, message.template, message.channel, kind, self.rng,
                          self.experience(order_id, sent_at))
+        if message.journey == CARE_JOURNEY and order_id is not None and reaction.opened:
+            # an apology handles the problem once it is read (an unread e-mail does not)
+            seen = sent_at + reaction.reply_delay
+            self.cared[order_id] = min(self.cared.get(order_id, seen), seen)
         self.report_delivery(message, sent_at, reaction.reply_delay, reaction.opened,
                              reaction.clicked)
         if kind is not None and reaction.survey_score is not None:
@@ -246,15 +248,22 @@ def feed(rt: Runtime, sim: Simulator, items: list[Item]) -> int:
             sim.rejected.append(f"{raw.get('id')}: {exc}")
     with rt.factory() as session, session.begin():
         stored = store_events(session, parsed, "demo", rt.now()).stored
+        reports: list[Delivery] = []  # consecutive reports go together, as a webhook batch
         for item in items:
+            if isinstance(item, Delivery):
+                reports.append(item)
+                continue
+            if reports:
+                apply_deliveries(session, reports, rt.now())
+                reports = []
             if isinstance(item, Reply):
                 _reply(session, sim, item, rt.now())
-            elif isinstance(item, Delivery):
-                apply_deliveries(session, [item], rt.now())
             elif isinstance(item, Click):
                 survey = survey_message(session, item.message_id, item.kind)
                 if survey is not None:
                     store_answer(session, survey, item.score, item.comment, "email", rt.now())
+        if reports:
+            apply_deliveries(session, reports, rt.now())
     return stored
 
 

@@ -328,3 +328,22 @@ def test_the_demo_groups_answers_by_the_delivery_experience_of_their_order() -> 
     assert (handled.csat.numerator, handled.csat.denominator) == (1, 1)
     assert (alone.csat.numerator, alone.csat.denominator) == (0, 1)
     assert on_time.csat.value is None
+
+
+def test_a_care_message_counts_once_the_customer_saw_it() -> None:
+    from aftersale.demo.runner import care_reached
+
+    t = datetime(2026, 3, 5, 12, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    reports = [
+        ("a", "email", "delivered", t),  # an e-mail delivered is not yet read
+        ("a", "email", "opened", t + 3 * hour),
+        ("a", "whatsapp", "read", t + 2 * hour),  # a second message, read sooner
+        ("b", "sms", "delivered", t + hour),  # SMS reports no opens: delivered is read
+        ("c", "email", "delivered", t),
+        ("c", "email", "machine_opened", t),  # Apple's proxy is nobody reading
+        ("d", "whatsapp", "delivered", t),
+        ("d", "whatsapp", "clicked", t + 5 * hour),
+        (None, "sms", "delivered", t),
+    ]
+    assert care_reached(reports) == {"a": t + 2 * hour, "b": t + hour, "d": t + 5 * hour}
