@@ -222,8 +222,8 @@ def nps(scores: list[int]) -> float:
 
 def test_a_delivery_problem_lowers_the_answers_and_handling_it_wins_some_back(
         shop: SyntheticShop) -> None:
-    """The same customers, the same draws, three experiences: NPS about 30 points lower after
-    a problem left alone, less than half of that when the shop spoke first; CSAT alike."""
+    """The same customers, the same draws, three experiences: NPS about 35 points lower after
+    a problem left alone, about 20 when the shop spoke first; CSAT alike."""
     people = list(shop.personas.values())
     scores: dict[str, dict[str, list[int]]] = {}
     for experience in (ON_TIME, PROBLEM, HANDLED):
@@ -237,8 +237,8 @@ def test_a_delivery_problem_lowers_the_answers_and_handling_it_wins_some_back(
                     if score is not None:
                         scores[experience][kind].append(score)
     on_time, problem, handled = (nps(scores[e]["nps"]) for e in (ON_TIME, PROBLEM, HANDLED))
-    assert 25 <= on_time - problem <= 40
-    assert problem + 10 <= handled <= on_time - 5
+    assert 28 <= on_time - problem <= 42
+    assert problem + 10 <= handled <= on_time - 14
 
     def csat(experience: str) -> float:
         values = scores[experience]["csat"]
