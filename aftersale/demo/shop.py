@@ -332,9 +332,8 @@ def _follow_up(persona: Persona, order_id: str, kind: str, when: datetime, **ext
 # Parcels: what the carriers say
 
 # The single switch for the order.shipped / order.delivered events the shop sent before it
-# had carriers. Off once process-events derives both from shipment.updated (then the carriers'
-# updates are all a source sends); on while it does not, or the journeys waiting for them stop.
-LEGACY_ORDER_EVENTS = True
+# had carriers. Off: process-events derives both from the carriers' shipment.updated.
+LEGACY_ORDER_EVENTS = False
 # Each parcel has one story; the rates are per parcel.
 LOST_RATE = 0.01  # in transit, then silence, then the carrier's "lost" exception
 ATTEMPT_RATE = 0.03  # nobody home: delivered a day or two later
