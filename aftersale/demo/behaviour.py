@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aftersale.core.survey_scales import SURVEY_SCALES
 from aftersale.demo.shop import Persona
@@ -41,6 +41,27 @@ PURCHASE_LIFT: tuple[tuple[str, float], ...] = (
 )
 DEFAULT_LIFT = 0.02
 
+# What the customer went through with the order a message is about: delivered on time, a
+# delivery problem (late, delayed, a failed attempt, lost), or a problem the shop spoke about
+# first (a delivery-care message reached them before this one). Sized so the demo's delivery
+# section shows it: NPS about 35 points lower after a problem left alone, about 20 when
+# handled (the delivery-care journey reaches most problems, so the demo's on-time vs problem
+# difference is mostly the handled one, and must stand out of ~80 answers); fewer purchases,
+# prompted and unprompted.
+ON_TIME, PROBLEM, HANDLED = "on_time", "problem", "handled"
+EXPERIENCES = (ON_TIME, PROBLEM, HANDLED)
+MOOD_DROP = {ON_TIME: 0.0, PROBLEM: 0.12, HANDLED: 0.07}  # off satisfaction (0..1)
+PURCHASE_FACTOR = {ON_TIME: 1.0, PROBLEM: 0.5, HANDLED: 0.8}  # on a message's purchase chance
+STOP_BUYING = {ON_TIME: 0.0, PROBLEM: 0.45, HANDLED: 0.2}  # gives up on the shop after it
+
+
+def experience_of(problem_at: datetime | None, cared_at: datetime | None, at: datetime) -> str:
+    """An order's delivery experience as it stands at `at`: its problem (when it went wrong)
+    and the first delivery-care message about it (when the shop spoke)."""
+    if problem_at is None or problem_at > at:
+        return ON_TIME
+    return HANDLED if cared_at is not None and cared_at <= at else PROBLEM
+
 
 @dataclass(frozen=True)
 class Reaction:
@@ -54,20 +75,25 @@ class Reaction:
 
 
 def react(
-    persona: Persona, template: str, channel: str, survey_kind: str | None, rng: random.Random
+    persona: Persona, template: str, channel: str, survey_kind: str | None, rng: random.Random,
+    experience: str = ON_TIME,
 ) -> Reaction:
-    """One persona's reaction to one delivered message."""
+    """One persona's reaction to one delivered message, after the delivery `experience` of the
+    order it is about (one of EXPERIENCES)."""
     if survey_kind is not None and survey_kind not in SURVEY_SCALES:
         raise ValueError(f"unknown survey kind {survey_kind!r}; expected one of {sorted(SURVEY_SCALES)}")
+    if experience not in EXPERIENCES:
+        raise ValueError(f"unknown delivery experience {experience!r}; expected one of "
+                         f"{', '.join(EXPERIENCES)}")
     opened = rng.random() < open_probability(persona, channel)
     score = None
     if opened and survey_kind is not None and rng.random() < answer_probability(persona):
-        score = survey_score(persona, survey_kind, rng)
+        score = survey_score(persona, survey_kind, rng, experience)
     # a one-click survey answer is a click; otherwise a click follows interest
     clicked = score is not None or (opened and rng.random() < _click_probability(persona, template))
     comment = _comment(persona, survey_kind, score, rng) if score is not None else None
     buys = None
-    if opened and rng.random() < purchase_probability(persona, template):
+    if opened and rng.random() < purchase_probability(persona, template, experience):
         buys = _days(rng, 3, 30)
     unsubscribed = opened and rng.random() < 0.004 + 0.02 * (1 - persona.satisfaction)
     return Reaction(
@@ -93,17 +119,26 @@ def answer_probability(persona: Persona) -> float:
     return 0.15 + 0.6 * persona.responsiveness
 
 
-def purchase_probability(persona: Persona, template: str) -> float:
+def purchase_probability(persona: Persona, template: str, experience: str = ON_TIME) -> float:
     """Chance that an opened message prompts an extra purchase (a few percentage points)."""
     lift = next((v for key, v in PURCHASE_LIFT if key in template), DEFAULT_LIFT)
     # keen re-buyers act on nudges; unhappy customers mostly do not
-    return lift * (0.8 + 0.8 * persona.reorder_propensity) * (0.5 + 0.5 * persona.satisfaction)
+    return (lift * (0.8 + 0.8 * persona.reorder_propensity) * (0.5 + 0.5 * persona.satisfaction)
+            * PURCHASE_FACTOR[experience])
 
 
-def survey_score(persona: Persona, kind: str, rng: random.Random) -> int:
-    """A score on the kind's scale around the persona's satisfaction, with noise."""
+def keeps_buying(persona: Persona, experience: str, rng: random.Random) -> bool:
+    """Whether a customer still places the orders they meant to after a delivery experience
+    (drawn once per order that went wrong); keen re-buyers forgive a little more often."""
+    return rng.random() >= STOP_BUYING[experience] * (1.2 - 0.4 * persona.reorder_propensity)
+
+
+def survey_score(persona: Persona, kind: str, rng: random.Random,
+                 experience: str = ON_TIME) -> int:
+    """A score on the kind's scale around the persona's satisfaction (less what the delivery
+    `experience` took off it), with noise."""
     low, high = SURVEY_SCALES[kind]
-    mood = min(1.0, max(0.0, rng.gauss(persona.satisfaction, 0.1)))
+    mood = min(1.0, max(0.0, rng.gauss(persona.satisfaction - MOOD_DROP[experience], 0.1)))
     # people rate generously: a so-so experience is a 7, not a 5
     return min(high, max(low, round(low + mood**0.7 * (high - low))))
 

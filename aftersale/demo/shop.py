@@ -273,22 +273,46 @@ def customer_block(persona: Persona) -> dict:
 
 
 def fulfilment_events(
-    persona: Persona, order_id: str, placed_at: datetime, rng: random.Random
+    persona: Persona, order_id: str, placed_at: datetime, rng: random.Random, lines: int = 1,
+    legacy: bool | None = None,
 ) -> list[dict]:
     """What happens to an order after placement: cancelled (~3%, before shipping, then nothing
-    else), or shipped 1-3 days later and delivered 1-6 days after that, refunded (~2%) later."""
+    else), or shipped 1-3 days later in one parcel (two for ~4% of orders of several lines),
+    each parcel told by its carrier as ``shipment.updated`` events (see `parcel_updates`);
+    refunded (~2%) some days after delivery, and always after a lost parcel.
+
+    With ``legacy`` (default `LEGACY_ORDER_EVENTS`) the order's ``order.shipped`` (at the first
+    parcel's first scan) and ``order.delivered`` (when every parcel is) come too."""
     if rng.random() < CANCEL_RATE:
         cancelled = _utc(placed_at) + timedelta(minutes=rng.randint(20, 30 * 60))
         return [_follow_up(persona, order_id, "cancelled", cancelled)]
-    shipped = _business_hours(placed_at, rng.randint(1, 3), persona, rng)
-    delivered = _business_hours(shipped, rng.randint(1, 6), persona, rng)
-    events = [
-        _follow_up(persona, order_id, "shipped", shipped, shipment=_shipment(persona, rng)),
-        _follow_up(persona, order_id, "delivered", delivered),
-    ]
-    if rng.random() < REFUND_RATE:
-        refunded = delivered + timedelta(days=rng.randint(2, 20), hours=rng.randint(0, 8))
+    # one draw of the order stream per shipped order: the parcels' own story is told from it,
+    # so how carriers behave does not shift any other order's draws
+    story = random.Random(rng.getrandbits(64))
+    count = 2 if lines >= 2 and story.random() < SPLIT_RATE else 1
+    shipped = _business_hours(placed_at, story.randint(1, 3), persona, story)
+    events: list[dict] = []
+    for n in range(1, count + 1):
+        if n > 1:  # the rest of the order follows from another warehouse a day or two later
+            shipped = _business_hours(shipped, story.randint(1, 2), persona, story)
+        events += parcel_updates(persona, order_id, n, shipped, story)
+    ends = {e["shipment"]["id"]: e for e in events}  # each parcel's last word
+    last = max(_event_instant(e) for e in ends.values())
+    delivered = all(e["shipment"]["status"] == "delivered" for e in ends.values())
+    if LEGACY_ORDER_EVENTS if legacy is None else legacy:
+        first = next(e for e in events if e["shipment"]["status"] == "in_transit")
+        tracking = {k: first["shipment"][k] for k in ("carrier", "tracking_number", "tracking_url")}
+        events.append(_follow_up(persona, order_id, "shipped", _event_instant(first),
+                                 shipment=tracking))
+        if delivered:
+            events.append(_follow_up(persona, order_id, "delivered", last))
+    if not delivered:  # a lost parcel: the shop refunds it once the carrier gives up
+        refunded = last + timedelta(days=story.randint(1, 3), hours=story.randint(0, 8))
         events.append(_follow_up(persona, order_id, "refunded", refunded))
+    elif story.random() < REFUND_RATE:
+        refunded = last + timedelta(days=story.randint(2, 20), hours=story.randint(0, 8))
+        events.append(_follow_up(persona, order_id, "refunded", refunded))
+    events.sort(key=lambda e: (_event_instant(e), e["id"]))
     return events
 
 
@@ -304,6 +328,175 @@ def _follow_up(persona: Persona, order_id: str, kind: str, when: datetime, **ext
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Parcels: what the carriers say
+
+# The single switch for the order.shipped / order.delivered events the shop sent before it
+# had carriers. Off: process-events derives both from the carriers' shipment.updated.
+LEGACY_ORDER_EVENTS = False
+# Each parcel has one story; the rates are per parcel.
+LOST_RATE = 0.01  # in transit, then silence, then the carrier's "lost" exception
+ATTEMPT_RATE = 0.03  # nobody home: delivered a day or two later
+DELAY_RATE = 0.08  # half say so (a `delayed` update with a new date), half simply go quiet
+SPLIT_RATE = 0.04  # orders of several lines that ship in two parcels
+ON_TIME, DELAYED, SILENT, ATTEMPTED, LOST = "on_time", "delayed", "silent", "attempted", "lost"
+PROBLEM_STATUSES = frozenset({"attempted_delivery", "delayed", "exception", "returned_to_sender"})
+
+
+def parcel_story(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < LOST_RATE:
+        return LOST
+    if roll < LOST_RATE + ATTEMPT_RATE:
+        return ATTEMPTED
+    if roll < LOST_RATE + ATTEMPT_RATE + DELAY_RATE:
+        return DELAYED if rng.random() < 0.5 else SILENT
+    return ON_TIME
+
+
+def parcel_updates(
+    persona: Persona, order_id: str, n: int, shipped: datetime, rng: random.Random
+) -> list[dict]:
+    """One parcel, id ``demo:{order}:{n}``, as its carrier reports it: 3-4 updates.
+
+    The label is made at `shipped` (working hours), the first scan a few hours later; the
+    carrier plans the delivery 1-3 days after the label's day and promises a day (an evening
+    in the customer's time zone, 0-2 days of slack over the plan). Most parcels come on time
+    (out for delivery that morning when the trip takes three days, so no parcel on time is
+    3 days without a word: stalled); the rest follow `parcel_story`."""
+    story = parcel_story(rng)
+    carrier = rng.choice(_CARRIERS[persona.country])
+    number, url = _tracking(carrier, persona.country, rng)
+    parcel = {"id": f"demo:{order_id}:{n}", "carrier": carrier, "tracking_number": number,
+              "tracking_url": url, "destination_country": persona.country}
+    scanned = _utc(shipped) + timedelta(minutes=rng.randint(120, 480))
+    trip = rng.choices((1, 2, 3), weights=(35, 45, 20))[0]
+    planned = _business_hours(shipped, trip, persona, rng)  # days after the label's
+    promise = _local_at(planned, rng.choices((0, 1, 2), weights=(55, 35, 10))[0], 20, persona)
+    steps: list[tuple[str, datetime, datetime, str | None]] = [
+        ("label_created", _utc(shipped), promise, None),
+        ("in_transit", scanned, promise, None)]
+    if story == LOST:
+        gave_up = scanned + timedelta(days=rng.randint(8, 14), minutes=rng.randint(0, 480))
+        steps.append(("exception", gave_up, promise, "lost"))
+    elif story == ATTEMPTED:
+        steps.append(("attempted_delivery", planned, promise, None))
+        steps.append(("delivered", _business_hours(planned, rng.randint(1, 2), persona, rng),
+                      promise, None))
+    elif story in (DELAYED, SILENT):
+        late_by = rng.randint(2, 4)
+        if story == DELAYED:  # the morning it was due, the carrier owns up and names a new day
+            revised = promise + timedelta(days=late_by)
+            steps.append(("delayed", _local_at(planned, 0, 7, persona, rng), revised, None))
+        else:
+            revised = promise
+        steps.append(("delivered", _business_hours(promise, late_by, persona, rng), revised,
+                       None))
+    else:
+        if trip >= 3:
+            steps.append(("out_for_delivery", _local_at(planned, 0, 7, persona, rng), promise,
+                          None))
+        steps.append(("delivered", planned, promise, None))
+    words = _CARRIER_WORDS[_LANGUAGE_OF[persona.country]]
+    return [_parcel_update(persona, order_id, parcel, status, when, estimate, words[status], raw)
+            for status, when, estimate, raw in steps]
+
+
+def _parcel_update(persona: Persona, order_id: str, parcel: dict, status: str, when: datetime,
+                   estimate: datetime, message: str, raw_status: str | None) -> dict:
+    happened = _local_iso(when, persona.timezone)
+    shipment = {**parcel, "status": status, "message": message, "happened_at": happened,
+                "estimated_delivery_at": _local_iso(estimate, persona.timezone)}
+    if raw_status is not None:
+        shipment["raw_status"] = raw_status
+    return {
+        "id": f"evt-{parcel['id']}-{status}",
+        "type": "shipment.updated",
+        "occurred_at": happened,
+        "customer": {"id": persona.customer_id},
+        "order": {"id": order_id},
+        "shipment": shipment,
+    }
+
+
+def delivery_problems(events: list[dict]) -> dict[str, datetime]:
+    """When each order's delivery went wrong as its customer saw it, read from the carriers'
+    updates alone: the first problem status (delayed, attempted delivery, exception, returned),
+    or the first promised time passing with the parcel not delivered. Orders delivered on time
+    are absent."""
+    parcels: dict[str, list[dict]] = {}
+    for event in events:
+        if event["type"] == "shipment.updated":
+            parcels.setdefault(event["shipment"]["id"], []).append(event)
+    problems: dict[str, datetime] = {}
+    for updates in parcels.values():
+        updates = sorted(updates, key=_happened)
+        promise = datetime.fromisoformat(updates[0]["shipment"]["estimated_delivery_at"])
+        delivered = next((_happened(u) for u in updates
+                          if u["shipment"]["status"] == "delivered"), None)
+        moments = [_happened(u) for u in updates if u["shipment"]["status"] in PROBLEM_STATUSES]
+        if delivered is None or delivered > promise:
+            moments.append(_utc(promise))
+        if moments:
+            order = updates[0]["order"]["id"]
+            problems[order] = min(problems.get(order, min(moments)), min(moments))
+    return problems
+
+
+def _happened(event: dict) -> datetime:
+    return datetime.fromisoformat(event["shipment"]["happened_at"]).astimezone(UTC)
+
+
+def _local_at(when: datetime, days: int, hour: int, persona: Persona,
+              rng: random.Random | None = None) -> datetime:
+    """`days` calendar days after `when` where the customer is, at `hour` o'clock local time
+    (plus up to two hours when a generator is given: a van leaves between 7 and 9)."""
+    zone = _zone(persona.timezone)
+    day = _utc(when).astimezone(zone).date() + timedelta(days=days)
+    moment = datetime.combine(day, time(hour), tzinfo=zone)
+    if rng is not None:
+        moment += timedelta(minutes=rng.randint(0, 119))
+    return moment.astimezone(UTC)
+
+
+_LANGUAGE_OF = {"GB": "en", "US": "en", "TR": "tr", "PL": "pl"}
+# What the carriers write, in the destination's language (their tracking pages' own words).
+_CARRIER_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "label_created": "Shipping label created, awaiting item",
+        "in_transit": "Your item is on its way: departed from the sorting facility",
+        "out_for_delivery": "Out for delivery today",
+        "attempted_delivery": "We tried to deliver your item but nobody was in. "
+                              "We will try again on the next working day.",
+        "delayed": "Your item is delayed due to high volumes in our network. "
+                   "We are sorry for the inconvenience.",
+        "exception": "We are unable to locate your item. Please contact the sender.",
+        "delivered": "Delivered",
+    },
+    "tr": {
+        "label_created": "Gönderi kaydı oluşturuldu, kargo teslim alınmayı bekliyor",
+        "in_transit": "Kargonuz transfer merkezinden çıkış yaptı",
+        "out_for_delivery": "Kargonuz dağıtıma çıkarıldı",
+        "attempted_delivery": "Alıcı adreste bulunamadı, bir sonraki iş günü tekrar "
+                              "teslim edilmeye çalışılacak.",
+        "delayed": "Yoğunluk nedeniyle gönderinizin tesliminde gecikme yaşanmaktadır.",
+        "exception": "Gönderiniz kayıp. Lütfen gönderici ile iletişime geçiniz.",
+        "delivered": "Teslim edildi",
+    },
+    "pl": {
+        "label_created": "Przesyłka przygotowana przez Nadawcę",
+        "in_transit": "Przesyłka w drodze: wyjechała z sortowni",
+        "out_for_delivery": "Wydana do doręczenia",
+        "attempted_delivery": "Nieudana próba doręczenia: adresat nieobecny. Ponowimy "
+                              "doręczenie w następnym dniu roboczym.",
+        "delayed": "Opóźnienie w doręczeniu z powodu dużej liczby przesyłek. "
+                   "Przepraszamy za utrudnienia.",
+        "exception": "Przesyłka zaginęła. Prosimy o kontakt z Nadawcą.",
+        "delivered": "Dostarczona",
+    },
+}  # fmt: skip
+
+
 _CARRIERS = {
     "GB": ("Royal Mail", "UPS"),
     "US": ("UPS", "USPS"),
@@ -311,12 +504,6 @@ _CARRIERS = {
     "PL": ("InPost", "DPD"),
 }
 _UPS_CHARS = "0123456789ABCDEFGHJKLMNPRSTVWXYZ"
-
-
-def _shipment(persona: Persona, rng: random.Random) -> dict:
-    carrier = rng.choice(_CARRIERS[persona.country])
-    number, url = _tracking(carrier, persona.country, rng)
-    return {"carrier": carrier, "tracking_number": number, "tracking_url": url}
 
 
 def _digits(rng: random.Random, n: int) -> str:
@@ -756,7 +943,7 @@ def _events(plans: list[_Plan], end: datetime, rng: random.Random) -> list[dict]
             plan.referral_code,
             f"evt-{order_id}-placed",
         )
-        later = fulfilment_events(plan.persona, order_id, plan.placed, rng)
+        later = fulfilment_events(plan.persona, order_id, plan.placed, rng, len(plan.items))
         for event in (placed, *later):
             instant = _event_instant(event)
             if instant <= end:

@@ -1,6 +1,12 @@
 """The demo's outside world: the simulator hands the shop's events to the inbox when their
 time comes, and after each dispatch it lets the customers who got a message react (answer a
 survey, buy again) by sending events through the same intake.
+
+Deliveries colour the reactions: the simulator knows, from the carriers' own updates, when an
+order's delivery went wrong (shop.delivery_problems), and sees every message sent, so it knows
+whether the customer read a delivery-care message about it first. A survey about that
+order is answered accordingly (behaviour.react's `experience`), and a customer let down may
+stop placing the orders they meant to (behaviour.keeps_buying).
 """
 
 from __future__ import annotations
@@ -17,14 +23,13 @@ from sqlalchemy.orm import Session
 from aftersale.core.clock import SimulatedClock, as_utc
 from aftersale.core.errors import EventError
 from aftersale.core.events import parse_event
-from aftersale.db.models import (
-    Message,
-)
-from aftersale.demo.behaviour import react
+from aftersale.db.models import Enrollment, Message
+from aftersale.demo.behaviour import ON_TIME, experience_of, keeps_buying, react
 from aftersale.demo.shop import (
     SyntheticShop,
     basket,
     currency_for,
+    delivery_problems,
     fulfilment_events,
     order_event,
 )
@@ -42,6 +47,7 @@ from aftersale.surveys.sms_answers import SurveyReplies
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TICK = timedelta(hours=4)  # fine enough for waits measured in days
 TAIL = timedelta(days=60)  # after the last order, let journeys run to their end
+CARE_JOURNEY = "delivery-care"  # its messages about an order's delivery problem handle it
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,46 @@ class Simulator:
     seq: int = 0
     rejected: list[str] = field(default_factory=list)
     surveys: SurveyReplies | None = None  # what the Twilio inbound webhook answers surveys with
+    problems: dict[str, datetime] = field(default_factory=dict)  # order -> when it went wrong
+    problems_of: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)  # customer
+    cared: dict[str, datetime] = field(default_factory=dict)  # order -> care message first read
+    judged: set[str] = field(default_factory=set)  # problem orders a customer has weighed
+    gave_up: set[str] = field(default_factory=set)  # customers who stopped buying after one
+    dropped: set[str] = field(default_factory=set)  # the orders they did not place after all
+
+    def __post_init__(self) -> None:
+        self.note_problems(self.shop.events)
+
+    def note_problems(self, events: list[dict]) -> None:
+        customers = {e["order"]["id"]: e["customer"]["id"] for e in events if "order" in e}
+        for order, at in delivery_problems(events).items():
+            self.problems[order] = at
+            self.problems_of.setdefault(customers[order], []).append((at, order))
+
+    def experience(self, order_id: str | None, at: datetime) -> str:
+        """The customer's delivery experience of an order, as it stands at `at`."""
+        if order_id is None:
+            return ON_TIME
+        return experience_of(self.problems.get(order_id), self.cared.get(order_id), at)
+
+    def still_buys(self, placed: dict[str, Any]) -> bool:
+        """Whether a customer places this order they meant to: once per delivery problem in
+        the window before it, they weigh it (how it was handled, as of now)."""
+        customer, when = placed["customer"]["id"], as_utc(
+            datetime.fromisoformat(placed["occurred_at"]))
+        if when <= self.shop.start:
+            return True  # the shop's history happened as it did
+        if customer in self.gave_up:
+            return False
+        for at, order in self.problems_of.get(customer, ()):
+            if at <= self.shop.start or at > when or order in self.judged or order in self.dropped:
+                continue
+            self.judged.add(order)
+            if not keeps_buying(self.shop.personas[customer], self.experience(order, when),
+                                self.rng):
+                self.gave_up.add(customer)
+                return False
+        return True
 
     def schedule(self, at: datetime, item: Item) -> None:
         self.seq += 1
@@ -97,9 +143,15 @@ class Simulator:
     def due(self, after: datetime, until: datetime) -> list[Item]:
         items: list[Item] = []
         for event in self.shop.events_between(after, until):
-            items.append(event)
+            order = event["order"]["id"]
+            if order in self.dropped:
+                continue
             if event["type"] == "order.placed":
+                if not self.still_buys(event):
+                    self.dropped.add(order)
+                    continue
                 self.maybe_ask_on_whatsapp(event)
+            items.append(event)
         while self.queue and self.queue[0].at <= until:
             items.append(heapq.heappop(self.queue).item)
         return items
@@ -117,12 +169,20 @@ class Simulator:
                                       WHATSAPP_QUESTION.get(persona.language, "Hi!"),
                                       f"wa-{event['id']}"))
 
-    def react_to(self, message: Message, definitions: Definitions, sent_at: datetime) -> None:
+    def react_to(self, message: Message, definitions: Definitions, sent_at: datetime,
+                 order_id: str | None = None) -> None:
+        """A customer reacts to a message about `order_id` (the enrollment's order)."""
         persona = self.shop.personas.get(message.customer_id)
         if persona is None or message.channel is None:
             return
+        sent_at = as_utc(sent_at)
         kind = definitions.content.survey_kind(message.template)
-        reaction = react(persona, message.template, message.channel, kind, self.rng)
+        reaction = react(persona, message.template, message.channel, kind, self.rng,
+                         self.experience(order_id, sent_at))
+        if message.journey == CARE_JOURNEY and order_id is not None and reaction.opened:
+            # an apology handles the problem once it is read (an unread e-mail does not)
+            seen = sent_at + reaction.reply_delay
+            self.cared[order_id] = min(self.cared.get(order_id, seen), seen)
         self.report_delivery(message, sent_at, reaction.reply_delay, reaction.opened,
                              reaction.clicked)
         if kind is not None and reaction.survey_score is not None:
@@ -164,11 +224,13 @@ class Simulator:
         number = self.shop.order_count + self.next_order
         order_id = f"o-{number:06d}"
         currency = currency_for(persona.country)
-        placed = order_event(persona, order_id, f"#{1000 + number}", when,
-                             basket(persona, self.rng, currency), currency, [], None,
-                             f"evt-{order_id}-placed")
+        items = basket(persona, self.rng, currency)
+        placed = order_event(persona, order_id, f"#{1000 + number}", when, items, currency, [],
+                             None, f"evt-{order_id}-placed")
         self.schedule(when, placed)
-        for follow in fulfilment_events(persona, order_id, when, self.rng):
+        follows = fulfilment_events(persona, order_id, when, self.rng, len(items))
+        self.note_problems([placed, *follows])
+        for follow in follows:
             self.schedule(datetime.fromisoformat(follow["occurred_at"]), follow)
 
 
@@ -186,15 +248,22 @@ def feed(rt: Runtime, sim: Simulator, items: list[Item]) -> int:
             sim.rejected.append(f"{raw.get('id')}: {exc}")
     with rt.factory() as session, session.begin():
         stored = store_events(session, parsed, "demo", rt.now()).stored
+        reports: list[Delivery] = []  # consecutive reports go together, as a webhook batch
         for item in items:
+            if isinstance(item, Delivery):
+                reports.append(item)
+                continue
+            if reports:
+                apply_deliveries(session, reports, rt.now())
+                reports = []
             if isinstance(item, Reply):
                 _reply(session, sim, item, rt.now())
-            elif isinstance(item, Delivery):
-                apply_deliveries(session, [item], rt.now())
             elif isinstance(item, Click):
                 survey = survey_message(session, item.message_id, item.kind)
                 if survey is not None:
                     store_answer(session, survey, item.score, item.comment, "email", rt.now())
+        if reports:
+            apply_deliveries(session, reports, rt.now())
     return stored
 
 
@@ -216,14 +285,15 @@ def _reply(session: Session, sim: Simulator, reply: Reply, now: datetime) -> Non
 def let_customers_react(rt: Runtime, sim: Simulator, definitions: Definitions) -> None:
     """Customers see the messages sent since the last look (simulated time only moves on)."""
     with rt.factory() as session:
-        rows = session.scalars(
-            select(Message)
+        rows = session.execute(
+            select(Message, Enrollment.order_id)
+            .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "sent", Message.sent_at > sim.watermark,
                    Message.sent_at <= rt.now())
-            .order_by(Message.sent_at, Message.enrollment_id, Message.step_key)).all()
+            .order_by(Message.sent_at, Message.enrollment_id, Message.step_key)).tuples().all()
     sim.watermark = rt.now()
-    for message in rows:
-        sim.react_to(message, definitions, message.sent_at or rt.now())
+    for message, order_id in rows:
+        sim.react_to(message, definitions, message.sent_at or rt.now(), order_id)
 
 
 def simulate(rt: Runtime, sim: Simulator, definitions: Definitions, until: datetime

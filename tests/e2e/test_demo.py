@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -20,6 +21,7 @@ from aftersale.db.models import (
     Message,
     Order,
     SandboxOutbox,
+    Shipment,
     Suppression,
     SurveyResponse,
 )
@@ -99,14 +101,14 @@ def test_a_short_demo_is_consistent_with_its_database(
         reported)
     for message in sent:  # marketing went only where the customer agreed (at the time)
         customer = customers[message.customer_id]
-        if message.template != "shipping_update" and not getattr(
+        if not transactional(message) and not getattr(
                 customer, f"consent_{message.channel}"):
             withdrawn = opted_out.get((customer.id, message.channel))
             assert withdrawn is not None and message.sent_at is not None
             assert withdrawn > message.sent_at
     # tracking links: by SMS / WhatsApp only with consent or an order-updates opt-in (the demo's
     # customers write on WhatsApp only when they gave WhatsApp consent), and still sent there
-    tracking = [m for m in sent if m.template == "shipping_update"]
+    tracking = [m for m in sent if transactional(m)]
     for message in tracking:
         customer = customers[message.customer_id]
         if message.channel != "email":
@@ -114,3 +116,40 @@ def test_a_short_demo_is_consistent_with_its_database(
                     or getattr(customer, f"order_updates_{message.channel}")
                     or (message.customer_id, message.channel) in opted_out)
     assert {m.channel for m in tracking} == {"email", "sms", "whatsapp"}
+    check_deliveries(printed, result, database)
+
+
+def transactional(message: Message) -> bool:
+    """Order updates: the tracking link and the delivery-care messages (consent rules of
+    their own: e-mail always, SMS / WhatsApp with consent or the order-updates opt-in)."""
+    return message.template == "shipping_update" or message.journey == "delivery-care"
+
+
+def check_deliveries(printed: str, result: dict[str, Any], database: Path) -> None:
+    """The shop sends only shipment.updated; process-events makes the shipments, the orders'
+    shipped / delivered moments and their delivery problems, and the delivery section prints
+    the database's numbers."""
+    assert "Delivery (from the database)" in printed
+    assert "Answers by delivery experience" in printed
+    delivery = result["delivery"]
+    engine = create_engine(f"sqlite:///{database}")
+    with Session(engine) as session:
+        moments = session.execute(select(InboxEvent.type, InboxEvent.event_id).where(
+            InboxEvent.type.in_(["order.shipped", "order.delivered"]))).tuples().all()
+        shipments = session.scalar(select(func.count()).select_from(Shipment))
+        delivered = session.scalar(select(func.count()).select_from(Shipment)
+                                   .where(Shipment.status == "delivered"))
+        problems = session.scalar(select(func.count()).select_from(Order)
+                                  .where(Order.delivery_problem_at.is_not(None)))
+        shipped = session.scalar(select(func.count()).select_from(Order)
+                                 .where(Order.shipped_at.is_not(None)))
+        nps_answers = session.scalar(select(func.count()).select_from(SurveyResponse)
+                                     .where(SurveyResponse.kind == "nps"))
+    # every order.shipped / order.delivered was derived from the carriers' updates
+    assert [i for _, i in moments if not i.startswith("derived:")] == []
+    assert {t for t, _ in moments} == {"order.shipped", "order.delivered"}
+    assert delivery["parcels"] == shipments == sum(delivery["statuses"].values())
+    assert delivery["statuses"]["delivered"] == delivered > 0.8 * shipments
+    assert delivery["problem_orders"].numerator == problems > 0
+    assert delivery["problem_orders"].denominator == shipped
+    assert sum(g.nps.n for g in delivery["by_experience"].values()) == nps_answers > 0
