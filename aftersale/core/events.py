@@ -280,8 +280,8 @@ class ShipmentIn(_Open):
             return data
         if not isinstance(value, str):
             raise ValueError(f"status must be one of {', '.join(sorted(SHIPMENT_STATUSES))}")
-        if value not in _unknown_statuses_logged:
-            _unknown_statuses_logged.add(value)
+        if value[:64] not in _unknown_statuses_logged and len(_unknown_statuses_logged) < 1000:
+            _unknown_statuses_logged.add(value[:64])  # bounded: anyone can post a new word
             log.warning("shipment status '%s' is not one we know; stored as 'unknown'", value)
         return {**data, "status": ShipmentStatus.UNKNOWN.value,
                 "raw_status": data.get("raw_status") or value[:64]}

@@ -68,6 +68,8 @@ def takes_over(current: ShipmentStatus | None, current_at: datetime | None,
         return True
     if current in FINAL_STATUSES or new == ShipmentStatus.UNKNOWN:
         return False
+    if new == ShipmentStatus.LABEL_CREATED and current in MOVING_STATUSES:
+        return False  # a label event reported late (or a second label) does not un-ship it
     if new_at != current_at:
         return new_at > current_at
     return _RANK[new] > _RANK[current]

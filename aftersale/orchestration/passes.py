@@ -34,10 +34,23 @@ log = logging.getLogger(__name__)
 
 def drain_inbox(rt: Runtime, definitions: Definitions, max_batches: int = 1000,
                 due_by: datetime | None = None) -> ProcessCounts:
-    """``due_by``: only events that occurred by then (see ``process_batch``)."""
-    checked = check_parcels(rt, definitions)
+    """``due_by``: only events that occurred by then (see ``process_batch``).
+
+    The clock check runs between two drains: after the carrier updates already in the inbox
+    are applied (a scan waiting there must not let a parcel look stalled or late), and
+    before the drain that applies what it derived."""
     settle_survey_clicks(rt)
-    total = ProcessCounts(stalled=checked.stalled, late=checked.late)
+    total = _batches(rt, definitions, max_batches, due_by)
+    checked = check_parcels(rt, definitions)
+    total.stalled, total.late = total.stalled + checked.stalled, total.late + checked.late
+    if checked.stalled or checked.late:
+        total.add(_batches(rt, definitions, max_batches, due_by))
+    return total
+
+
+def _batches(rt: Runtime, definitions: Definitions, max_batches: int,
+             due_by: datetime | None) -> ProcessCounts:
+    total = ProcessCounts()
     size = rt.settings.batch_size
     for _ in range(max_batches):
         counts = process_batch(rt.factory, definitions, rt.clock, size,

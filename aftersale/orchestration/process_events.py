@@ -31,7 +31,7 @@ def process_batch_task() -> ProcessCounts:
 @task(name="check-parcels", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def check_parcels_task() -> ProcessCounts:
     """Silent or overdue parcels become shipment.stalled / shipment.late in the inbox, for
-    the batches after it (aftersale.pipeline.shipment_checks): one query, once per drain."""
+    the batches after it (aftersale.pipeline.shipment_checks): a few queries, once per drain."""
     rt, definitions = work()
     checked = check_parcels(rt, definitions)
     return ProcessCounts(stalled=checked.stalled, late=checked.late)
@@ -50,8 +50,7 @@ def process_events(max_batches: int = 100, reason: str = "schedule", count: int 
         logger.error("invalid definitions refused, running the last valid set: %s", problem)
     total = ProcessCounts()
 
-    def drain() -> None:
-        drained = check_parcels_task()
+    def batches(drained: ProcessCounts) -> None:
         for _ in range(max_batches):
             counts = process_batch_task()
             drained.add(counts)
@@ -60,6 +59,17 @@ def process_events(max_batches: int = 100, reason: str = "schedule", count: int 
             # order shipped or delivered by its parcels): those are the next batch's.
             if counts.events < rt.settings.batch_size and not counts.derived:
                 break
+
+    def drain() -> None:
+        # The clock check between two drains: after the carrier updates waiting in the
+        # inbox are applied (a waiting scan must not make a parcel look stalled or late),
+        # before the drain that applies what it derived.
+        drained = ProcessCounts()
+        batches(drained)
+        checked = check_parcels_task()
+        drained.add(checked)
+        if checked.stalled or checked.late:
+            batches(drained)
         total.add(drained)
         # Enrolled and resumed journeys may have a step due now: wake dispatch-messages
         # rather than leaving them to its interval.

@@ -69,10 +69,10 @@ from aftersale.db.models import (
 )
 from aftersale.intake.inbox import store_events
 from aftersale.pipeline.contexts import (
-    SHIPMENT_KEY,
     purchases_among,
     segment_context,
     shipment_context,
+    shipment_entry_key,
     shipment_moment,
     stall_concerns,
 )
@@ -865,7 +865,7 @@ class _Applier:
     def _entry_key(journey: Journey, order: Order | None, shipment_id: str | None = None,
                    moment: str | None = None) -> str:
         if journey.reentry == Reentry.ONCE_PER_SHIPMENT_MOMENT and shipment_id and moment:
-            return SHIPMENT_KEY.format(id=shipment_id, moment=moment)
+            return shipment_entry_key(shipment_id, moment)
         if journey.reentry == Reentry.ONCE_PER_CUSTOMER or order is None:
             return "customer"
         return f"order:{order.id}"

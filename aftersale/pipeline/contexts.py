@@ -6,6 +6,7 @@ means the same in a segment rule, a ``when`` and a preview.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -14,11 +15,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aftersale.core.clock import as_utc
 from aftersale.core.events import Event, EventType
 from aftersale.core.journeys.engine import Facts
 from aftersale.core.journeys.model import Journey, StalledAfter
 from aftersale.core.segment_rules import OrderFact, SegmentSet, customer_facts
-from aftersale.core.shipments import is_international
+from aftersale.core.shipments import FINAL_STATUSES, is_international
 from aftersale.db.models import Customer, Enrollment, Order, Shipment, SurveyResponse
 
 PURCHASE_STATUSES = ("placed", "shipped", "delivered")
@@ -94,6 +96,20 @@ def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
 
 
 SHIPMENT_KEY = "shipment:{id}:{moment}"
+# enrollments.entry_key is 140 characters; a shipment id may be 128: a long one is keyed by
+# its hash (the moment, at most 18 characters, must still fit beside it).
+_LONGEST_KEYED_ID = 100
+
+
+def shipment_entry_key(shipment_id: str, moment: str) -> str:
+    """The entry key of a shipment journey's enrollment: once per parcel and moment."""
+    return SHIPMENT_KEY.format(id=_keyed_id(shipment_id), moment=moment)
+
+
+def _keyed_id(shipment_id: str) -> str:
+    if len(shipment_id) <= _LONGEST_KEYED_ID:
+        return shipment_id
+    return "sha256-" + hashlib.sha256(shipment_id.encode()).hexdigest()[:40]
 
 
 def stall_threshold(event: Event) -> int | None:
@@ -117,7 +133,15 @@ def shipment_moment(event: Event, shipment: Shipment | None) -> str | None:
         if data.status is None or (shipment is not None and shipment.status != data.status):
             return None
         return str(data.status)
+    extra = data.model_extra or {}
+    if shipment is not None and (shipment.delivered_at is not None
+                                 or shipment.status in FINAL_STATUSES):
+        return None  # stalled or late, then delivered or returned before it was applied
     if event.type == EventType.SHIPMENT_STALLED:
+        since = extra.get("silent_since")
+        if (shipment is not None and since is not None
+                and as_utc(shipment.last_update_at) > datetime.fromisoformat(str(since))):
+            return None  # the carrier spoke again before the stall was applied
         days = stall_threshold(event)
         return "stalled" if days is None else f"stalled:{days}"
     if event.type == EventType.SHIPMENT_LATE:
@@ -135,7 +159,7 @@ def stall_concerns(journey: Journey, event: Event, international: bool | None,
     per threshold in use (:func:`stall_threshold`): a journey with ``stalled_after`` for the
     parcel's side (domestic or international, as ``shipment.is_international`` says) takes the
     event of its own threshold, the others the settings' one (``default``, or the event's
-    ``default_threshold`` flag). An event without a threshold (one for all) starts them all."""
+    ``shop_threshold`` flag). An event without a threshold (one for all) starts them all."""
     days = stall_threshold(event)
     if event.type != EventType.SHIPMENT_STALLED or days is None:
         return True
@@ -144,15 +168,15 @@ def stall_concerns(journey: Journey, event: Event, international: bool | None,
     own = journey.stalled_after.days(abroad) if journey.stalled_after else None
     if own is not None:
         return own == days
-    if "default_threshold" in extra:
-        return bool(extra["default_threshold"])
+    if "shop_threshold" in extra:
+        return bool(extra["shop_threshold"])
     settings = default.days(abroad) if default is not None else None
     return settings is None or settings == days
 
 
 def moment_of_entry(entry_key: str | None, shipment_id: str) -> str | None:
     """The moment an enrollment's entry key (``shipment:{id}:{moment}``) names, if any."""
-    prefix = SHIPMENT_KEY.format(id=shipment_id, moment="")
+    prefix = shipment_entry_key(shipment_id, "")
     if entry_key is None or not entry_key.startswith(prefix):
         return None
     return entry_key[len(prefix):] or None

@@ -33,6 +33,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, and_, bindparam, false, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from aftersale.core.clock import as_utc
 from aftersale.core.counts import Counts
 from aftersale.core.delivery_clock import (
     StalledAfter,
@@ -117,6 +118,11 @@ def _is_international(shop_country: str | None) -> ColumnElement[bool]:
                 Shipment.destination_country != shop_country)
 
 
+# Not stalled or late, whatever the clock says: waiting for the customer at a pickup point, or
+# already reported as failed (the exception was its problem moment).
+_NOT_TRAVELLING = (ShipmentStatus.READY_FOR_PICKUP.value, ShipmentStatus.EXCEPTION.value)
+
+
 def _may_stall(rules: _Rules, now: datetime) -> ColumnElement[bool]:
     """Silent for at least the smallest threshold in calendar days (there are never fewer of
     them than business days), and not yet raised at the largest, for its scope."""
@@ -131,16 +137,18 @@ def _may_stall(rules: _Rules, now: datetime) -> ColumnElement[bool]:
         scopes.append(and_(scope, Shipment.last_update_at <= now - timedelta(days=min(thresholds)),
                            or_(Shipment.stalled_days.is_(None),
                                Shipment.stalled_days < max(thresholds))))
-    # A parcel waiting at a pickup point is not stuck: it waits for its customer.
-    return and_(Shipment.status != ShipmentStatus.READY_FOR_PICKUP.value, or_(*scopes))
+    # A parcel waiting at a pickup point is not stuck (it waits for its customer), and one the
+    # carrier reported as failed has had its problem moment already.
+    return and_(Shipment.status.not_in(_NOT_TRAVELLING), or_(*scopes))
 
 
 def _may_be_late(now: datetime) -> ColumnElement[bool]:
     """An estimate at or before now that no late was raised for (its day may not be over)."""
     first, latest, late_for = (Shipment.first_estimated_delivery_at,
                                Shipment.estimated_delivery_at, Shipment.late_for)
-    return or_(and_(first <= now, late_for.is_(None)),
-               and_(latest <= now, or_(late_for.is_(None), latest > late_for)))
+    return and_(Shipment.status.not_in(_NOT_TRAVELLING),
+                or_(and_(first <= now, late_for.is_(None)),
+                    and_(latest <= now, or_(late_for.is_(None), latest > late_for))))
 
 
 def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
@@ -161,6 +169,7 @@ def _derive(session: Session, rows: list[Any], rules: _Rules, now: datetime,
         for n in stalled_due(rules.thresholds(abroad), stalled_days, silent):
             events.append(_event(row, EventType.SHIPMENT_STALLED, f"stalled:{n}", now,
                                  days_silent=silent, stalled_after=n,
+                                 silent_since=as_utc(row.last_update_at).isoformat(),
                                  shop_threshold=n == shops, is_international=abroad))
             counts.stalled += 1
             stalled_days = n

@@ -48,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aftersale.config import Settings
 from aftersale.content.render import babel_locale, zone
+from aftersale.core.clock import as_utc
 from aftersale.core.delivery_clock import local_zone
 from aftersale.core.links import Purpose, Signer
 from aftersale.core.scanners import Click, suspect_reason
@@ -216,6 +217,8 @@ def problem_of(status: str, delivered_at: datetime | None, stalled_at: datetime 
         return None
     if status in PROBLEM_STATUSES:
         return status
+    if status == ShipmentStatus.READY_FOR_PICKUP:
+        return None  # it waits for its customer, not for the carrier
     if stalled_at is not None:
         return STALLED
     if late_for is not None or (estimated is not None
@@ -260,17 +263,20 @@ def _load(session: Session, settings: Settings, claims: Claims, now: datetime,
         .where(ShipmentUpdate.shipment_id == shipment.id)
         # Newest first, as carriers show it: the latest news is what the customer came for.
         .order_by(ShipmentUpdate.happened_at.desc(), ShipmentUpdate.id.desc())))
+    # Stalled only while no carrier news came after the clock noticed the silence.
+    still_silent = (shipment.stalled_at if shipment.stalled_at is not None
+                    and as_utc(shipment.last_update_at) <= as_utc(shipment.stalled_at) else None)
     found = Found(
         locale=locale, timezone=tz_name, order_number=order.number or order.id,
         carrier=shipment.carrier, tracking_number=shipment.tracking_number,
         carrier_url=_web_url(shipment.tracking_url or order.tracking_url),
         status=shipment.status,
-        problem=problem_of(shipment.status, shipment.delivered_at, shipment.stalled_at,
+        problem=problem_of(shipment.status, shipment.delivered_at, still_silent,
                            shipment.late_for, shipment.estimated_delivery_at, now, zone(tz_name)),
         estimated=shipment.estimated_delivery_at,
         first_estimated=shipment.first_estimated_delivery_at,
         delivered_at=shipment.delivered_at, updates=updates,
-        silent_since=(shipment.last_update_at if shipment.stalled_at is not None
+        silent_since=(shipment.last_update_at if still_silent is not None
                       and shipment.delivered_at is None else None),
         expired=_expired(settings, claims, shipment, now),
         can_report=_enrollment(session, claims, shipment, message) is not None)
@@ -330,8 +336,8 @@ def _report(settings: Settings, runtime: Runtime, claims: Claims, words: str | N
         if isinstance(loaded, int):
             return loaded
         found, message, shipment = loaded
-        if words is None or found.expired:
-            return found, False
+        if words is None or found.expired or found.problem is None:
+            return found, False  # the form is only offered for a problem
         enrollment_id = _enrollment(session, claims, shipment, message)
         if enrollment_id is None:
             return found, False  # the page offers the shop's help instead (no form)

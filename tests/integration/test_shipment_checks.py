@@ -153,6 +153,24 @@ def test_a_carrier_update_restarts_the_silence(domestic_rt: Runtime) -> None:
     assert "derived:s-tr:stalled:3" in _derived(rt, "stalled")
 
 
+def test_a_scan_waiting_in_the_inbox_is_applied_before_the_clock_looks(
+        domestic_rt: Runtime) -> None:
+    """The check runs between two drains: a scan that reached the inbox while the parcel
+    looked silent is applied first, so no stall (or late) is raised for a parcel that moved."""
+    rt = domestic_rt
+    _ship_to_poland_and_turkey(rt)
+    _tick(rt, local(ISTANBUL, 2026, 4, 3, 16))
+    clock = rt.clock
+    assert isinstance(clock, SimulatedClock)
+    # Wednesday: 3 business days of silence for the last *applied* scan, but the carrier's
+    # Tuesday scan is in the inbox, unapplied, when the drain starts.
+    feed(rt, update("u-tr2", "o-tr", "s-tr", "in_transit", local(ISTANBUL, 2026, 4, 7, 10)))
+    clock.set(local(ISTANBUL, 2026, 4, 8, 16))
+    drain_inbox(rt, rt.definitions(), due_by=clock.now())
+    assert "derived:s-tr:stalled:3" not in _derived(rt, "stalled")
+    assert _order(rt, "o-tr").delivery_problem_at is None
+
+
 def test_delivered_returned_cancelled_and_waiting_parcels_are_never_stalled(
         domestic_rt: Runtime) -> None:
     rt = domestic_rt
@@ -163,7 +181,12 @@ def test_delivered_returned_cancelled_and_waiting_parcels_are_never_stalled(
          update("u-3", "o-3", "s-3", "in_transit", BEGIN + timedelta(hours=1),
                 estimated_delivery_at=(BEGIN + timedelta(days=1)).isoformat()),
          follow("cancelled", "o-3", BEGIN + timedelta(hours=2)),
-         update("u-4", "o-4", "s-4", "ready_for_pickup", BEGIN + timedelta(hours=1)))
+         update("u-4", "o-4", "s-4", "ready_for_pickup", BEGIN + timedelta(hours=1),
+                estimated_delivery_at=(BEGIN + timedelta(days=1)).isoformat()),
+         # reported failed: that was its problem moment, no stall or late on top of it
+         placed("o-5", BEGIN),
+         update("u-5", "o-5", "s-5", "exception", BEGIN + timedelta(hours=1),
+                estimated_delivery_at=(BEGIN + timedelta(days=1)).isoformat()))
     _tick(rt, BEGIN + timedelta(days=12), timedelta(hours=6))
     assert _derived(rt, "stalled") == {} and _derived(rt, "late") == {}
 

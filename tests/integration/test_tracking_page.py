@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from babel.dates import format_date
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -241,15 +243,25 @@ def test_a_problem_shows_what_to_do_and_the_form(
 
 def test_a_missed_delivery_followed_by_silence_tells_both(rt: Runtime, client: TestClient) -> None:
     """Issue 17's story: the headline is the missed delivery, and the page also says since when
-    the carrier has been silent (the clock check set stalled_at), in the customer's zone
-    (Europe/Istanbul: 21:30 UTC is the next day there)."""
-    attempt = datetime(2026, 3, 3, 21, 30, tzinfo=UTC)
+    the carrier has been silent (the clock check set stalled_at), in the customer's zone."""
+    attempt = rt.now() - timedelta(days=4)
     message = shipped(rt, "c-1", locale="en", status="attempted_delivery",
                       updates=[("attempted_delivery", attempt, "No one at home")],
                       stalled_at=rt.now())
     html = client.get(page_link(rt, message)).text
     assert h1(html) == "The carrier could not deliver your parcel"
-    assert "No news from the carrier since Wednesday, March 4, 2026" in html
+    day = format_date(attempt.astimezone(ZoneInfo("Europe/Istanbul")), "full", locale="en")
+    assert f"No news from the carrier since {day}" in html
+
+
+def test_news_after_the_stall_ends_it_on_the_page(rt: Runtime, client: TestClient) -> None:
+    """stalled_at is never cleared; a carrier update after it means the parcel moves again."""
+    message = shipped(rt, "c-1", locale="en", status="in_transit",
+                      updates=[("in_transit", rt.now() + hours(1), "Back on the road")],
+                      stalled_at=rt.now())
+    html = client.get(page_link(rt, message)).text
+    assert h1(html) != "Your parcel has not moved for a few days"
+    assert "No news from the carrier since" not in html
 
 
 def test_a_delivered_parcel_shows_its_day_and_no_estimate(rt: Runtime, client: TestClient) -> None:
@@ -425,6 +437,15 @@ def test_the_form_creates_exactly_one_alert_with_the_customers_words(
     assert len(alerts(rt)) == 1
     # the form posts no click: the visit counts, the report is not a second one
     assert clicks(rt) == []
+
+
+def test_a_post_for_a_parcel_without_a_problem_creates_no_alert(
+        rt: Runtime, client: TestClient) -> None:
+    """The form is offered only for a problem; a post made anyway (an old form, a script)
+    alerts nobody."""
+    message = shipped(rt, "c-1", locale="en")  # in transit, on time
+    assert client.post(page_link(rt, message), data={"words": "Hello?"}).status_code == 200
+    assert alerts(rt) == []
 
 
 def test_a_shipment_takes_a_bounded_number_of_reports(rt: Runtime, client: TestClient) -> None:

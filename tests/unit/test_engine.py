@@ -880,15 +880,15 @@ def test_a_stall_derived_for_a_threshold_starts_only_the_journeys_of_that_thresh
 
     own = shipment_journey()  # stalled_after: {domestic: 2}
     default = journey("journey: d\ntrigger: shipment.stalled\nsteps: [{send: a}]\n")
-    two = stalled(stalled_after=2, days_silent=2, default_threshold=False)
-    three = stalled(stalled_after=3, days_silent=4, default_threshold=True)
+    two = stalled(stalled_after=2, days_silent=2, shop_threshold=False)
+    three = stalled(stalled_after=3, days_silent=4, shop_threshold=True)
     assert stall_concerns(own, two, False) and not stall_concerns(own, three, False)
     assert not stall_concerns(default, two, False) and stall_concerns(default, three, False)
     # abroad the journey has no threshold of its own: it takes the settings' one
     assert stall_concerns(own, three, True) and not stall_concerns(own, two, True)
     # the event says which side the parcel is on, when it knows
     assert not stall_concerns(own, stalled(stalled_after=2, is_international=True,
-                                           default_threshold=False), False)
+                                           shop_threshold=False), False)
     # an event with only the days of silence was derived for them
     assert stall_concerns(own, stalled(days_silent=2), False)
     assert stall_concerns(own, stalled(), False) and stall_concerns(default, stalled(), False)
