@@ -711,6 +711,7 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
             "estimated_delivery_at": datetime(2026, 3, 5, 15, 0, tzinfo=UTC),
             "first_estimated_delivery_at": datetime(2026, 3, 4, 15, 0, tzinfo=UTC),
             "has_estimate": True, "days_late": 1, "days_since_update": 0,
+            "missed_date": None, "new_estimate": datetime(2026, 3, 5, 15, 0, tzinfo=UTC),
             "last_message": "Recipient not at home; a notice was left",
             "status_at": datetime(2026, 3, 4, 11, 0, tzinfo=UTC),
             "last_update_at": datetime(2026, 3, 4, 11, 0, tzinfo=UTC),

@@ -69,12 +69,19 @@ def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
     ``in_transit``, ``stalled:3`` or ``late:2026-03-05``."""
     estimate = shipment.first_estimated_delivery_at or shipment.estimated_delivery_at
     until = shipment.delivered_at or now
+    kind = moment.split(":")[0] if moment else None
+    # A late moment is about the date it missed; a later estimate is the new date (a message
+    # must never promise the date that already passed).
+    missed = (shipment.late_for or shipment.first_estimated_delivery_at) if kind == "late" else None
+    latest = shipment.estimated_delivery_at
+    new_estimate = (latest if latest is not None and (kind != "late" or (
+        missed is not None and as_utc(latest) > as_utc(missed))) else None)
     return {
         "id": shipment.id,
         "status": shipment.status,
         "raw_status": shipment.raw_status,
         # the kind of moment: the status, "stalled" or "late" (the entry key has the detail)
-        "moment": moment.split(":")[0] if moment else None,
+        "moment": kind,
         "carrier": shipment.carrier,
         "tracking_number": shipment.tracking_number,
         "tracking_url": shipment.tracking_url,
@@ -83,6 +90,8 @@ def shipment_context(shipment: Shipment, moment: str | None, now: datetime,
         "estimated_delivery_at": shipment.estimated_delivery_at,
         "first_estimated_delivery_at": shipment.first_estimated_delivery_at,
         "has_estimate": shipment.estimated_delivery_at is not None,
+        "missed_date": missed,  # late moments: the estimated date that passed
+        "new_estimate": new_estimate,  # the estimate still to come, if the carrier gave one
         # calendar days past the first promised date (0 on time), None without a promise
         "days_late": (None if estimate is None
                       else max(0, (until.date() - estimate.date()).days)),

@@ -91,7 +91,8 @@ def test_a_delay_gives_the_new_date_in_the_customers_language_and_time_zone(
 
 def test_a_delay_without_a_new_date_says_the_carrier_has_not_given_one(
         library: ContentLibrary) -> None:
-    ctx = context("delivery_delayed", "en", "delayed", estimated_delivery_at=None)
+    ctx = context("delivery_delayed", "en", "delayed", estimated_delivery_at=None,
+                  new_estimate=None)
     text = library.render("delivery_delayed", "email", "en", ctx).text
     assert "has not given a new date yet" in text and "New estimated delivery" not in text
 
@@ -99,10 +100,19 @@ def test_a_delay_without_a_new_date_says_the_carrier_has_not_given_one(
 def test_a_late_parcel_is_not_promised_the_date_it_already_missed(
         library: ContentLibrary) -> None:
     missed = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
-    ctx = context("delivery_delayed", "en", "late", estimated_delivery_at=missed)
+    # the context (aftersale.pipeline.contexts.shipment_context) gives a late moment the date
+    # it missed, and a new estimate only when the carrier's latest date is still to come
+    ctx = context("delivery_delayed", "en", "late", estimated_delivery_at=missed,
+                  missed_date=missed, new_estimate=None)
     text = library.render("delivery_delayed", "email", "en", ctx).text
     assert "should have reached you by Thursday, March 5, 2026" in text
     assert "New estimated delivery" not in text
+    later = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
+    revised = context("delivery_delayed", "en", "late", estimated_delivery_at=later,
+                      missed_date=missed, new_estimate=later)
+    text = library.render("delivery_delayed", "email", "en", revised).text
+    assert "should have reached you by Thursday, March 5, 2026" in text
+    assert "New estimated delivery: Monday, March 9, 2026" in text
 
 
 def test_a_stall_after_a_missed_delivery_says_the_team_is_on_it(

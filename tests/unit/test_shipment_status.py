@@ -41,3 +41,20 @@ def test_an_entry_key_fits_its_column_and_names_its_moment(moment: str) -> None:
         assert len(key) <= 140
         assert moment_of_entry(key, shipment_id) == moment
     assert shipment_entry_key(long_id, moment) != shipment_entry_key(long_id[:-1] + "y", moment)
+
+
+def test_a_late_moment_names_the_date_it_missed_and_only_a_later_one_as_new() -> None:
+    from aftersale.db.models import Shipment
+    from aftersale.pipeline.contexts import shipment_context
+
+    missed, later = T, T + timedelta(days=3)
+    parcel = Shipment(id="s-1", order_id="o-1", status="in_transit", status_at=EARLIER,
+                      last_update_at=EARLIER, first_estimated_delivery_at=missed,
+                      estimated_delivery_at=missed, late_for=missed)
+    late = shipment_context(parcel, "late:2026-03-02", LATER)
+    assert (late["moment"], late["missed_date"], late["new_estimate"]) == ("late", missed, None)
+    parcel.estimated_delivery_at = later  # the carrier gave a new date, still to come
+    late = shipment_context(parcel, "late:2026-03-02", LATER)
+    assert (late["missed_date"], late["new_estimate"]) == (missed, later)
+    delayed = shipment_context(parcel, "delayed", LATER)
+    assert (delayed["missed_date"], delayed["new_estimate"]) == (None, later)
