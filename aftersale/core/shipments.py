@@ -22,6 +22,9 @@ class ShipmentStatus(StrEnum):
     EXCEPTION = "exception"  # failure, damaged, lost, undeliverable
     RETURNED_TO_SENDER = "returned_to_sender"
     DELIVERED = "delivered"
+    # Not a carrier moment: the shop withdrew the parcel (a Shopify fulfillment cancelled,
+    # usually a wrong label replaced by a new one). It no longer counts for the order.
+    CANCELLED = "cancelled"
     UNKNOWN = "unknown"
 
 
@@ -34,12 +37,13 @@ PROBLEM_STATUSES = frozenset({
     ShipmentStatus.RETURNED_TO_SENDER})
 
 #: A shipment in one of these is done: later carrier words are history, not its status.
-FINAL_STATUSES = frozenset({ShipmentStatus.DELIVERED, ShipmentStatus.RETURNED_TO_SENDER})
+FINAL_STATUSES = frozenset({ShipmentStatus.DELIVERED, ShipmentStatus.RETURNED_TO_SENDER,
+                            ShipmentStatus.CANCELLED})
 
 #: Statuses that mean the parcel has left the shop: the first one is the order's
 #: ``order.shipped`` (a label alone is not a shipment yet).
 MOVING_STATUSES = frozenset(SHIPMENT_STATUSES) - {
-    ShipmentStatus.LABEL_CREATED, ShipmentStatus.UNKNOWN}
+    ShipmentStatus.LABEL_CREATED, ShipmentStatus.UNKNOWN, ShipmentStatus.CANCELLED}
 
 # Ties (two updates stamped with the same time) go to the status further along.
 _RANK = {
@@ -53,6 +57,7 @@ _RANK = {
     ShipmentStatus.EXCEPTION: 7,
     ShipmentStatus.RETURNED_TO_SENDER: 8,
     ShipmentStatus.DELIVERED: 9,
+    ShipmentStatus.CANCELLED: 10,
 }
 
 
@@ -68,6 +73,8 @@ def takes_over(current: ShipmentStatus | None, current_at: datetime | None,
         return True
     if current in FINAL_STATUSES or new == ShipmentStatus.UNKNOWN:
         return False
+    if new == ShipmentStatus.CANCELLED:
+        return True  # the shop's withdrawal wins over any carrier word, whenever reported
     if new == ShipmentStatus.LABEL_CREATED and current in MOVING_STATUSES:
         return False  # a label event reported late (or a second label) does not un-ship it
     if new_at != current_at:

@@ -78,8 +78,10 @@ SHIPMENT_STATUSES: dict[str, ShipmentStatus] = {
     "failure": ShipmentStatus.EXCEPTION,
     "returning_to_sender": ShipmentStatus.RETURNED_TO_SENDER,
 }
-# A fulfillment in one of these states did not leave (or was withdrawn): no event. (A
-# ``shipment_status`` of ``failure`` is the carrier's word and is an ``exception``.)
+# A fulfillment in one of these states did not leave or was withdrawn: its parcel becomes
+# ``cancelled`` (kept, no longer counted for the order: a parcel left open would stall, go
+# late and keep the order from being delivered). A ``shipment_status`` of ``failure`` is the
+# carrier's word and is an ``exception``.
 DEAD_FULFILLMENT = frozenset({"cancelled", "error", "failure"})
 MAX_EVENT_ID = 200
 MAX_MESSAGE = 2000  # the event contract's limit for a carrier's message: longer ones are cut
@@ -219,11 +221,14 @@ def _fulfillment(p: dict[str, Any], received_at: datetime) -> list[Draft]:
     order = {"id": _required_id(p, "order_id")}
     fulfillment_id = _required_id(p, "id")
     status = (_text(p.get("status")) or "").lower()
-    if status in DEAD_FULFILLMENT:
-        log.info("Shopify fulfillment %s of order %s is %s: no event", fulfillment_id,
-                 order["id"], status)
-        return []
     when = _time(p, ("updated_at", "created_at"), received_at)
+    if status in DEAD_FULFILLMENT:
+        log.info("Shopify fulfillment %s of order %s is %s: its parcel is withdrawn",
+                 fulfillment_id, order["id"], status)
+        return [{"type": "shipment.updated", "occurred_at": when, "order": order,
+                 "shipment": {"id": shipment_id(fulfillment_id),
+                              "status": ShipmentStatus.CANCELLED.value, "raw_status": status,
+                              "happened_at": when}}]
     raw = _text(p.get("shipment_status"))
     destination = _text(_dict(p.get("destination")).get("country_code"))
     shipment = {

@@ -137,7 +137,8 @@ def _parcels(end: datetime) -> Select[Any]:
     return (select(a.c.segment, a.c.overall, _count_if(_judged(s, end)).label("judged"),
                    _count_if(and_(_judged(s, end), _on_time(s, end))).label("on_time"))
             .join_from(a, s, s.c.order_id == a.c.order_id)
-            .where(s.c.created_at <= end, s.c.first_estimated_delivery_at.is_not(None))
+            .where(s.c.created_at <= end, s.c.first_estimated_delivery_at.is_not(None),
+                   s.c.status != "cancelled")  # withdrawn by the shop: not a delivery
             .group_by(a.c.segment, a.c.overall))
 
 
@@ -183,7 +184,8 @@ def _orders(end: datetime, dialect: str = "sqlite") -> Select[Any]:
     a, o = anchor_t, orders_t
     s = shipments_t.alias("parcel")
     all_on_time = (select(_all_on_time(s, end))
-                   .where(s.c.order_id == a.c.order_id, s.c.created_at <= end)
+                   .where(s.c.order_id == a.c.order_id, s.c.created_at <= end,
+                          s.c.status != "cancelled")
                    .scalar_subquery())
     grouped = _grouped(end, all_on_time).join_from(a, o, o.c.id == a.c.order_id)
     # OFFSET 0: computed once per anchor, not again where the outer query reads it
@@ -203,7 +205,7 @@ def _orders_postgresql(end: datetime) -> Select[Any]:
     mine = a.alias("mine")  # an order anchoring several segments repeats: min() does not mind
     per_order = (select(s.c.order_id, _all_on_time(s, end).label("all_on_time"))
                  .join_from(s, mine, mine.c.order_id == s.c.order_id)
-                 .where(s.c.created_at <= end)
+                 .where(s.c.created_at <= end, s.c.status != "cancelled")
                  .group_by(s.c.order_id).subquery("per_order"))
     grouped = (_grouped(end, per_order.c.all_on_time)
                .select_from(a.join(o, o.c.id == a.c.order_id)

@@ -725,9 +725,11 @@ class _Applier:
                 "id": shipment.id, "carrier": shipment.carrier,
                 "tracking_number": shipment.tracking_number,
                 "tracking_url": shipment.tracking_url})
-        if (order.delivered_at is None
-                and all(s.status == ShipmentStatus.DELIVERED.value for s in shipments)):
-            delivered = max(s.delivered_at or s.status_at for s in shipments)
+        # A withdrawn parcel (a cancelled fulfillment) no longer counts for the order.
+        parcels = [s for s in shipments if s.status != ShipmentStatus.CANCELLED.value]
+        if (order.delivered_at is None and parcels
+                and all(s.status == ShipmentStatus.DELIVERED.value for s in parcels)):
+            delivered = max(s.delivered_at or s.status_at for s in parcels)
             self.add_derived(order, EventType.ORDER_DELIVERED, min(delivered, latest),
                              {"id": shipment.id})
 

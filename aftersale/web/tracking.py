@@ -391,6 +391,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
             "exception": "Delivery problem",
             "returned_to_sender": "Returned to sender",
             "delivered": "Delivered",
+            "cancelled": "Parcel withdrawn by the shop",
             "unknown": "Carrier update",
         },
         "headlines": {
@@ -403,6 +404,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
             "exception": "There is a problem with your parcel",
             "returned_to_sender": "Your parcel is on its way back to us",
             "delivered": "Your parcel has arrived",
+            "cancelled": "This parcel was replaced: your order goes in another one",
             "unknown": "News about your parcel",
             "stalled": "Your parcel has not moved for a few days",
             "late": "Your parcel is late",
@@ -462,6 +464,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
             "exception": "Teslimat sorunu",
             "returned_to_sender": "Göndericiye iade edildi",
             "delivered": "Teslim edildi",
+            "cancelled": "Gönderi mağaza tarafından iptal edildi",
             "unknown": "Kargo firmasından bilgi",
         },
         "headlines": {
@@ -474,6 +477,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
             "exception": "Kargonuzla ilgili bir sorun var",
             "returned_to_sender": "Paketiniz bize geri dönüyor",
             "delivered": "Kargonuz teslim edildi",
+            "cancelled": "Bu gönderi iptal edildi: siparişiniz başka bir gönderiyle geliyor",
             "unknown": "Kargonuzla ilgili yeni bilgi",
             "stalled": "Kargonuz birkaç gündür ilerlemedi",
             "late": "Kargonuz gecikti",
@@ -535,6 +539,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
             "exception": "Problem z doręczeniem",
             "returned_to_sender": "Zwrócona do nadawcy",
             "delivered": "Doręczona",
+            "cancelled": "Przesyłka anulowana przez sklep",
             "unknown": "Informacja od przewoźnika",
         },
         "headlines": {
@@ -547,6 +552,7 @@ _TEXTS: dict[str, dict[str, Any]] = {
             "exception": "Wystąpił problem z Twoją przesyłką",
             "returned_to_sender": "Przesyłka wraca do nas",
             "delivered": "Przesyłka została doręczona",
+            "cancelled": "Ta przesyłka została zastąpiona: zamówienie przyjdzie w innej",
             "unknown": "Nowe informacje o przesyłce",
             "stalled": "Przesyłka od kilku dni się nie przemieszcza",
             "late": "Przesyłka się spóźnia",

@@ -143,6 +143,24 @@ def test_an_order_is_delivered_when_all_its_shipments_are(rt: Runtime) -> None:
     assert _inbox(rt)["derived:o-1:order.delivered"].status == "processed"
 
 
+def test_a_withdrawn_parcel_no_longer_counts_for_its_order(rt: Runtime) -> None:
+    """A cancelled fulfillment (a wrong label) is kept as ``cancelled``, whatever the carrier
+    said before or after; the order is delivered when its remaining parcels are."""
+    defs = rt.definitions()
+    feed(rt, placed("o-1", START),
+         update("u-a1", "o-1", "s-a", "in_transit", START + days(1)),
+         update("u-b1", "o-1", "s-b", "in_transit", START + days(1)),
+         update("u-a2", "o-1", "s-a", "cancelled", START + days(1.5)),
+         update("u-a3", "o-1", "s-a", "out_for_delivery", START + days(1.7)),
+         update("u-b2", "o-1", "s-b", "delivered", START + days(2)))
+    drain_inbox(rt, defs)
+    with rt.factory() as session:
+        withdrawn = session.get(Shipment, "s-a")
+        assert withdrawn is not None and withdrawn.status == "cancelled"
+    order = _order(rt, "o-1")
+    assert (order.status, order.delivered_at) == ("delivered", START + days(2))
+
+
 def test_a_delivered_without_any_earlier_scan_ships_and_delivers_the_order(rt: Runtime) -> None:
     defs = rt.definitions()
     feed(rt, placed("o-1", START), update("u-1", "o-1", "s-1", "delivered", START + days(2)))

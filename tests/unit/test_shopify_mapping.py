@@ -319,9 +319,14 @@ def test_a_status_shopify_adds_later_is_stored_as_unknown_with_its_word() -> Non
 
 
 @pytest.mark.parametrize("status", ["cancelled", "error", "failure"])
-def test_a_cancelled_or_failed_fulfillment_gives_no_event(status: str) -> None:
+def test_a_cancelled_or_failed_fulfillment_withdraws_its_parcel(status: str) -> None:
+    """Left open, a withdrawn parcel would stall, go late and keep its order from ever being
+    delivered: it becomes ``cancelled`` (no longer counted for the order)."""
     payload = fixture("fulfillments_create")["payload"] | {"status": status}
-    assert to_events("fulfillments/create", payload, "d", RECEIVED) == []
+    [event] = to_events("fulfillments/create", payload, "d", RECEIVED)
+    assert event.shipment is not None
+    assert (event.type, event.shipment.id, event.shipment.status, event.shipment.raw_status) == (
+        "shipment.updated", f"shopify:{payload['id']}", "cancelled", status)
 
 
 def test_tracking_number_wins_over_tracking_numbers() -> None:
