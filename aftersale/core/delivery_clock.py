@@ -117,8 +117,9 @@ def silent_days(since: datetime, now: datetime, calendar: Calendar,
 
 
 @dataclass(frozen=True)
-class StalledAfter:
-    """Business days of silence after which a parcel is stalled."""
+class StallDefaults:
+    """The settings' business days of silence after which a parcel is stalled, both sides
+    given (a journey's own ``stalled_after`` may leave one out: it takes these)."""
 
     domestic: int
     international: int
@@ -127,7 +128,7 @@ class StalledAfter:
         return self.international if international else self.domestic
 
 
-def stalled_thresholds(default: StalledAfter,
+def stalled_thresholds(default: StallDefaults,
                        overrides: Iterable[Any]) -> tuple[frozenset[int], frozenset[int]]:
     """Every threshold some journey waits for, domestic and international: the settings' and
     each journey's ``stalled_after`` (a mapping or an object with ``domestic`` and

@@ -15,7 +15,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aftersale.config import Settings
 from aftersale.core.clock import Clock
-from aftersale.core.delivery_clock import StalledAfter
 from aftersale.core.errors import ConfigError
 from aftersale.db.models import Message
 from aftersale.intake.importer import default_workers
@@ -23,7 +22,7 @@ from aftersale.pipeline.advance import DispatchCounts, advance_due, recover_stal
 from aftersale.pipeline.alerts import deliver_alerts
 from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.definitions import Definitions, recorded
-from aftersale.pipeline.runtime import Runtime, open_runtime, with_settings
+from aftersale.pipeline.runtime import Runtime, open_runtime, stall_defaults, with_settings
 from aftersale.pipeline.send import Rules, send_pending
 from aftersale.pipeline.shipment_checks import CheckCounts, check_shipments
 from aftersale.pipeline.stopping import STOP, graceful, stop_on_sigterm
@@ -70,7 +69,7 @@ def check_parcels(rt: Runtime, definitions: Definitions) -> CheckCounts:
     settings = rt.settings
     return check_shipments(
         rt.factory, definitions.journeys.values(), rt.now(),
-        StalledAfter(settings.stalled_after_days, settings.stalled_after_days_international),
+        definitions.stalled_after or stall_defaults(settings),
         settings.shop_country)
 
 

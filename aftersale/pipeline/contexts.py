@@ -16,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aftersale.core.clock import as_utc
+from aftersale.core.delivery_clock import StallDefaults
 from aftersale.core.events import Event, EventType
 from aftersale.core.journeys.engine import Facts
-from aftersale.core.journeys.model import Journey, StalledAfter
+from aftersale.core.journeys.model import Journey
 from aftersale.core.segment_rules import OrderFact, SegmentSet, customer_facts
 from aftersale.core.shipments import FINAL_STATUSES, is_international
 from aftersale.db.models import Customer, Enrollment, Order, Shipment, SurveyResponse
@@ -163,7 +164,7 @@ def shipment_moment(event: Event, shipment: Shipment | None) -> str | None:
 
 
 def stall_concerns(journey: Journey, event: Event, international: bool | None,
-                   default: StalledAfter | None = None) -> bool:
+                   default: StallDefaults | None = None) -> bool:
     """Whether a ``shipment.stalled`` event starts this journey. The clock check derives one
     per threshold in use (:func:`stall_threshold`): a journey with ``stalled_after`` for the
     parcel's side (domestic or international, as ``shipment.is_international`` says) takes the

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from aftersale.content import ContentLibrary
 from aftersale.core.clock import Clock
+from aftersale.core.delivery_clock import StallDefaults
 from aftersale.core.errors import DefinitionError, Problem
 from aftersale.core.journeys.loader import compile_journey, journey_from_source
-from aftersale.core.journeys.model import Journey, Send, StalledAfter
+from aftersale.core.journeys.model import Journey, Send
 from aftersale.core.segment_rules import SegmentSet, compile_segments
 from aftersale.core.yaml_lines import Located, load_located
 from aftersale.db.models import DefinitionSet, JourneyVersion
@@ -44,7 +45,7 @@ class Definitions:
     # elsewhere is international (``shipment.is_international``). None: all are domestic.
     shop_country: str | None = None
     # The settings' stall thresholds (business days), for journeys without stalled_after.
-    stalled_after: StalledAfter | None = None
+    stalled_after: StallDefaults | None = None
 
     def triggered_by(self, event_type: str) -> list[Journey]:
         """The journeys this event starts (any of their triggers: ``trigger:`` may list

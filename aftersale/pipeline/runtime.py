@@ -17,8 +17,8 @@ from aftersale.channels.ratelimit import RateLimiter
 from aftersale.channels.sandbox import SandboxChannel
 from aftersale.config import Settings
 from aftersale.core.clock import Clock, SystemClock
+from aftersale.core.delivery_clock import StallDefaults
 from aftersale.core.errors import ConfigError, Problem
-from aftersale.core.journeys.model import StalledAfter
 from aftersale.core.links import Links, Signer
 from aftersale.db.migrate import ensure_current
 from aftersale.db.session import make_engine, session_factory
@@ -72,11 +72,13 @@ class Runtime:
 def with_settings(definitions: Definitions, settings: Settings) -> Definitions:
     """What the definitions take from the settings: the shop's country (is a parcel
     international?) and the stall thresholds of journeys without their own."""
-    definitions.shop_country = getattr(settings, "shop_country", None)
-    definitions.stalled_after = StalledAfter(
-        getattr(settings, "stalled_after_days", None),
-        getattr(settings, "stalled_after_days_international", None))
+    definitions.shop_country = settings.shop_country
+    definitions.stalled_after = stall_defaults(settings)
     return definitions
+
+
+def stall_defaults(settings: Settings) -> StallDefaults:
+    return StallDefaults(settings.stalled_after_days, settings.stalled_after_days_international)
 
 
 def link_signer(settings: Settings) -> Signer | None:

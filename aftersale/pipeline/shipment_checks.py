@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.core.clock import as_utc
 from aftersale.core.counts import Counts
 from aftersale.core.delivery_clock import (
-    StalledAfter,
+    StallDefaults,
     calendar_for,
     late_due,
     silent_days,
@@ -68,7 +68,7 @@ def journey_overrides(journeys: Iterable[Journey]) -> list[Any]:
 
 @dataclass(frozen=True)
 class _Rules:
-    default: StalledAfter
+    default: StallDefaults
     domestic: frozenset[int]
     international: frozenset[int]
     shop_country: str | None
@@ -85,7 +85,7 @@ _COLUMNS = (Shipment.id, Shipment.order_id, Shipment.status, Shipment.carrier,
 
 
 def check_shipments(factory: sessionmaker[Session], journeys: Iterable[Journey], now: datetime,
-                    default: StalledAfter, shop_country: str | None = None,
+                    default: StallDefaults, shop_country: str | None = None,
                     page: int = PAGE) -> CheckCounts:
     """Derive every ``shipment.stalled`` and ``shipment.late`` due by ``now``."""
     domestic, international = stalled_thresholds(default, journey_overrides(journeys))

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from aftersale.core.clock import SimulatedClock
-from aftersale.core.delivery_clock import StalledAfter
+from aftersale.core.delivery_clock import StallDefaults
 from aftersale.db.models import Enrollment, InboxEvent, Message, Order, Shipment
 from aftersale.orchestration.passes import drain_inbox
 from aftersale.pipeline.runtime import Runtime, open_runtime
@@ -246,7 +246,7 @@ def test_each_journeys_own_threshold_is_raised_once(domestic_rt: Runtime) -> Non
     _tick(rt, local(WARSAW, 2026, 4, 3, 16), timedelta(hours=12))  # both parcels applied
     eager = SimpleNamespace(triggers=("shipment.stalled",), stalled_after={"domestic": 2})
     other = SimpleNamespace(triggers=("order.placed",), stalled_after={"domestic": 1})
-    default = StalledAfter(3, 5)
+    default = StallDefaults(3, 5)
     when = local(ISTANBUL, 2026, 4, 7, 15)
     counts = check_shipments(rt.factory, [eager, other], when, default)  # type: ignore[list-item]
     assert counts.stalled == 1

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from aftersale.core.delivery_clock import (
-    StalledAfter,
+    StallDefaults,
     business_days_between,
     calendar_for,
     late_due,
@@ -16,6 +16,7 @@ from aftersale.core.delivery_clock import (
     stalled_due,
     stalled_thresholds,
 )
+from aftersale.core.journeys.model import StalledAfter
 from aftersale.core.shipments import is_international
 
 WARSAW, ISTANBUL = ZoneInfo("Europe/Warsaw"), ZoneInfo("Europe/Istanbul")
@@ -98,7 +99,7 @@ def test_domestic_or_international() -> None:
 
 
 def test_each_journeys_threshold_is_its_own_and_the_rest_is_the_setting() -> None:
-    default = StalledAfter(domestic=3, international=5)
+    default = StallDefaults(domestic=3, international=5)
     assert default.days(international=True) == 5
     assert stalled_thresholds(default, []) == ({3}, {5})
     domestic, international = stalled_thresholds(

@@ -893,9 +893,9 @@ def test_a_stall_derived_for_a_threshold_starts_only_the_journeys_of_that_thresh
     assert stall_concerns(own, stalled(days_silent=2), False)
     assert stall_concerns(own, stalled(), False) and stall_concerns(default, stalled(), False)
     # without the flag, the settings' thresholds say which stall is everyone else's
-    from aftersale.core.journeys.model import StalledAfter
+    from aftersale.core.delivery_clock import StallDefaults
 
-    settings = StalledAfter(domestic=3, international=5)
+    settings = StallDefaults(domestic=3, international=5)
     at = {n: stalled(stalled_after=n, days_silent=n) for n in (2, 3, 5)}
     assert [n for n, e in at.items() if stall_concerns(default, e, False, settings)] == [3]
     assert [n for n, e in at.items() if stall_concerns(default, e, True, settings)] == [5]
