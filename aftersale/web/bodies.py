@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from fastapi import Request
 
 
@@ -18,3 +20,13 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_form(request: Request, limit: int) -> dict[str, str] | None:
+    """A url-encoded form as a dict (None past ``limit``). Bytes that are not UTF-8 become
+    replacement characters rather than an error: a form is what a person typed."""
+    body = await read_limited(request, limit)
+    if body is None:
+        return None
+    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True,
+                          encoding="utf-8", errors="replace"))

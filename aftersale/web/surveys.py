@@ -60,7 +60,7 @@ from aftersale.surveys.clicks import (
     record_click,
     settle_due,
 )
-from aftersale.web.bodies import read_limited
+from aftersale.web.bodies import read_form
 from aftersale.web.pages import (
     LANGUAGES,
     accepted_language,
@@ -168,11 +168,9 @@ def surveys_router(settings: Settings, runtime: Runtime) -> APIRouter:
             return _error_page(settings, request, claims)
         if (slow := throttled(request)) is not None:
             return slow
-        body = await read_limited(request, MAX_FORM)  # a comment box is not an upload
-        if body is None:
+        form = await read_form(request, MAX_FORM)  # a comment box is not an upload
+        if form is None:
             return _error_page(settings, request, 413)
-        form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True,
-                              encoding="utf-8", errors="replace"))
         # The form sends the score it was shown with; the URL still carries the clicked one.
         score = _score(form.get("score") or request.query_params.get("score"), claims.kind)
         comment = clean_comment(form.get("comment"))

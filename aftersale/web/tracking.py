@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from babel import Locale
 from babel.dates import format_date, format_skeleton, format_time
@@ -66,7 +66,7 @@ from aftersale.db.models import (
 from aftersale.db.upsert import insert
 from aftersale.pipeline.runtime import Runtime, link_signer
 from aftersale.pipeline.send_outcomes import Delivery, DeliveryKind, apply_deliveries
-from aftersale.web.bodies import read_limited
+from aftersale.web.bodies import read_form
 from aftersale.web.pages import accepted_language, language, render_page, shop_texts, signed_payload
 from aftersale.web.throttle import ClientBuckets, too_fast
 
@@ -122,11 +122,9 @@ def tracking_router(settings: Settings, runtime: Runtime) -> APIRouter:
             return _error_page(settings, request, claims)
         if (slow := throttled(request)) is not None:
             return slow
-        body = await read_limited(request, MAX_FORM)  # a text box is not an upload
-        if body is None:
+        form = await read_form(request, MAX_FORM)  # a text box is not an upload
+        if form is None:
             return _error_page(settings, request, 413)
-        form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True,
-                              encoding="utf-8", errors="replace"))
         words = clean_comment(form.get("words"))
         now = runtime.now()
         try:
