@@ -13,7 +13,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aftersale.orchestration.flow_context import linger, publish_counts, runtime, work, working_with
+from aftersale.orchestration.flow_context import (
+    definitions_for,
+    linger,
+    publish_counts,
+    runtime,
+    work,
+    working_with,
+)
 from aftersale.orchestration.passes import dispatch_due
 from aftersale.pipeline.advance import DispatchCounts
 from aftersale.pipeline.backlog import dispatch_due_now
@@ -35,9 +42,7 @@ def dispatch_messages(max_batches: int = 100, reason: str = "schedule", count: i
     started = time.monotonic()
     logger = get_run_logger()
     rt = runtime()
-    definitions = rt.definitions()
-    for problem in rt.problems:
-        logger.error("invalid definitions refused, running the last valid set: %s", problem)
+    definitions = definitions_for(rt, logger)
     total = DispatchCounts()
 
     def dispatch() -> None:

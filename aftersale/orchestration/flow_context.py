@@ -37,6 +37,15 @@ def runtime() -> Runtime:
     return _injected.get() or open_runtime(load_settings())
 
 
+def definitions_for(rt: Runtime, logger: Any) -> Definitions:
+    """The definition set a run works with. Files refused as invalid are logged as errors on
+    the run (the last valid set runs), so an operator sees them in the Prefect UI."""
+    definitions = rt.definitions()
+    for problem in rt.problems:
+        logger.error("invalid definitions refused, running the last valid set: %s", problem)
+    return definitions
+
+
 @contextmanager
 def working_with(rt: Runtime, definitions: Definitions) -> Iterator[None]:
     """What a flow's tasks work with. Tasks read it from here rather than as parameters:

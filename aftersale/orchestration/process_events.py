@@ -14,7 +14,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aftersale.intake import notify
-from aftersale.orchestration.flow_context import linger, publish_counts, runtime, work, working_with
+from aftersale.orchestration.flow_context import (
+    definitions_for,
+    linger,
+    publish_counts,
+    runtime,
+    work,
+    working_with,
+)
 from aftersale.orchestration.passes import check_parcels, settle_survey_clicks
 from aftersale.pipeline.apply_events import ProcessCounts, process_batch
 from aftersale.pipeline.backlog import inbox_pending
@@ -45,9 +52,7 @@ def process_events(max_batches: int = 100, reason: str = "schedule", count: int 
     started = time.monotonic()
     logger = get_run_logger()
     rt = runtime()
-    definitions = rt.definitions()
-    for problem in rt.problems:
-        logger.error("invalid definitions refused, running the last valid set: %s", problem)
+    definitions = definitions_for(rt, logger)
     total = ProcessCounts()
 
     def batches(drained: ProcessCounts) -> None:
