@@ -341,6 +341,9 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     # A survey asked by SMS/WhatsApp gets at most one "please answer with a number" reply.
     clarified_at: Mapped[datetime | None]
+    # A message split's subject line per locale ("*": every locale), rendered in place of the
+    # template's own; None: the template's.
+    subject_override: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_key", name="uq_message_step"),
@@ -356,9 +359,10 @@ class AlertRecord(Base):
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
+    # None for an alert about no customer (an experiment's decision: ``details`` says which).
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id"))
     step_key: Mapped[str] = mapped_column(String(64))
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
     order_id: Mapped[str | None] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(40))
     details: Mapped[dict[str, Any]]
@@ -506,3 +510,48 @@ class MetricsSnapshot(Base):
     period_to: Mapped[datetime]
     report: Mapped[dict[str, Any]]  # MetricsReport as its JSON schema
 
+
+
+class ExperimentAssignment(Base):
+    """Who got which variant of an experiment: the first random draw per customer, with the
+    experiment's version then. A customer keeps it on re-entry; results count these rows."""
+
+    __tablename__ = "experiment_assignments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    journey: Mapped[str] = mapped_column(String(100))
+    experiment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
+    step_key: Mapped[str] = mapped_column(String(64))
+    assigned_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("journey", "experiment", "customer_id", name="uq_experiment_customer"),
+        Index("ix_experiment_assignments_version", "journey", "experiment", "version",
+              "variant", "assigned_at"),
+        Index("ix_experiment_assignments_customer", "customer_id"),
+    )
+
+
+class ExperimentDecision(Base):
+    """The end of one version of an experiment: a winner the rule found (``winner``), or no
+    difference at the horizon (``no_difference``: the control stays). New arrivals get
+    ``variant`` from then on; the figures are those the decision was taken on."""
+
+    __tablename__ = "experiment_decisions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    journey: Mapped[str] = mapped_column(String(100))
+    experiment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # winner | no_difference
+    variant: Mapped[str] = mapped_column(String(64))  # what new arrivals get
+    decided_at: Mapped[datetime]
+    figures: Mapped[dict[str, Any]]  # the ExperimentResult it was decided on, as JSON
+
+    __table_args__ = (
+        UniqueConstraint("journey", "experiment", "version", name="uq_experiment_decision"),
+    )

@@ -112,7 +112,7 @@ class AlertView:
 
     id: int
     kind: str
-    customer_id: str
+    customer_id: str | None
     name: str
     email: str | None
     phone: str | None

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from aftersale.core.experiments import Choice, Experiment, Variant
 from aftersale.core.journeys.model import (
     Alert,
     End,
@@ -20,6 +21,7 @@ from aftersale.core.journeys.model import (
     Jump,
     OnTimeout,
     Send,
+    Split,
     Test,
     Wait,
     WaitFor,
@@ -52,6 +54,9 @@ class Facts:
 
     context: Mapping[str, Any]
     seen: Mapping[str, datetime] = field(default_factory=dict)
+    # The variant this enrollment gets at each of the journey's experiments, by experiment
+    # name (``aftersale.core.experiments.choose``); the adapter fills it for every experiment.
+    variants: Mapping[str, Choice] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class SendAction:
     step_key: str
     template: str
     channels: tuple[str, ...]
+    # A message split's subject line per locale ("*": all); None: the template's own.
+    subject: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,19 @@ class Skip:
     reason: str
 
 
-Action = SendAction | AlertAction | Skip
+@dataclass(frozen=True)
+class Assigned:
+    """The enrollment reached an experiment and got ``variant``. The adapter records it (once
+    per customer and experiment) when ``randomized``; a decided winner is not an assignment."""
+
+    step_key: str
+    experiment: str
+    version: str
+    variant: str
+    randomized: bool
+
+
+Action = SendAction | AlertAction | Skip | Assigned
 
 
 @dataclass(frozen=True)
@@ -110,8 +129,18 @@ def advance(journey: Journey, position: Position, facts: Facts, now: datetime) -
             continue
         match step:
             case Send():
-                actions.append(SendAction(step.key, step.template, step.channels))
+                if step.experiment is None:
+                    actions.append(SendAction(step.key, step.template, step.channels))
+                else:
+                    variant = _choose(step.experiment, step.key, facts, actions)
+                    actions.append(SendAction(step.key, variant.template or step.template,
+                                              variant.channels or step.channels,
+                                              variant.subject))
                 pos = Position(pos.pc + 1)
+            case Split():
+                variant = _choose(step.experiment, step.key, facts, actions)
+                assert variant.start is not None, "a path split's variant has steps"
+                pos = Position(variant.start)
             case Alert():
                 actions.append(AlertAction(step.key, step.kind))
                 pos = Position(pos.pc + 1)
@@ -146,6 +175,17 @@ def advance(journey: Journey, position: Position, facts: Facts, now: datetime) -
                 actions.append(Skip(step.key, f"timed out waiting for {step.event}"))
                 pos = Position(pos.pc + 1)
     raise RuntimeError(f"journey {journey.name} did not settle; its program loops")
+
+
+def _choose(experiment: Experiment, step_key: str, facts: Facts, actions: list[Action]
+            ) -> Variant:
+    choice = facts.variants.get(experiment.name)
+    if choice is None:
+        raise KeyError(f"no variant chosen for experiment {experiment.name}: the adapter "
+                       f"must fill Facts.variants for every experiment of the journey")
+    actions.append(Assigned(step_key, experiment.name, experiment.version, choice.variant,
+                            choice.randomized))
+    return experiment.variant(choice.variant)
 
 
 #: Events that describe the state of the enrollment's order: once it has shipped, a later

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from aftersale.core.conditions import Condition
+from aftersale.core.experiments import Experiment
 from aftersale.core.sending_rules import FrequencyCap, QuietHours
 
 
@@ -36,6 +37,9 @@ class Send:
     template: str
     channels: tuple[str, ...]
     when: Condition | None = None
+    # A message split (``variants:`` on the step): each variant may change template,
+    # channels and subject; the engine sends the one the enrollment's choice names.
+    experiment: Experiment | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,22 @@ class Test:
 
 
 @dataclass(frozen=True)
+class Split:
+    """``split:`` step: jump to the start of the chosen variant's steps (``Variant.start``);
+    each path ends with a jump past the last one, like a ``branch`` case."""
+
+    key: str
+    experiment: Experiment
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
 class Jump:
     key: str
     target: int
 
 
-Instruction = Send | Wait | WaitFor | Alert | End | Test | Jump
+Instruction = Send | Wait | WaitFor | Alert | End | Test | Split | Jump
 
 
 @dataclass(frozen=True)
@@ -127,4 +141,12 @@ class Journey:
         return (self.trigger, *self.also_triggered_by)
 
     def templates(self) -> set[str]:
-        return {i.template for i in self.program if isinstance(i, Send)}
+        found = {i.template for i in self.program if isinstance(i, Send)}
+        for experiment in self.experiments():
+            found |= {v.template for v in experiment.variants if v.template}
+        return found
+
+    def experiments(self) -> tuple[Experiment, ...]:
+        """The journey's experiments in program order (message splits and path splits)."""
+        return tuple(i.experiment for i in self.program
+                     if isinstance(i, (Send, Split)) and i.experiment is not None)
