@@ -70,11 +70,13 @@ from aftersale.content.render import (
     Compiler,
     Part,
     Rendered,
+    compile_subject,
     error_line,
     field,
     formatter_for,
     normalize_locale,
     pick_locale,
+    pick_subject,
 )
 from aftersale.core.errors import AftersaleError, DefinitionError, Problem
 from aftersale.core.survey_scales import SURVEY_KINDS, scale
@@ -243,8 +245,11 @@ class ContentLibrary:
 
     # -- rendering
 
-    def render(self, template: str, channel: str, locale: str | None, context: dict) -> Rendered:
-        """Render one message; ``locale`` None means ``customer.locale`` from the context."""
+    def render(self, template: str, channel: str, locale: str | None, context: dict,
+               subject: Mapping[str, str] | None = None) -> Rendered:
+        """Render one message; ``locale`` None means ``customer.locale`` from the context.
+        ``subject``: an experiment variant's subject lines (:func:`pick_subject`), rendered
+        in place of the template's own where one fits the message's locale."""
         tmpl = self._template(template)
         if channel not in tmpl.files[self.default_locale].channels:
             raise UnknownTemplate(f"content template '{template}' has no {channel} message")
@@ -252,7 +257,8 @@ class ContentLibrary:
         resolved = self.resolve_locale(template, requested)
         if channel not in tmpl.files[resolved].channels:
             resolved = self.default_locale  # this language left the channel out
-        return self._render_exact(tmpl, resolved, channel, requested, context, strict=False)
+        return self._render_exact(tmpl, resolved, channel, requested, context, strict=False,
+                                  subject=subject)
 
     def whatsapp_template(self, template: str, locale: str | None, context: dict
                           ) -> tuple[str, dict[str, str]] | None:
@@ -279,21 +285,24 @@ class ContentLibrary:
             raise UnknownTemplate(f"no content template '{name}' in {self.content_dir}") from None
 
     def _render_exact(self, tmpl: _Template, locale: str, channel: str, requested: str | None,
-                      context: Mapping[str, Any], strict: bool) -> Rendered:
+                      context: Mapping[str, Any], strict: bool,
+                      subject: Mapping[str, str] | None = None) -> Rendered:
         parts = tmpl.files[locale].parts
         ctx = self._context(context, requested, locale, tmpl.transactional)
         if channel != "email":
             text = parts[channel].render(ctx, strict).strip()
             return Rendered(None, text, None, locale, tmpl.transactional)
         # A subject is one header line whatever the template's line breaks.
-        subject = " ".join(parts["email.subject"].render(ctx, strict).split())
+        override = pick_subject(subject, locale) if subject else None
+        subject_part = parts["email.subject"] if override is None else compile_subject(override)[0]
+        subject_line = " ".join(subject_part.render(ctx, strict).split())
         text = parts["email.text"].render(ctx, strict).strip()
-        text = self._wrap("txt", locale, ctx, subject, text, strict)
+        text = self._wrap("txt", locale, ctx, subject_line, text, strict)
         html = None
         if "email.html" in parts:
             body = Markup(parts["email.html"].render(ctx, strict).strip())
-            html = self._wrap("html", locale, ctx, subject, body, strict)
-        return Rendered(subject, text, html, locale, tmpl.transactional)
+            html = self._wrap("html", locale, ctx, subject_line, body, strict)
+        return Rendered(subject_line, text, html, locale, tmpl.transactional)
 
     def _wrap(self, kind: str, locale: str, ctx: dict[str, Any], subject: str, body: str,
               strict: bool) -> str:

@@ -397,3 +397,38 @@ def error_line(exc: BaseException, names: Collection[str]) -> tuple[str, int] | 
 def formatter_for(requested: str | None, content_locale: str, tz_name: str | None) -> Formatter:
     return Formatter(babel_locale(requested, content_locale), zone(tz_name))
 
+
+# --- a variant's subject line ---------------------------------------------------------------
+# A message split may give a variant its own subject (``subject:`` in the journey YAML, one text
+# or one per locale). It is marketer text like the template's subject: compiled in the same
+# sandbox and rendered with the same context in place of it.
+
+#: The key of a subject for every locale without its own.
+ANY_LOCALE = "*"
+
+
+def pick_subject(subjects: Mapping[str, str], locale: str) -> str | None:
+    """The subject for a message written in ``locale`` (the text's language, not the
+    customer's wish: a German customer reading the English text gets the English subject):
+    its own entry, else the ``"*"`` one, else None (the template's own subject)."""
+    by_locale = {normalize_locale(key) or key: text for key, text in subjects.items()}
+    for candidate in locale_candidates(locale):
+        if candidate in by_locale:
+            return by_locale[candidate]
+    return subjects.get(ANY_LOCALE)
+
+
+@lru_cache(maxsize=1)
+def _subject_compiler() -> Compiler:
+    return Compiler()
+
+
+@lru_cache(maxsize=512)
+def compile_subject(text: str) -> tuple[Part, tuple[StaticIssue, ...]]:
+    """A variant's subject compiled once per text; raises
+    :class:`jinja2.TemplateSyntaxError`. The issues are what ``aftersale validate`` reports
+    for a template's own subject (an unknown name, a private attribute)."""
+    part, issues = _subject_compiler().compile(text, "variant subject", "<journey>", 1,
+                                               CONTEXT_KEYS)
+    return part, tuple(issues)
+

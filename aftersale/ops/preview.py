@@ -6,11 +6,17 @@ days after it was placed and arrives three days later, and that surveys go unans
 A journey started by a parcel's moment previews with the order's latest shipment (a sample
 one in transit if it has none), entering on that moment; its parcel is assumed to get a
 carrier update two days later.
+
+A journey with experiments previews the variant this customer would get at each of them, and
+says why (the rules of :func:`aftersale.core.experiments.choose`: the winner named in the YAML,
+the decided winner of the current version, the variant assigned to them before, or the hash),
+with what that variant sends; the timeline then follows that variant. Nothing is recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,8 +29,10 @@ from sqlalchemy import select
 
 from aftersale.core.channel_choice import Contact, choose_channel
 from aftersale.core.events import SHIPMENT_EVENTS, EventType
+from aftersale.core.experiments import Experiment
 from aftersale.core.journeys.engine import (
     AlertAction,
+    Assigned,
     Facts,
     Position,
     SendAction,
@@ -32,8 +40,9 @@ from aftersale.core.journeys.engine import (
     Status,
     advance,
 )
-from aftersale.core.journeys.model import Journey
+from aftersale.core.journeys.model import Journey, Send
 from aftersale.db.models import Customer, Order, Shipment
+from aftersale.pipeline.assignments import Assignments
 from aftersale.pipeline.contexts import segment_context, shipment_context
 from aftersale.pipeline.runtime import Runtime
 from aftersale.pipeline.send import render_context
@@ -54,6 +63,23 @@ class Entry:
     channel: str | None = None
     subject: str | None = None
     text: str = ""
+    variant: str | None = None  # the experiment variant this message belongs to
+
+
+@dataclass(frozen=True)
+class VariantNote:
+    """The variant the customer would get at one experiment, why, and what it sends."""
+
+    experiment: str
+    kind: str  # message | path
+    step: str
+    variant: str
+    why: str
+    # A message split's variant: its template and channels (the step's where it keeps them)
+    # and its own subject lines, if any. None for a path split (its steps are the timeline).
+    template: str | None = None
+    channels: tuple[str, ...] = ()
+    subject: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,7 @@ class Timeline:
     segment: str | None
     entries: list[Entry]
     outcome: str
+    variants: list[VariantNote] = field(default_factory=list)
 
 
 def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
@@ -79,6 +106,9 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
         context = segment_context(session, customer, order, definitions.segments, start) \
             if customer_id else _sample_context(customer, order)
         shipment = _shipment_of(session, journey, order, start, customer_id is not None)
+        experiments = Assignments.load(session, [customer.id] if customer_id else [], [journey])
+    notes = [_variant_note(journey, e, customer.id, experiments) for e in journey.experiments()]
+    variants = experiments.choices(journey, customer.id)
     segment = definitions.segments.assign(context)
     zone = ZoneInfo(customer.timezone or "UTC")
     seen_at = {"order.placed": start, "order.shipped": start + SHIP_AFTER,
@@ -96,10 +126,13 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
     context["order"]["has_guide"] = has_guide
     for _ in range(200):
         seen = {event: when for event, when in seen_at.items() if when <= now}
-        outcome = advance(journey, position, Facts(context, seen), now)
+        outcome = advance(journey, position, Facts(context, seen, variants), now)
         for action in outcome.actions:
-            entries.append(_entry(action, now.astimezone(zone), customer, order, definitions, rt,
-                                  context.get("shipment")))
+            if isinstance(action, Assigned):
+                continue  # said once, in the variant notes
+            entry = _entry(action, now.astimezone(zone), customer, order, definitions, rt,
+                           context.get("shipment"))
+            entries.append(replace(entry, variant=_variant_of(entry.step, notes)))
         last = outcome.actions[-1] if outcome.actions else None
         if isinstance(last, SendAction) and responses:
             # An assumed answer arrives an hour after the survey that asks for it.
@@ -115,7 +148,31 @@ def preview_journey(rt: Runtime, journey_name: str, customer_id: str | None,
         if outcome.due_at is None and next_event is None:
             break
         now = min(t for t in (outcome.due_at, next_event) if t is not None)
-    return Timeline(journey.name, customer.id, segment, entries, outcome_text)
+    return Timeline(journey.name, customer.id, segment, entries, outcome_text, notes)
+
+
+def _variant_note(journey: Journey, experiment: Experiment, customer_id: str,
+                  experiments: Assignments) -> VariantNote:
+    choice = experiments.choice(journey, experiment, customer_id)
+    why = experiments.why(journey, experiment, customer_id)
+    variant = experiment.variant(choice.variant)
+    if experiment.kind != "message":
+        return VariantNote(experiment.name, experiment.kind, experiment.step_key, variant.name,
+                           why)
+    step = next(i for i in journey.program
+                if isinstance(i, Send) and i.experiment is not None
+                and i.experiment.name == experiment.name)
+    return VariantNote(experiment.name, experiment.kind, experiment.step_key, variant.name, why,
+                       variant.template or step.template, variant.channels or step.channels,
+                       variant.subject)
+
+
+def _variant_of(step: str, notes: list[VariantNote]) -> str | None:
+    """The variant a timeline step belongs to (its send step's, or the path it lies on)."""
+    for note in notes:
+        if step == note.step or step.startswith(f"{note.step}."):
+            return f"{note.experiment}: {note.variant}"
+    return None
 
 
 def _entry(action: object, local: datetime, customer: Customer, order: Order,
@@ -146,7 +203,8 @@ def _entry(action: object, local: datetime, customer: Customer, order: Order,
                      text=f"{action.template} not sent: {choice.reason}")
     context = render_context(customer, order, "preview", action.template, choice.channel,
                              transactional, definitions, rt.links(), shipment)
-    rendered = content.render(action.template, choice.channel, customer.locale, context)
+    rendered = content.render(action.template, choice.channel, customer.locale, context,
+                              action.subject)
     return Entry(local, action.step_key, "send", choice.channel, rendered.subject, rendered.text)
 
 
@@ -230,10 +288,14 @@ def _sample_context(customer: Customer, order: Order) -> dict[str, Any]:
 def print_timeline(console: Console, timeline: Timeline) -> None:
     console.print(f"[bold]{timeline.journey}[/] for customer {timeline.customer} "
                   f"(segment: {timeline.segment or 'none - would not enter'})")
+    for note in timeline.variants:
+        console.print(_describe(note), highlight=False)
     for entry in timeline.entries:
         when = entry.at.strftime("%a %d %b %Y %H:%M %Z")
         if entry.kind == "send":
             title = f"{when} · step {entry.step} · {entry.channel}"
+            if entry.variant:
+                title += f" · {entry.variant}"
             body = Text()
             if entry.subject:
                 body.append(entry.subject + "\n\n", style="bold")
@@ -243,3 +305,15 @@ def print_timeline(console: Console, timeline: Timeline) -> None:
             console.print(Text(f"{when} · step {entry.step} · {entry.kind}: {entry.text}"))
     console.print(f"outcome: {timeline.outcome}")
 
+
+
+def _describe(note: VariantNote) -> str:
+    split = "message split" if note.kind == "message" else "path split"
+    line = (f"experiment {note.experiment} ({split} at step {note.step}): variant "
+            f"{note.variant}, {note.why}")
+    if note.template is not None:
+        line += f"; sends {note.template} by {', '.join(note.channels)}"
+    if note.subject:
+        subjects = ", ".join(f"{locale}: {text!r}" for locale, text in note.subject.items())
+        line += f"; subject {subjects}"
+    return line

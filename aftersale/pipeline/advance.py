@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,8 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from aftersale.core.clock import Clock
 from aftersale.core.counts import Counts
 from aftersale.core.events import SHIPMENT_EVENTS
+from aftersale.core.experiments import Choice
 from aftersale.core.journeys.engine import (
     AlertAction,
+    Assigned,
     Facts,
     Outcome,
     Position,
@@ -54,6 +56,7 @@ from aftersale.db.models import (
     SurveyResponse,
 )
 from aftersale.db.session import rowcount
+from aftersale.pipeline.assignments import Assignments
 from aftersale.pipeline.contexts import (
     enrollment_facts,
     responses_by_customer,
@@ -78,6 +81,7 @@ class DispatchCounts(Counts):
     failed: int = 0
     not_prepared: int = 0  # of deferred: preparing or rendering raised (see sending)
     advance_errors: int = 0  # enrollments whose step raised; they are tried again an hour later
+    assigned: int = 0  # customers given a variant of an experiment for the first time
     retried: int = 0
     unknown: int = 0
     released: int = 0  # claimed by a sender that stopped before calling the provider: queued again
@@ -133,6 +137,7 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         shipments = by_id(session, Shipment, {e.shipment_id for e in rows if e.shipment_id})
         parcels = _parcels_awaited(session, rows)
         answers = responses_by_customer(session, set(customers))
+        experiments = Assignments.load(session, set(customers), _journeys(versions, rows))
         for enrollment in rows:
             counts.advanced += 1
             customer, order = customers[enrollment.customer_id], orders.get(enrollment.order_id)
@@ -140,16 +145,39 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
             try:
                 journey = versions.get(enrollment.journey_version_id)
                 facts = _facts(session, enrollment, customer, order, given, definitions, now,
+                               experiments.choices(journey, customer.id),
                                shipments.get(enrollment.shipment_id or ""),
                                parcels.get(enrollment.order_id or "", []))
                 outcome = advance(journey, _position(enrollment), facts, now)
+                # Another dispatcher drew this customer first, differently: theirs holds, so
+                # advance again with it. Each refusal puts one more stored draw in the map,
+                # so this ends once the journey's experiments are all known.
+                while not experiments.record(session, journey.name, customer.id,
+                                             enrollment.id, outcome, now):
+                    facts = replace(facts, variants=experiments.choices(journey, customer.id))
+                    outcome = advance(journey, _position(enrollment), facts, now)
             except SQLAlchemyError:
                 raise  # the database's trouble, not this enrollment's: the batch runs again
             except Exception as exc:  # noqa: BLE001 - one enrollment must not block the rest
                 _could_not_advance(enrollment, exc, now, counts)
                 continue
             _apply(session, enrollment, journey, customer, outcome, facts, given, now, counts)
+        counts.assigned = experiments.recorded
     return counts
+
+
+def _journeys(versions: VersionCache, rows: Sequence[Enrollment]) -> list[Journey]:
+    """The journey versions of the batch that compile; one that does not fails its own
+    enrollments when they advance."""
+    found = []
+    for version_id in {e.journey_version_id for e in rows}:
+        try:
+            found.append(versions.get(version_id))
+        except SQLAlchemyError:
+            raise
+        except Exception:  # noqa: BLE001 - reported by the enrollment's own advance
+            continue
+    return found
 
 
 RETRY_BROKEN_AFTER = timedelta(hours=1)
@@ -196,14 +224,16 @@ def _parcels_awaited(session: Session, rows: Sequence[Enrollment]) -> dict[str, 
 
 def _facts(session: Session, enrollment: Enrollment, customer: Customer, order: Order | None,
            answers: list[SurveyResponse], definitions: Definitions, now: datetime,
-           shipment: Shipment | None = None, parcels: Sequence[Shipment] = ()) -> Facts:
+           variants: Mapping[str, Choice], shipment: Shipment | None = None,
+           parcels: Sequence[Shipment] = ()) -> Facts:
     has_guide = (bool(definitions.content.guides_for(order.items, customer.locale or "en"))
                  if order is not None else None)
     facts = enrollment_facts(session, enrollment, customer, order, definitions.segments, now,
                              answers, has_guide=has_guide, shipment=shipment,
                              shop_country=definitions.shop_country, parcels=parcels)
     # shop.yaml's switches ("arriving today" messages on or off) for `when` conditions
-    return replace(facts, context={**facts.context, "shop": definitions.content.shop_switches()})
+    return replace(facts, context={**facts.context, "shop": definitions.content.shop_switches()},
+                   variants=variants)
 
 
 def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer: Customer,
@@ -217,7 +247,8 @@ def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer:
                     id=new_message_id(), enrollment_id=enrollment.id, step_key=action.step_key,
                     customer_id=customer.id, journey=journey.name, template=action.template,
                     channels=list(action.channels), status="pending", created_at=now,
-                    due_at=now, attempts=0))
+                    due_at=now, attempts=0,
+                    subject_override=dict(action.subject) if action.subject else None))
                 counts.queued += 1
             case AlertAction():
                 latest = next((a for a in reversed(answers)
@@ -235,6 +266,8 @@ def _apply(session: Session, enrollment: Enrollment, journey: Journey, customer:
                 counts.alerts += 1
             case Skip():
                 counts.steps_skipped += 1
+            case Assigned():
+                pass  # stored before the outcome was applied (Assignments.record)
     enrollment.pc = outcome.position.pc
     enrollment.wait_until = outcome.position.wait_until
     enrollment.waiting_for = outcome.position.waiting_for

@@ -20,6 +20,11 @@ Erased (NULL, or ``[erased]`` where a column may not be empty):
 Kept, because metrics count them and none of it says who the person is: every row and its ids,
 times, statuses, scores, totals, items, segments, holdout flags, referrals and referral clicks;
 locale and country (coarse, reports group by them); the referral code (derived from the id).
+Experiment assignments (``experiment_assignments``: ids, the variant, its version and time)
+are kept like the holdout flag: an experiment's results count them, and dropping a forgotten
+customer's would shrink one variant's denominator after the fact while their outcomes (kept
+orders and scores) still count elsewhere. A variant's own subject lines on a message
+(``subject_override``) are the marketer's text, not the customer's, and stay too.
 
 Kept on purpose: an *active* suppression (bounce, STOP, unsubscribe) keeps its address, unlinked
 from the customer. An opt-out must keep holding when the same address comes back (a new order

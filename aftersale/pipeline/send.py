@@ -198,7 +198,9 @@ class _Batch:
                 self._defer(message, allowed, "frequency cap")
                 return None
         context = context_for(choice.channel)
-        rendered = content.render(message.template, choice.channel, customer.locale, context)
+        # A message split's variant may bring its own subject line (rendered alike).
+        rendered = content.render(message.template, choice.channel, customer.locale, context,
+                                  message.subject_override)
         if capped is not None:  # only once it rendered: a message that fails here is not sent
             self.recent[(customer.id, choice.channel)].append(self.now)
         use_template = choice.channel == "whatsapp" and approved is not None
