@@ -293,7 +293,7 @@ class ContentLibrary:
             text = parts[channel].render(ctx, strict).strip()
             return Rendered(None, text, None, locale, tmpl.transactional)
         # A subject is one header line whatever the template's line breaks.
-        override = pick_subject(subject, locale) if subject else None
+        override = pick_subject(subject, locale, requested) if subject else None
         subject_part = parts["email.subject"] if override is None else compile_subject(override)[0]
         subject_line = " ".join(subject_part.render(ctx, strict).split())
         text = parts["email.text"].render(ctx, strict).strip()

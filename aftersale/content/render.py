@@ -407,12 +407,16 @@ def formatter_for(requested: str | None, content_locale: str, tz_name: str | Non
 ANY_LOCALE = "*"
 
 
-def pick_subject(subjects: Mapping[str, str], locale: str) -> str | None:
-    """The subject for a message written in ``locale`` (the text's language, not the
-    customer's wish: a German customer reading the English text gets the English subject):
-    its own entry, else the ``"*"`` one, else None (the template's own subject)."""
+def pick_subject(subjects: Mapping[str, str], locale: str, requested: str | None = None
+                 ) -> str | None:
+    """The subject for a message written in ``locale`` to a customer who asked for
+    ``requested``: the most specific entry in the text's language (``pl_PL`` for a Polish
+    customer reading the ``pl`` text; a German customer reading the English text gets the
+    English subject), else the ``"*"`` one, else None (the template's own subject)."""
     by_locale = {normalize_locale(key) or key: text for key, text in subjects.items()}
-    for candidate in locale_candidates(locale):
+    language = locale.split("_")[0]
+    mine = [c for c in locale_candidates(requested) if c.split("_")[0] == language]
+    for candidate in [*mine, *locale_candidates(locale)]:
         if candidate in by_locale:
             return by_locale[candidate]
     return subjects.get(ANY_LOCALE)
