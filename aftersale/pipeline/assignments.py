@@ -28,7 +28,6 @@ from aftersale.core.journeys.engine import Assigned, Outcome
 from aftersale.core.journeys.model import Journey
 from aftersale.db.lookup import in_chunks
 from aftersale.db.models import ExperimentAssignment, ExperimentDecision
-from aftersale.db.session import rowcount
 from aftersale.db.upsert import insert
 
 Key = tuple[str, str, str]  # (journey, experiment, customer id)
@@ -104,14 +103,15 @@ class Assignments:
             key = (journey, action.experiment, customer_id)
             if key in self.assigned:  # a first draw exists: it is the one that counts
                 continue
-            stored = rowcount(session.execute(
+            # RETURNING, not the row count: psycopg reports -1 for an INSERT ... ON CONFLICT.
+            stored = session.execute(
                 insert(session, ExperimentAssignment).values(
                     journey=journey, experiment=action.experiment, version=action.version,
                     variant=action.variant, customer_id=customer_id,
                     enrollment_id=enrollment_id, step_key=action.step_key, assigned_at=now)
-                .on_conflict_do_nothing(index_elements=["journey", "experiment",
-                                                        "customer_id"])))
-            if stored:
+                .on_conflict_do_nothing(index_elements=["journey", "experiment", "customer_id"])
+                .returning(ExperimentAssignment.id)).first()
+            if stored is not None:
                 self.assigned[key] = action.variant
                 self.recorded += 1
                 continue
