@@ -170,25 +170,24 @@ def evaluate(arms: Sequence[Arm], min_per_variant: int, horizon_reached: bool,
     each = alpha / len(variants)
     comparisons = tuple(compare(control, arm, min_per_variant, each)
                         for arm in variants if arm.n and control.n)
-    with_data = [arm for arm in arms if arm.mean is not None]
-    # max() keeps the first of equal means: the control leads a tie.
-    leader = max(with_data, key=lambda arm: arm.mean or 0.0).name if with_data else None
+    # The first of equal means leads (the control leads a tie); None before any data.
+    leader, best = None, -math.inf
+    for arm in arms:
+        if arm.n and arm.total / arm.n > best:
+            leader, best = arm.name, arm.total / arm.n
     smallest = min(arm.n for arm in arms)
-
-    def result(state: State, winner: str | None = None) -> Evaluation:
-        return Evaluation(state, leader, winner, comparisons, min_per_variant, smallest,
-                          control.name)
-
+    state, winner = State.RUNNING, None
     if smallest >= min_per_variant:
         above = [c for c in comparisons if c.low > 0]
         if above:
-            return result(State.WINNER, max(above, key=lambda c: c.difference).variant)
-        if all(c.high < 0 for c in comparisons):
-            return result(State.WINNER, control.name)
-    if horizon_reached:
-        return result(State.NO_DIFFERENCE)
-    return result(State.COLLECTING if smallest < min_per_variant else State.RUNNING)
-
+            state, winner = State.WINNER, max(above, key=lambda c: c.difference).variant
+        elif all(c.high < 0 for c in comparisons):
+            state, winner = State.WINNER, control.name
+    else:
+        state = State.COLLECTING
+    if horizon_reached and state is not State.WINNER:
+        state = State.NO_DIFFERENCE
+    return Evaluation(state, leader, winner, comparisons, min_per_variant, smallest, control.name)
 
 def _points(value: float) -> str:
     # round first, then + 0.0: a rounded -0.04 must read "+0.0", not "-0.0" (as metrics/stats)
