@@ -18,7 +18,7 @@ The interval is the normal-mixture one, the inverted mixture sequential probabil
   confidence sequences", Annals of Statistics 49(2):1055-1080 (the normal-mixture boundary and
   the rule that tunes it to be tightest at a chosen size).
 - Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas (2024), "Time-uniform central limit theory and
-  asymptotic confidence sequences", Annals of Statistics 52(6) (arXiv:2103.06476): the same
+  asymptotic confidence sequences", Annals of Statistics 52(6):2613-2640: the same
   boundary with the variance estimated from the data stays valid asymptotically.
 
 With d̂ = mean(variant) - mean(control), V = s²_A/n_A + s²_B/n_B and mixing variance τ², the
@@ -102,7 +102,6 @@ class Evaluation:
     comparisons: tuple[Comparison, ...]
     needed: int  # min_per_variant
     smallest: int  # the fewest units any variant has
-    control: str = ""  # arms[0]'s name, so the verdict can name it
 
     def comparison(self, variant: str) -> Comparison | None:
         return next((c for c in self.comparisons if c.variant == variant), None)
@@ -187,7 +186,7 @@ def evaluate(arms: Sequence[Arm], min_per_variant: int, horizon_reached: bool,
         state = State.COLLECTING
     if horizon_reached and state is not State.WINNER:
         state = State.NO_DIFFERENCE
-    return Evaluation(state, leader, winner, comparisons, min_per_variant, smallest, control.name)
+    return Evaluation(state, leader, winner, comparisons, min_per_variant, smallest)
 
 def _points(value: float) -> str:
     # round first, then + 0.0: a rounded -0.04 must read "+0.0", not "-0.0" (as metrics/stats)
@@ -205,13 +204,11 @@ def _flipped(comparison: Comparison) -> Comparison:
 
 def _lead(evaluation: Evaluation, goal_words: str) -> tuple[str, Comparison] | None:
     """(sentence start, interval) for the leader: a variant against the control, or the
-    control against the closest variant."""
+    control (the leader without a comparison of its own) against the closest variant."""
     if evaluation.leader is None:
         return None
-    if evaluation.leader != evaluation.control:
-        own = evaluation.comparison(evaluation.leader)
-        if own is None:
-            return None
+    own = evaluation.comparison(evaluation.leader)
+    if own is not None:
         return f"{evaluation.leader} leads by {_points(own.difference)} points of {goal_words}", own
     if not evaluation.comparisons:
         return None
@@ -230,14 +227,15 @@ def verdict(evaluation: Evaluation, goal_words: str) -> str:
         return (f"{evaluation.leader} leads; no decision yet: "
                 f"{evaluation.smallest} of {evaluation.needed} needed")
     lead = _lead(evaluation, goal_words)
-    if state is State.WINNER and evaluation.winner is not None:
-        if evaluation.winner == evaluation.control:
-            closest = _flipped(max(evaluation.comparisons, key=lambda c: c.difference))
-            return (f"{evaluation.winner} wins: {_points(closest.difference)} points of "
-                    f"{goal_words} over {closest.variant} ({_ci(closest)})")
+    if state is State.WINNER and evaluation.winner is not None and evaluation.comparisons:
         won = evaluation.comparison(evaluation.winner)
-        assert won is not None  # a winner was judged on its comparison
-        return f"{evaluation.winner} wins: {_points(won.difference)} points of {goal_words} ({_ci(won)})"
+        if won is not None:
+            return (f"{evaluation.winner} wins: {_points(won.difference)} points of {goal_words} "
+                    f"({_ci(won)})")
+        # the control: it has no comparison of its own, so say by how much it beat the closest
+        closest = _flipped(max(evaluation.comparisons, key=lambda c: c.difference))
+        return (f"{evaluation.winner} wins: {_points(closest.difference)} points of "
+                f"{goal_words} over {closest.variant} ({_ci(closest)})")
     if state is State.NO_DIFFERENCE:
         text = "no difference detected at the horizon"
         if evaluation.leader is None:

@@ -8,6 +8,7 @@ import pytest
 
 from aftersale.core.sequential import (
     Arm,
+    Comparison,
     Evaluation,
     State,
     compare,
@@ -230,10 +231,19 @@ def test_nps_smoothing_treats_all_promoters_and_all_detractors_alike() -> None:
 def test_the_sentences_use_the_metrics_sign_convention_and_never_say_minus_zero() -> None:
     nearly_equal = Evaluation(State.RUNNING, "b", None,
                               (compare(Arm.rate("a", 100, 1000), Arm.rate("b", 100, 1000), 300, 0.05),),
-                              300, 1000, "a")
+                              300, 1000)
     text = verdict(nearly_equal, GOAL)
     assert "-0.0" not in text and "−" not in text  # ASCII minus, as metrics/stats.py prints
     assert "+0.0 points" in text
+
+
+def test_the_verdict_reads_an_evaluation_rebuilt_from_stored_figures() -> None:
+    # results code may rebuild an Evaluation from a decision's JSON: the control is the one
+    # name without a comparison of its own
+    stored = Evaluation(State.WINNER, "guide", "guide",
+                        (Comparison("offer", -4.0, -7.1, -0.9), Comparison("video", -2.5, -5.0, -0.2)),
+                        300, 900)
+    assert verdict(stored, "NPS") == "guide wins: +2.5 points of NPS over video (95% CI +0.2 to +5.0)"
 
 
 def test_a_tie_is_led_by_the_control() -> None:
