@@ -65,6 +65,8 @@ PATH_VARIANT_KEYS = ("name", "weight", "steps")
 #: A split inside a split's path is fine; deeper nesting is a tree nobody can read results of.
 MAX_SPLIT_DEPTH = 1
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|\d{3}))?$")
+_GOAL_HINT = ("goal: repeat_purchase within 60d, nps, csat, response_rate or click, the last "
+              "four optionally with 'within 14d'")
 _EXPERIMENT_EXAMPLE = ("e.g. experiment: {name: tutorial_offer, goal: repeat_purchase within 30d, "
                        "min_per_variant: 300, max_days: 120, winner: manual}")
 
@@ -202,7 +204,9 @@ class _Compiler:
             if "template" in entry and (not isinstance(template, str)
                                         or not _NAME.match(template)):
                 self.problem((*vloc, "template"), "template needs a template name such as "
-                             "'product_tutorial_offer'")
+                             "'product_tutorial_offer'",
+                             "the name of a folder in content/; leave it out to send the "
+                             "step's own template")
                 template = None
             own = (self.channels(entry["channels"], (*vloc, "channels"))
                    if "channels" in entry else None)
@@ -391,7 +395,7 @@ class _Compiler:
             try:
                 goal = parse_goal(spec["goal"])
             except ValueError as exc:
-                self.problem((*eloc, "goal"), str(exc))
+                self.problem((*eloc, "goal"), str(exc), _GOAL_HINT)
         counts = {field_: self.whole(spec, field_, eloc)
                   for field_ in ("min_per_variant", "max_days") if field_ in spec}
         names = [v.name for v in variants]
