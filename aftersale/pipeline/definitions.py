@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aftersale.content import ContentLibrary, normalize_locale
+from aftersale.content import ContentLibrary
+from aftersale.content.render import locale_candidates
 from aftersale.core.clock import Clock
 from aftersale.core.delivery_clock import StallDefaults
 from aftersale.core.errors import DefinitionError, Problem
@@ -149,12 +150,13 @@ def _check_content(doc: Located, content: ContentLibrary, template: str,
 
 def _check_subject(doc: Located, content: ContentLibrary, subject: Mapping[str, str] | None,
                    loc: tuple[Any, ...]) -> list[Problem]:
-    """A variant's subject per locale names locales the content is written in."""
+    """A variant's subject per locale names locales the content is written in (``pl_PL`` is
+    fine for content in ``pl``: that is where its customers' messages come from)."""
     known = content.locales()
     return [doc.problem((*loc, locale), f"no content is written in locale '{locale}'",
                         f"the content has {', '.join(sorted(known))}")
             for locale in (subject or {})
-            if locale != "*" and normalize_locale(locale) not in known]
+            if locale != "*" and not known.intersection(locale_candidates(locale))]
 
 
 def _send_steps(journey: Journey, doc: Located) -> list[tuple[Send, tuple[Any, ...]]]:

@@ -193,12 +193,11 @@ class _Compiler:
                          "template: other_template}]")
             return None
         self.nesting(loc, "variants on a send step")
+        count = len(self.problems)
         entries = self.variant_entries(step["variants"], (*loc, "variants"),
                                        MESSAGE_VARIANT_KEYS, "a message")
-        if entries is None:
-            return None
         variants: list[Variant] = []
-        for index, (entry, name, weight) in enumerate(entries):
+        for index, entry, name, weight in entries:
             vloc: Loc = (*loc, "variants", index)
             template = entry.get("template")
             if "template" in entry and (not isinstance(template, str)
@@ -214,7 +213,8 @@ class _Compiler:
                        if "subject" in entry else None)
             variants.append(Variant(name, weight, template=template, channels=own,
                                     subject=subject))
-        return self.experiment(step, loc, key, "message", variants)
+        experiment = self.experiment(step, loc, key, "message", variants)
+        return experiment if len(self.problems) == count else None
 
     def split(self, value: Any, step: dict[str, Any], loc: Loc, key: str) -> None:
         """``split:`` (named paths of steps) + ``experiment:``: compiled like a branch, each
@@ -225,16 +225,15 @@ class _Compiler:
             self.problem(loc, "a split step needs an 'experiment:' that says what its paths "
                          "are compared on", _EXPERIMENT_EXAMPLE)
         self.nesting(loc, "a split")
+        count = len(self.problems)
         entries = self.variant_entries(value, vloc, PATH_VARIANT_KEYS, "a path")
-        if entries is None:
-            return
         at = len(self.program)
         self.program.append(Jump(key, target=-1))  # the Split, once its paths are compiled
-        starts: list[int] = []
+        variants: list[Variant] = []
         jumps: list[int] = []
         self.split_depth += 1
-        for index, (entry, name, _) in enumerate(entries):
-            starts.append(len(self.program))
+        for index, entry, name, weight in entries:
+            variants.append(Variant(name, weight, start=len(self.program)))
             ploc: Loc = (*vloc, index)
             if "steps" not in entry:
                 self.problem(ploc, f"path '{name}' has no steps",
@@ -247,11 +246,9 @@ class _Compiler:
         after = len(self.program)
         for jump_at in jumps:
             self.program[jump_at] = Jump(self.program[jump_at].key, target=after)
-        variants = [Variant(name, weight, start=start)
-                    for (_, name, weight), start in zip(entries, starts, strict=True)]
         if "experiment" in step:
             experiment = self.experiment(step, loc, key, "path", variants)
-            if experiment is not None:
+            if experiment is not None and len(self.problems) == count:
                 self.program[at] = Split(key, experiment)
 
     def nesting(self, loc: Loc, what: str) -> None:
@@ -261,23 +258,23 @@ class _Compiler:
                          "move this experiment up a level, or make it a separate journey")
 
     def variant_entries(self, value: Any, loc: Loc, keys: tuple[str, ...], kind: str
-                        ) -> list[tuple[dict[str, Any], str, float]] | None:
-        """The variants' mappings with their names and weights (percent; equal when none is
-        given), or None after reporting what is wrong."""
+                        ) -> list[tuple[int, dict[str, Any], str, float]]:
+        """Each variant mapping's index, mapping, name and weight (percent; equal when none is
+        given). Whatever is wrong is reported; the caller goes on checking the rest (the paths'
+        steps, the experiment) so that a file shows all its problems at once, and compiles
+        nothing if any was found."""
         if not isinstance(value, list) or len(value) < 2:
             found = len(value) if isinstance(value, list) else 0
             self.problem(loc, f"an experiment needs at least 2 variants (found {found})",
                          "the first variant is the control the others are compared to")
-            return None
-        entries: list[tuple[dict[str, Any], str, float]] = []
+        listed = value if isinstance(value, list) else []
+        entries: list[tuple[int, dict[str, Any], str, float]] = []
         seen: set[str] = set()
         weights: list[float | None] = []
-        ok = True
-        for index, entry in enumerate(value):
+        for index, entry in enumerate(listed):
             eloc: Loc = (*loc, index)
             if not isinstance(entry, dict):
                 self.problem(eloc, "a variant must be a mapping with 'name' and 'weight'")
-                ok = False
                 continue
             for extra in set(entry) - set(keys):
                 self.problem((*eloc, extra), f"unknown field '{extra}' in {kind} variant",
@@ -285,41 +282,33 @@ class _Compiler:
             name = entry.get("name")
             if "name" not in entry:
                 self.problem(eloc, "a variant needs a name", "add e.g. 'name: control'")
-                ok = False
             elif not isinstance(name, str) or not _NAME.match(name):
                 self.problem((*eloc, "name"), f"bad variant name '{name}'",
                              "use lowercase letters, digits, - and _, starting with a letter")
-                ok = False
             elif name in RESERVED_VARIANT_NAMES:
                 self.problem((*eloc, "name"), f"'{name}' cannot name a variant: 'winner: "
                              f"{name}' means the {name} rule", "choose another name")
-                ok = False
             elif name in seen:
                 self.problem((*eloc, "name"), f"two variants are named '{name}'",
                              "give each variant its own name")
-                ok = False
             else:
                 seen.add(name)
             weight = self.weight(entry["weight"], (*eloc, "weight")) if "weight" in entry else None
-            if "weight" in entry and weight is None:
-                ok = False
-            weights.append(weight)
-            entries.append((entry, str(name), 0.0))
-        if not ok:
-            return None
+            weights.append(weight if "weight" in entry else None)
+            entries.append((index, entry, str(name), 0.0))
         given = [w for w in weights if w is not None]
-        if given and len(given) != len(weights):
+        written = sum(1 for _, entry, _, _ in entries if "weight" in entry)
+        if written and written != len(entries):
             self.problem(loc, "give every variant a weight, or none (an equal split)",
                          "e.g. weight: 50% on each")
-            return None
-        if not given:
-            return [(e, n, 100 / len(entries)) for e, n, _ in entries]
-        total = sum(given)
-        if abs(total - 100) > 1e-6:
-            self.problem(loc, f"the variants' weights add up to {total:g}%, not 100%",
+        elif not written:
+            return [(i, e, n, 100 / len(entries)) for i, e, n, _ in entries]
+        elif len(given) == len(entries) and abs(sum(given) - 100) > 1e-6:
+            self.problem(loc, f"the variants' weights add up to {sum(given):g}%, not 100%",
                          "make them add up to 100%, e.g. 50% and 50%")
-            return None
-        return [(e, n, w) for (e, n, _), w in zip(entries, given, strict=True)]
+        if len(given) != len(entries):
+            return entries  # reported above; the weights are never used
+        return [(i, e, n, w) for (i, e, n, _), w in zip(entries, given, strict=True)]
 
     def weight(self, value: Any, loc: Loc) -> float | None:
         """``50%`` or ``50``: percent of the customers reaching the experiment."""
