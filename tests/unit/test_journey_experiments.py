@@ -216,8 +216,7 @@ def test_a_subject_may_be_given_per_locale():
     assert variant.subject == {"en": "A gift", "tr": "Bir hediye", "pl_PL": "Prezent"}
 
 
-def test_a_message_split_inside_a_path_and_a_split_one_level_deep_are_allowed():
-    text = """\
+NESTED = """\
         journey: t
         trigger: order.placed
         steps:
@@ -235,7 +234,10 @@ def test_a_message_split_inside_a_path_and_a_split_one_level_deep_are_allowed():
                     experiment: {name: inner_path, goal: click, min_per_variant: 10, max_days: 10}
             experiment: {name: outer, goal: csat within 20d, min_per_variant: 10, max_days: 10}
         """
-    journey = compiled(text)
+
+
+def test_a_message_split_inside_a_path_and_a_split_one_level_deep_are_allowed():
+    journey = compiled(NESTED)
     assert [(e.name, e.step_key, e.kind) for e in journey.experiments()] == [
         ("outer", "0", "path"), ("inner_message", "0.0.0", "message"),
         ("inner_path", "0.1.0", "path")]
@@ -680,6 +682,12 @@ def test_weights_out_of_range_are_each_reported_even_when_they_add_up_to_100():
         (6, "weight 120% is more than 100%"), (7, "weight -20 is negative")]
 
 
+@pytest.mark.parametrize("winner", ["[a]", "{a: 1}", "true", "3"])
+def test_a_winner_of_another_kind_is_a_problem_not_a_crash(winner):
+    text = edit(BAD_INPUTS["winner not a variant"][0], "winner: c  #!", f"winner: {winner}  #!")
+    assert "is not auto, manual or a variant" in the_problem(text).message
+
+
 def test_a_split_with_when_says_why_it_cannot_have_one():
     problem = the_problem(BAD_INPUTS["when on a split"][0])
     assert "first path" in problem.message
@@ -917,3 +925,50 @@ def test_validate_checks_each_variants_template_channels_and_subject_locales(tmp
         (13, "no content is written in locale 'de'"),
         (21, "unknown template 'missing_too'"),
     ], [str(p) for p in problems]
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+JUNK = [None, True, 0, -1, 1.5, "", "x", "auto", [], {}, [1], {"a": 1}, [{"name": "k"}], "nan",
+        float("nan"), "50%", {"en": None}]
+
+
+def _places(value, at=()):
+    yield at
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, inner in items:
+        yield from _places(inner, (*at, key))
+
+
+def test_any_value_anywhere_in_an_experiment_is_a_problem_never_a_crash():
+    import copy
+    import random
+
+    from aftersale.core.yaml_lines import Located
+
+    nested = compiled(NESTED).source["steps"]
+    base = {**compiled(MESSAGE_SPLIT).source, "steps": [
+        *compiled(MESSAGE_SPLIT).source["steps"], *compiled(PATH_SPLIT).source["steps"],
+        *nested]}
+    assert compile_journey(Located(PATH, base))[1] == []
+    places = [p for p in _places(base) if p]
+    rnd = random.Random(18)
+    for _ in range(1_500):
+        data = copy.deepcopy(base)
+        for _ in range(rnd.randint(1, 3)):
+            *outer, last = rnd.choice(places)
+            try:
+                target = data
+                for key in outer:
+                    target = target[key]
+                if rnd.random() < 0.2 and isinstance(target, dict):
+                    del target[last]
+                else:
+                    target[last] = copy.deepcopy(rnd.choice(JUNK))
+            except (KeyError, IndexError, TypeError):
+                pass  # an earlier change removed or replaced the place
+        journey, problems = compile_journey(Located(PATH, data))
+        assert (journey is None) == bool(problems)
+        for experiment in journey.experiments() if journey else ():
+            assert sum(v.weight for v in experiment.variants) == pytest.approx(100)

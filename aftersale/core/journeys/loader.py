@@ -387,10 +387,11 @@ class _Compiler:
                 self.problem((*eloc, "goal"), str(exc), _GOAL_HINT)
         counts = {field_: self.whole(spec, field_, eloc)
                   for field_ in ("min_per_variant", "max_days") if field_ in spec}
-        names = [v.name for v in variants]
+        names = [v.name for v in variants
+                 if _NAME.match(v.name) and v.name not in RESERVED_VARIANT_NAMES]
         winner = spec.get("winner", WinnerRule.MANUAL.value)
         chosen = None
-        if winner in RESERVED_VARIANT_NAMES:
+        if isinstance(winner, str) and winner in RESERVED_VARIANT_NAMES:
             rule = WinnerRule(winner)
         elif isinstance(winner, str) and winner in names:
             rule, chosen = WinnerRule.MANUAL, winner
