@@ -38,7 +38,7 @@ from aftersale.pipeline.alerts import deliver_alerts
 from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import days
-from tests.integration.test_alerts import ALERT_EMAIL, Receiver, make_rt, receiver  # noqa: F401
+from tests.integration.test_alerts import ALERT_EMAIL, Receiver, make_rt, receiver  # noqa: F401 - fixtures
 
 NOW = START + days(40)
 _ids = itertools.count(1)
@@ -262,7 +262,7 @@ def _decided_at_the_horizon(rt: Runtime, exp: Experiment) -> None:
 
 
 def test_a_decision_is_stored_once_per_version_with_one_alert_by_email_and_webhook(
-        make_rt: Any, receiver: Receiver) -> None:
+        make_rt: Any, receiver: Receiver) -> None:  # noqa: F811 - test_alerts' fixtures
     rt = make_rt(alert_email=ALERT_EMAIL, alert_webhook_url=receiver.url)
     exp = experiment("offer", "repeat_purchase within 30d", rule=WinnerRule.AUTO,
                      min_per_variant=3, max_days=35)
