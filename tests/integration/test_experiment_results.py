@@ -7,10 +7,12 @@ e-mail (the sandbox) and webhook (a local receiver), and ``aftersale experiments
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +40,7 @@ from aftersale.pipeline.alerts import deliver_alerts
 from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import days
+from tests.integration.helpers import aftersale
 from tests.integration.test_alerts import ALERT_EMAIL, Receiver, make_rt, receiver  # noqa: F401 - fixtures
 
 NOW = START + days(40)
@@ -92,13 +95,13 @@ class Seed:
                                   created_at=START, updated_at=START))
         self.session.flush()
         self.order(cid, START - days(1), oid)
-        enrollment = Enrollment(journey="onboarding", journey_version_id=self.version.id,
+        enrollment = Enrollment(journey=exp.journey, journey_version_id=self.version.id,
                                 customer_id=cid, order_id=oid, entry_key=oid, segment="all",
                                 holdout=False, status="active", enrolled_at=START - days(1))
         self.session.add(enrollment)
         self.session.flush()
         self.session.add(ExperimentAssignment(
-            journey="onboarding", experiment=exp.name, version=version or exp.version,
+            journey=exp.journey, experiment=exp.name, version=version or exp.version,
             variant=variant, customer_id=cid, enrollment_id=enrollment.id,
             step_key=exp.step_key, assigned_at=at))
         self.session.flush()
@@ -358,3 +361,72 @@ def test_a_clear_winner_is_decided_and_new_arrivals_get_it(rt: Runtime,
     assert goal_of(result) == {"a": (10, 150), "b": (60, 150)}
     assert (result.state, result.winner) == ("winner", "b")
     assert result.decision is not None and result.decision.figures["state"] == "winner"
+
+
+SPLIT_JOURNEY = """\
+journey: tutorial_test
+trigger: order.placed
+steps:
+  - send: product_tutorial
+    channels: [email]
+    variants:
+      - name: guide
+        weight: 50%
+      - name: guide_and_offer
+        weight: 50%
+        template: product_tutorial_offer
+    experiment:
+      name: tutorial_offer
+      goal: repeat_purchase within 30d
+      min_per_variant: 300
+      max_days: 120
+      winner: auto
+"""
+
+
+def test_the_experiments_command_prints_json_and_a_table_and_decides_nothing(
+        rt: Runtime, cli_env: dict[str, str], definitions_dirs: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    journeys, _ = definitions_dirs
+    (journeys / "tutorial_test.yaml").write_text(SPLIT_JOURNEY, encoding="utf-8")
+    [exp] = rt.definitions().journeys["tutorial_test"].experiments()
+    # The command reads the wall clock: 40 days ago, every 30-day window has closed and the
+    # 120-day horizon is far.
+    assigned_at = datetime.now(UTC) - days(40)
+    with rt.factory() as session, session.begin():
+        seed = Seed(session)
+        for variant, buyers in (("guide", 1), ("guide_and_offer", 2)):
+            for i in range(3):
+                cid, _ = seed.assigned(exp, variant, assigned_at)
+                if i < buyers:
+                    seed.order(cid, assigned_at + days(3))
+
+    result = aftersale("experiments", "--format", "json", "--journey", "tutorial_test",
+                       env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["schema_version"] == 1
+    [found] = data["experiments"]
+    assert (found["journey"], found["experiment"], found["version"], found["rule"]) == (
+        "tutorial_test", "tutorial_offer", exp.version, "auto")
+    assert found["goal"] == "repeat purchase within 30 days"
+    assert [(v["name"], v["weight"], v["control"], v["assigned"]) for v in found["variants"]] == [
+        ("guide", 50.0, True, 3), ("guide_and_offer", 50.0, False, 3)]
+    assert [v["goal"] for v in found["variants"]] == [
+        {"value": 33.3, "numerator": 1, "denominator": 3, "promoters": None, "detractors": None},
+        {"value": 66.7, "numerator": 2, "denominator": 3, "promoters": None, "detractors": None}]
+    assert found["variants"][0]["vs_control"] is None
+    assert set(found["variants"][1]["vs_control"]) == {"difference", "ci_low", "ci_high"}
+    assert found["state"] == "collecting" and "300" in found["verdict"]
+    assert found["decision"] is None
+
+    table = aftersale("experiments", env=cli_env, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "tutorial_test / tutorial_offer" in table.stdout and "Verdict: " in table.stdout
+    assert "66.7% (2/3)" in table.stdout
+    with rt.factory() as session:
+        assert session.scalars(select(ExperimentDecision)).all() == []  # read-only
+
+    unknown = aftersale("experiments", "--journey", "nope", env=cli_env, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("unknown journey 'nope'; journeys: ")
