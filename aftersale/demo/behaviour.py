@@ -28,6 +28,10 @@ from aftersale.demo.shop import Persona
 PURCHASE_LIFT: tuple[tuple[str, float], ...] = (
     ("winback", 0.22),
     ("personal_checkin", 0.14),
+    # The onboarding experiment's variant: the same guides and a 10% code for the next order,
+    # valid 30 days; it must beat the plain tutorial clearly enough for the demo's experiment
+    # (goal: repeat purchase within 30 days) to reach a decision within its months.
+    ("tutorial_offer", 0.40),
     ("tutorial", 0.16),
     ("referral", 0.06),
     ("followup", 0.05),

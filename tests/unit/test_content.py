@@ -20,6 +20,7 @@ CONTENT = Path(__file__).resolve().parents[2] / "content"
 EXPECTED_CHANNELS = {
     "shipping_update": {"email", "sms", "whatsapp"},
     "product_tutorial": {"email", "whatsapp"},
+    "product_tutorial_offer": {"email", "whatsapp"},
     "csat_checkin": {"email", "sms", "whatsapp"},
     "ces_checkin": {"email", "sms"},
     "nps_survey": {"email", "sms", "whatsapp"},
