@@ -16,7 +16,6 @@ from aftersale.core.durations import parse_duration
 from aftersale.core.errors import ConfigError, DefinitionError
 
 if TYPE_CHECKING:
-    from aftersale.metrics.experiments import ExperimentsReport
     from aftersale.pipeline.runtime import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -296,7 +295,7 @@ def experiments(
     and clicks, the goal, the difference to the control with its always-valid 95% interval,
     and the verdict (or the decision taken). Read-only: winners are decided by the
     compute-metrics flow, not by this command."""
-    from aftersale.metrics.experiments import experiment_results
+    from aftersale.metrics.experiments import experiment_results, print_table
     from aftersale.pipeline.runtime import open_runtime
 
     if format not in ("table", "json"):
@@ -313,29 +312,7 @@ def experiments(
     if format == "json":
         sys.stdout.write(results.to_json() + "\n")
         return
-    _print_experiments(results)
-
-
-def _print_experiments(results: ExperimentsReport) -> None:
-    from rich.table import Table
-
-    from aftersale.metrics.experiments import COLUMNS, rows, title
-
-    if not results.experiments:
-        out.print("No experiment in the current journeys.")
-    for result in results.experiments:
-        table = Table(title=title(result), title_justify="left")
-        for i, column in enumerate(COLUMNS):
-            table.add_column(column, justify="left" if i == 0 else "right")
-        for row in rows(result):
-            table.add_row(*row)
-        out.print(table)
-        out.print(f"Verdict: {result.verdict}", highlight=False)
-        if result.decision is not None:
-            d = result.decision
-            out.print(f"Decision: {d.outcome}, {d.variant} for everyone new, "
-                      f"{d.decided_at:%Y-%m-%d %H:%M} UTC (version {d.version})", highlight=False)
-        out.print()
+    print_table(out, results)
 
 
 def _metrics_inputs(from_text: str | None, to_text: str | None, segments: list[str] | None

@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -411,3 +413,23 @@ def markdown(report: ExperimentsReport) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
         lines += ["", f"**Verdict:** {result.verdict}", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def print_table(console: Console, report: ExperimentsReport) -> None:
+    """``aftersale experiments``: per experiment a table, the verdict and the decision."""
+    if not report.experiments:
+        console.print("No experiment in the current journeys.")
+    for result in report.experiments:
+        table = Table(title=title(result), title_justify="left")
+        for i, column in enumerate(COLUMNS):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in rows(result):
+            table.add_row(*row)
+        console.print(table)
+        console.print(f"Verdict: {result.verdict}", highlight=False)
+        if result.decision is not None:
+            d = result.decision
+            console.print(f"Decision: {d.outcome}, {d.variant} for everyone new, decided "
+                          f"{d.decided_at:%Y-%m-%d %H:%M} UTC (version {d.version})",
+                          highlight=False)
+        console.print()
