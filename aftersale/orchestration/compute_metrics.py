@@ -81,6 +81,6 @@ def compute_metrics(start: str | None = None) -> dict[str, Any]:
     definitions = rt.definitions()
     with working_with(rt, definitions):
         summary = compute_task(datetime.fromisoformat(start) if start else None)
-        summary |= experiments_task()
-    logger.info("compute-metrics: %s", summary)
+        experiments = experiments_task()
+    logger.info("compute-metrics: %s; experiments: %s", summary, experiments)
     return summary

@@ -183,7 +183,7 @@ class AlertView:
         return f"{line} ({where})" if where else line
 
     def webhook_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             # Slack shows "text"; other receivers read "alert". Slack ignores keys it does not
             # know, and mrkdwn=false keeps *bold*, _italic_ and the like from a comment literal.
             "text": slack_escape(self.summary()),
@@ -202,9 +202,11 @@ class AlertView:
                 "shipment": None if self.shipment is None else {
                     key: (value.isoformat() if isinstance(value, datetime) else value)
                     for key, value in self.shipment.items()},
-                "experiment": self.experiment,
             },
         }
+        if self.experiment is not None:  # a decision: the receivers of other alerts see no change
+            payload["alert"]["experiment"] = self.experiment
+        return payload
 
 
 def template_for(kind: str, content: ContentLibrary, about_customer: bool = True) -> str:

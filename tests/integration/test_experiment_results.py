@@ -36,12 +36,16 @@ from aftersale.db.models import (
 )
 from aftersale.metrics.experiment_decisions import KIND, decide
 from aftersale.metrics.experiments import ExperimentResult, experiment_results
+from aftersale.metrics.snapshots import EXPERIMENTS_KEY
+from aftersale.orchestration.compute_metrics import compute_metrics
+from aftersale.orchestration.flow_context import using_runtime
 from aftersale.pipeline.alerts import deliver_alerts
 from aftersale.pipeline.runtime import Runtime
 from tests.conftest import START
 from tests.factories import days
 from tests.integration.helpers import aftersale
 from tests.integration.test_alerts import ALERT_EMAIL, Receiver, make_rt, receiver  # noqa: F401 - fixtures
+from tests.integration.test_flows import _latest_artifact
 
 NOW = START + days(40)
 _ids = itertools.count(1)
@@ -430,3 +434,35 @@ def test_the_experiments_command_prints_json_and_a_table_and_decides_nothing(
     unknown = aftersale("experiments", "--journey", "nope", env=cli_env, cwd=tmp_path)
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("unknown journey 'nope'; journeys: ")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_compute_metrics_decides_then_publishes_the_experiments_artifact(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    journeys, _ = definitions_dirs
+    short = SPLIT_JOURNEY.replace("min_per_variant: 300", "min_per_variant: 3").replace(
+        "max_days: 120", "max_days: 35")
+    (journeys / "tutorial_test.yaml").write_text(short, encoding="utf-8")
+    [exp] = rt.definitions().journeys["tutorial_test"].experiments()
+    now = rt.now()
+    with rt.factory() as session, session.begin():
+        seed = Seed(session)
+        for variant in ("guide", "guide_and_offer"):
+            for i in range(6):  # the same outcomes: at the horizon, no difference
+                cid, _ = seed.assigned(exp, variant, now - days(35))
+                if i % 2:
+                    seed.order(cid, now - days(30))
+    with using_runtime(rt):
+        compute_metrics()
+        compute_metrics()  # a second run decides nothing more
+    text = _latest_artifact(EXPERIMENTS_KEY)
+    assert isinstance(text, str)
+    assert "## tutorial_test / tutorial_offer (version " in text
+    assert "| guide_and_offer | 50% | 6 | 0 | 0 | 0 | 50.0% (3/6) |" in text
+    assert f"**Verdict:** decided {now:%Y-%m-%d}: no difference detected at the horizon" in text
+    with rt.factory() as session:
+        [decision] = session.scalars(select(ExperimentDecision)).all()
+        alerts = session.scalars(select(AlertRecord).where(AlertRecord.kind == KIND)).all()
+    assert (decision.outcome, decision.variant, decision.version) == (
+        "no_difference", "guide", exp.version)
+    assert len(alerts) == 1
