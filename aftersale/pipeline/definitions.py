@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aftersale.content import ContentLibrary
+from aftersale.content.render import locale_candidates
 from aftersale.core.clock import Clock
 from aftersale.core.delivery_clock import StallDefaults
 from aftersale.core.errors import DefinitionError, Problem
@@ -116,21 +118,50 @@ def _cross_check(journey: Journey, doc: Located, segments: SegmentSet | None,
                                             f"segments.yaml defines {', '.join(known)}"))
     if content is not None:
         for step, loc in _send_steps(journey, doc):
-            if step.template not in content.templates():
-                problems.append(doc.problem((*loc, "send"), f"unknown template '{step.template}'",
-                                            f"create content/{step.template}/en.yaml"))
+            problems += _check_content(doc, content, step.template, step.channels,
+                                       (*loc, "send"), (*loc, "channels"))
+            if step.experiment is None:
                 continue
-            for i, channel in enumerate(step.channels):
-                if not content.has(step.template, channel):
-                    problems.append(doc.problem(
-                        (*loc, "channels", i),
-                        f"template '{step.template}' has no {channel} content",
-                        f"add '{channel}:' to content/{step.template}/en.yaml or drop the channel"))
-    return problems
+            for i, variant in enumerate(step.experiment.variants):
+                vloc = (*loc, "variants", i)
+                problems += _check_subject(doc, content, variant.subject, (*vloc, "subject"))
+                if variant.template is None and variant.channels is None:
+                    continue  # the step's own template and channels, checked above
+                problems += _check_content(
+                    doc, content, variant.template or step.template,
+                    variant.channels or step.channels,
+                    (*vloc, "template") if variant.template else (*loc, "send"),
+                    (*vloc, "channels") if variant.channels else (*loc, "channels"))
+    # A variant on the step's unknown template would say so again at the same line.
+    return list(dict.fromkeys(problems))
+
+
+def _check_content(doc: Located, content: ContentLibrary, template: str,
+                   channels: tuple[str, ...], template_loc: tuple[Any, ...],
+                   channels_loc: tuple[Any, ...]) -> list[Problem]:
+    """The template exists and has content for each channel it is sent on."""
+    if template not in content.templates():
+        return [doc.problem(template_loc, f"unknown template '{template}'",
+                            f"create content/{template}/en.yaml")]
+    return [doc.problem((*channels_loc, i), f"template '{template}' has no {channel} content",
+                        f"add '{channel}:' to content/{template}/en.yaml or drop the channel")
+            for i, channel in enumerate(channels) if not content.has(template, channel)]
+
+
+def _check_subject(doc: Located, content: ContentLibrary, subject: Mapping[str, str] | None,
+                   loc: tuple[Any, ...]) -> list[Problem]:
+    """A variant's subject per locale names locales the content is written in (``pl_PL`` is
+    fine for content in ``pl``: that is where its customers' messages come from)."""
+    known = content.locales()
+    return [doc.problem((*loc, locale), f"no content is written in locale '{locale}'",
+                        f"the content has {', '.join(sorted(known))}")
+            for locale in (subject or {})
+            if locale != "*" and not known.intersection(locale_candidates(locale))]
 
 
 def _send_steps(journey: Journey, doc: Located) -> list[tuple[Send, tuple[Any, ...]]]:
-    """Map each compiled send back to its YAML location through its key ("3", "7.0.1")."""
+    """Map each compiled send back to its YAML location through its key ("3", "7.0.1"): the
+    parts alternate between a step's index and a branch case's or a split path's index."""
     found = []
     for step in journey.program:
         if isinstance(step, Send):
@@ -139,10 +170,14 @@ def _send_steps(journey: Journey, doc: Located) -> list[tuple[Send, tuple[Any, .
             for depth, part in enumerate(parts):
                 if depth % 2 == 0:
                     loc = (*loc, int(part))
+                    continue
+                outer = doc.data
+                for key in loc:
+                    outer = outer[key]
+                if "split" in outer:
+                    loc = (*loc, "split", int(part), "steps")
                 else:
-                    case = doc.data
-                    for key in (*loc, "branch", int(part)):
-                        case = case[key]
+                    case = outer["branch"][int(part)]
                     loc = (*loc, "branch", int(part), "else" if "else" in case else "then")
             found.append((step, loc))
     return found

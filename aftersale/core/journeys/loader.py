@@ -16,6 +16,7 @@ from aftersale.core.conditions import FIELDS, Condition, ConditionError, parse_c
 from aftersale.core.durations import parse_duration
 from aftersale.core.errors import Problem
 from aftersale.core.events import SHIPMENT_EVENTS, EventType
+from aftersale.core.experiments import Experiment, Variant, WinnerRule, parse_goal
 from aftersale.core.journeys.model import (
     Alert,
     End,
@@ -25,6 +26,7 @@ from aftersale.core.journeys.model import (
     OnTimeout,
     Reentry,
     Send,
+    Split,
     StalledAfter,
     Test,
     Wait,
@@ -44,9 +46,10 @@ ENTRY_ROOTS = (frozenset(FIELDS) | {"segment"}) - {"response"}
 STALLED_AFTER_KEYS = ("domestic", "international")
 _SHIPMENT_ONLY = (f"shipment.* is known only in journeys triggered by "
                   f"{', '.join(SHIPMENT_EVENT_NAMES)}")
-STEP_KINDS = ("send", "wait", "wait_for", "branch", "alert", "end")
+STEP_KINDS = ("send", "wait", "wait_for", "branch", "split", "alert", "end")
 MODIFIERS = {
-    "send": {"channels", "when"},
+    "send": {"channels", "when", "variants", "experiment"},
+    "split": {"experiment"},
     "wait": {"when"},
     "wait_for": {"timeout", "on_timeout", "when"},
     "branch": set(),
@@ -54,6 +57,18 @@ MODIFIERS = {
     "end": {"when"},
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: Words ``winner:`` reads as a rule, so no variant may be called so.
+RESERVED_VARIANT_NAMES = frozenset(r.value for r in WinnerRule)
+EXPERIMENT_KEYS = ("name", "goal", "min_per_variant", "max_days", "winner")
+MESSAGE_VARIANT_KEYS = ("name", "weight", "template", "channels", "subject")
+PATH_VARIANT_KEYS = ("name", "weight", "steps")
+#: A split inside a split's path is fine; deeper nesting is a tree nobody can read results of.
+MAX_SPLIT_DEPTH = 1
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|\d{3}))?$")
+_GOAL_HINT = ("goal: repeat_purchase within 60d, nps, csat, response_rate or click, the last "
+              "four optionally with 'within 14d'")
+_EXPERIMENT_EXAMPLE = ("e.g. experiment: {name: tutorial_offer, goal: repeat_purchase within 30d, "
+                       "min_per_variant: 300, max_days: 120, winner: manual}")
 
 
 @dataclass
@@ -63,6 +78,11 @@ class _Compiler:
     program: list[Instruction] = field(default_factory=list)
     # What step conditions can read: ``shipment`` only in journeys a shipment event starts.
     roots: frozenset[str] = frozenset(FIELDS) | {"segment"}
+    journey: str = ""
+    # How many split paths enclose the steps being compiled now.
+    split_depth: int = 0
+    # Experiment names seen so far, for "used twice".
+    experiment_names: set[str] = field(default_factory=set)
 
     def problem(self, loc: Loc, message: str, hint: str = "") -> None:
         self.problems.append(self.doc.problem(loc, message, hint))
@@ -95,10 +115,16 @@ class _Compiler:
             return False
         kind = kinds[0]
         for extra in set(step) - {kind} - MODIFIERS[kind]:
+            if kind == "split" and extra == "when":
+                self.problem((*loc, extra), "a split step takes no 'when': skipping it would "
+                             "send everyone down the first path",
+                             "put the split inside a branch case, or give the steps of its "
+                             "paths a 'when'")
+                continue
             allowed = ", ".join(sorted(MODIFIERS[kind])) or "nothing else"
             self.problem((*loc, extra), f"unknown field '{extra}' in a {kind} step",
                          f"a {kind} step takes {allowed}")
-        when = self.condition(step.get("when"), (*loc, "when"))
+        when = None if kind == "split" else self.condition(step.get("when"), (*loc, "when"))
         value = step[kind]
         vloc = (*loc, kind)
         if kind == "send":
@@ -117,6 +143,8 @@ class _Compiler:
         elif kind == "end":
             self.program.append(End(key, when))
             return when is None
+        elif kind == "split":
+            self.split(value, step, loc, key)
         else:
             self.branch(value, vloc, key)
         return False
@@ -125,23 +153,269 @@ class _Compiler:
         if not isinstance(template, str) or not _NAME.match(template):
             self.problem((*loc, "send"), "send needs a template name such as 'nps_survey'")
             return
-        channels = step.get("channels", ["email"])
-        if isinstance(channels, str):
-            channels = [channels]
+        channels = self.channels(step.get("channels", ["email"]), (*loc, "channels"))
+        experiment = None
+        if "variants" in step or "experiment" in step:
+            experiment = self.message_split(step, loc, key, channels or ())
+        if channels is not None:
+            self.program.append(Send(key, template, channels, when, experiment))
+
+    def channels(self, value: Any, loc: Loc) -> tuple[str, ...] | None:
+        """A send's (or a variant's) ``channels:``: one name or a list of known ones."""
+        channels = [value] if isinstance(value, str) else value
         if not isinstance(channels, list) or not channels:
-            self.problem((*loc, "channels"), "channels must be a list such as [whatsapp, email]")
-            return
+            self.problem(loc, "channels must be a list such as [whatsapp, email]")
+            return None
         known = True
         for i, channel in enumerate(channels):
             if not isinstance(channel, str) or channel not in CHANNELS:
-                self.problem((*loc, "channels", i), f"unknown channel '{channel}'",
+                self.problem((*loc, i), f"unknown channel '{channel}'",
                              f"use {', '.join(CHANNELS)}")
                 known = False
         if not known:
-            return
+            return None
         if len(set(channels)) != len(channels):
-            self.problem((*loc, "channels"), "a channel is listed twice")
-        self.program.append(Send(key, template, tuple(channels), when))
+            self.problem(loc, "a channel is listed twice")
+        return tuple(channels)
+
+    # -- experiments -----------------------------------------------------------------------
+    def message_split(self, step: dict[str, Any], loc: Loc, key: str,
+                      channels: tuple[str, ...]) -> Experiment | None:
+        """``variants:`` + ``experiment:`` on a send step."""
+        if "experiment" not in step:
+            self.problem((*loc, "variants"), "variants need an 'experiment:' that says what "
+                         "they are compared on", _EXPERIMENT_EXAMPLE)
+            return None
+        if "variants" not in step:
+            self.problem((*loc, "experiment"), "an experiment on a send step needs "
+                         "'variants:' to compare",
+                         "e.g. variants: [{name: a, weight: 50%}, {name: b, weight: 50%, "
+                         "template: other_template}]")
+            return None
+        self.nesting(loc, "variants on a send step")
+        count = len(self.problems)
+        entries = self.variant_entries(step["variants"], (*loc, "variants"),
+                                       MESSAGE_VARIANT_KEYS, "a message")
+        variants: list[Variant] = []
+        for index, entry, name, weight in entries:
+            vloc: Loc = (*loc, "variants", index)
+            template = entry.get("template")
+            if "template" in entry and (not isinstance(template, str)
+                                        or not _NAME.match(template)):
+                self.problem((*vloc, "template"), "template needs a template name such as "
+                             "'product_tutorial_offer'",
+                             "the name of a folder in content/; leave it out to send the "
+                             "step's own template")
+                template = None
+            own = (self.channels(entry["channels"], (*vloc, "channels"))
+                   if "channels" in entry else None)
+            subject = (self.subject(entry["subject"], (*vloc, "subject"), own or channels)
+                       if "subject" in entry else None)
+            variants.append(Variant(name, weight, template=template, channels=own,
+                                    subject=subject))
+        experiment = self.experiment(step, loc, key, "message", variants)
+        return experiment if len(self.problems) == count else None
+
+    def split(self, value: Any, step: dict[str, Any], loc: Loc, key: str) -> None:
+        """``split:`` (named paths of steps) + ``experiment:``: compiled like a branch, each
+        path a block ending in a jump past the last one; the Split instruction jumps to the
+        chosen path's first instruction."""
+        vloc: Loc = (*loc, "split")
+        if "experiment" not in step:
+            self.problem(loc, "a split step needs an 'experiment:' that says what its paths "
+                         "are compared on", _EXPERIMENT_EXAMPLE)
+        self.nesting(loc, "a split")
+        count = len(self.problems)
+        entries = self.variant_entries(value, vloc, PATH_VARIANT_KEYS, "a path")
+        at = len(self.program)
+        self.program.append(Jump(key, target=-1))  # the Split, once its paths are compiled
+        variants: list[Variant] = []
+        jumps: list[int] = []
+        self.split_depth += 1
+        for index, entry, name, weight in entries:
+            variants.append(Variant(name, weight, start=len(self.program)))
+            ploc: Loc = (*vloc, index)
+            if "steps" not in entry:
+                self.problem(ploc, f"path '{name}' has no steps",
+                             "give it 'steps:' with at least one step, e.g. '- wait: 7d'")
+            else:
+                self.block(entry["steps"], (*ploc, "steps"), f"{key}.{index}.")
+            jumps.append(len(self.program))
+            self.program.append(Jump(f"{key}.{index}.done", target=-1))
+        self.split_depth -= 1
+        after = len(self.program)
+        for jump_at in jumps:
+            self.program[jump_at] = Jump(self.program[jump_at].key, target=after)
+        if "experiment" in step:
+            experiment = self.experiment(step, loc, key, "path", variants)
+            if experiment is not None and len(self.problems) == count:
+                self.program[at] = Split(key, experiment)
+
+    def nesting(self, loc: Loc, what: str) -> None:
+        if self.split_depth > MAX_SPLIT_DEPTH:
+            self.problem(loc, f"{what} is nested too deep: a split can be nested in another "
+                         "split's path only one level deep",
+                         "move this experiment up a level, or make it a separate journey")
+
+    def variant_entries(self, value: Any, loc: Loc, keys: tuple[str, ...], kind: str
+                        ) -> list[tuple[int, dict[str, Any], str, float]]:
+        """Each variant mapping's index, mapping, name and weight (percent; equal when none is
+        given). Whatever is wrong is reported; the caller goes on checking the rest (the paths'
+        steps, the experiment) so that a file shows all its problems at once, and compiles
+        nothing if any was found."""
+        if not isinstance(value, list) or len(value) < 2:
+            found = len(value) if isinstance(value, list) else 0
+            self.problem(loc, f"an experiment needs at least 2 variants (found {found})",
+                         "the first variant is the control the others are compared to")
+        listed = value if isinstance(value, list) else []
+        entries: list[tuple[int, dict[str, Any], str, float]] = []
+        seen: set[str] = set()
+        weights: list[float | None] = []
+        for index, entry in enumerate(listed):
+            eloc: Loc = (*loc, index)
+            if not isinstance(entry, dict):
+                self.problem(eloc, "a variant must be a mapping with 'name' and 'weight'")
+                continue
+            for extra in set(entry) - set(keys):
+                self.problem((*eloc, extra), f"unknown field '{extra}' in {kind} variant",
+                             f"a variant takes {', '.join(keys)}")
+            name = entry.get("name")
+            if "name" not in entry:
+                self.problem(eloc, "a variant needs a name", "add e.g. 'name: control'")
+            elif not isinstance(name, str) or not _NAME.match(name):
+                self.problem((*eloc, "name"), f"bad variant name '{name}'",
+                             "use lowercase letters, digits, - and _, starting with a letter")
+            elif name in RESERVED_VARIANT_NAMES:
+                self.problem((*eloc, "name"), f"'{name}' cannot name a variant: 'winner: "
+                             f"{name}' means the {name} rule", "choose another name")
+            elif name in seen:
+                self.problem((*eloc, "name"), f"two variants are named '{name}'",
+                             "give each variant its own name")
+            else:
+                seen.add(name)
+            weight = self.weight(entry["weight"], (*eloc, "weight")) if "weight" in entry else None
+            weights.append(weight if "weight" in entry else None)
+            entries.append((index, entry, str(name), 0.0))
+        given = [w for w in weights if w is not None]
+        written = sum(1 for _, entry, _, _ in entries if "weight" in entry)
+        if written and written != len(entries):
+            self.problem(loc, "give every variant a weight, or none (an equal split)",
+                         "e.g. weight: 50% on each")
+        elif not written:
+            return [(i, e, n, 100 / len(entries)) for i, e, n, _ in entries]
+        elif len(given) == len(entries) and abs(sum(given) - 100) > 1e-6:
+            self.problem(loc, f"the variants' weights add up to {sum(given):g}%, not 100%",
+                         "make them add up to 100%, e.g. 50% and 50%")
+        if len(given) != len(entries):
+            return entries  # reported above; the weights are never used
+        return [(i, e, n, w) for (i, e, n, _), w in zip(entries, given, strict=True)]
+
+    def weight(self, value: Any, loc: Loc) -> float | None:
+        """``50%`` or ``50``: percent of the customers reaching the experiment."""
+        text = value.strip().removesuffix("%").strip() if isinstance(value, str) else value
+        try:
+            number = None if isinstance(text, bool) else float(text)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number != number:  # NaN is a float too
+            self.problem(loc, f"weight '{value}' is not a percentage", "write e.g. 50%")
+            return None
+        if number < 0:
+            self.problem(loc, f"weight {value} is negative", "weights are 0% to 100%")
+            return None
+        if number > 100:
+            self.problem(loc, f"weight {value} is more than 100%", "weights are 0% to 100%")
+            return None
+        return number
+
+    def subject(self, value: Any, loc: Loc, channels: tuple[str, ...]
+                ) -> dict[str, str] | None:
+        """One subject line for every locale (``"*"``), or ``{en: ..., tr: ...}``."""
+        if channels and "email" not in channels:
+            self.problem(loc, "a subject line only changes e-mails, and this variant sends none",
+                         "add email to its channels, or remove the subject")
+        if isinstance(value, str) and value.strip():
+            return {"*": value}
+        if not isinstance(value, dict) or not value:
+            self.problem(loc, "subject must be a line of text or one per locale",
+                         "e.g. subject: \"A gift for you\", or subject: {en: ..., tr: ...}")
+            return None
+        found: dict[str, str] = {}
+        for locale, text in value.items():
+            if not isinstance(locale, str) or not _LOCALE.match(locale):
+                self.problem((*loc, locale), f"'{locale}' is not a locale name",
+                             "e.g. en, tr, pl_PL (quote it if YAML reads it as something else: "
+                             "'no')")
+            elif not isinstance(text, str) or not text.strip():
+                self.problem((*loc, locale), f"the {locale} subject must be a line of text")
+            else:
+                found[locale] = text
+        return found if len(found) == len(value) else None
+
+    def experiment(self, step: dict[str, Any], loc: Loc, key: str, kind: str,
+                   variants: list[Variant]) -> Experiment | None:
+        """The step's ``experiment:`` mapping, with these variants."""
+        eloc: Loc = (*loc, "experiment")
+        spec = step["experiment"]
+        if not isinstance(spec, dict):
+            self.problem(eloc, "experiment must be a mapping with name, goal, min_per_variant, "
+                         "max_days and winner", _EXPERIMENT_EXAMPLE)
+            return None
+        count = len(self.problems)
+        for extra in set(spec) - set(EXPERIMENT_KEYS):
+            self.problem((*eloc, extra), f"unknown field '{extra}' in an experiment",
+                         f"an experiment takes {', '.join(EXPERIMENT_KEYS)}")
+        for required in ("name", "goal", "min_per_variant", "max_days"):
+            if required not in spec:
+                self.problem(eloc, f"the experiment needs '{required}'", _EXPERIMENT_EXAMPLE)
+        name = spec.get("name")
+        if "name" in spec:
+            if not isinstance(name, str) or not _NAME.match(name):
+                self.problem((*eloc, "name"), f"bad experiment name '{name}'",
+                             "use lowercase letters, digits, - and _, starting with a letter")
+            elif name in self.experiment_names:
+                self.problem((*eloc, "name"), f"experiment '{name}' is used twice in this "
+                             "journey", "give each experiment its own name: its results are "
+                             "kept by name")
+            else:
+                self.experiment_names.add(name)
+        goal = None
+        if "goal" in spec:
+            try:
+                goal = parse_goal(spec["goal"])
+            except ValueError as exc:
+                self.problem((*eloc, "goal"), str(exc), _GOAL_HINT)
+        counts = {field_: self.whole(spec, field_, eloc)
+                  for field_ in ("min_per_variant", "max_days") if field_ in spec}
+        names = [v.name for v in variants
+                 if _NAME.match(v.name) and v.name not in RESERVED_VARIANT_NAMES]
+        winner = spec.get("winner", WinnerRule.MANUAL.value)
+        chosen = None
+        if isinstance(winner, str) and winner in RESERVED_VARIANT_NAMES:
+            rule = WinnerRule(winner)
+        elif isinstance(winner, str) and winner in names:
+            rule, chosen = WinnerRule.MANUAL, winner
+        else:
+            rule = WinnerRule.MANUAL
+            self.problem((*eloc, "winner"), f"winner '{winner}' is not auto, manual or a "
+                         f"variant", f"the variants are {', '.join(names)}")
+        if len(self.problems) > count or goal is None or None in counts.values():
+            return None
+        without_winner = {k: v for k, v in spec.items() if k != "winner"}
+        return Experiment(
+            name=str(name), journey=self.journey, step_key=key, kind=kind,
+            variants=tuple(variants), goal=goal, min_per_variant=counts["min_per_variant"] or 1,
+            max_days=counts["max_days"] or 1, rule=rule, chosen=chosen,
+            version=version_of({**step, "experiment": without_winner}),
+            line=self.doc.line(eloc), weights_total=sum(v.weight for v in variants))
+
+    def whole(self, spec: dict[str, Any], key: str, loc: Loc) -> int | None:
+        value = spec[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.problem((*loc, key), f"{key} must be a whole number, 1 or more, not '{value}'",
+                         "e.g. min_per_variant: 300 (customers per variant), max_days: 120")
+            return None
+        return value
 
     def wait_for(self, event: Any, step: dict[str, Any], loc: Loc, key: str, when: Condition | None) -> None:
         if event not in EVENT_NAMES:
@@ -342,6 +616,7 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
                   f"shipment event, but {others} is not",
                   f"trigger on {', '.join(SHIPMENT_EVENT_NAMES)} only, or use once_per_order")
     stalled_after = c.stalled_after(data, triggers)
+    c.journey = str(name)
     quiet_hours = c.rule(data, "quiet_hours", parse_quiet_hours)
     frequency_cap = c.rule(data, "frequency_cap", parse_frequency_cap)
     if "steps" in data:
