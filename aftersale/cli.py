@@ -268,6 +268,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML report with charts (works offline, loads nothing)."""
     from aftersale.metrics.compute import compute, nps_by_month
+    from aftersale.metrics.experiments import experiment_results
     from aftersale.metrics.present import period_text
     from aftersale.metrics.report import write_report
 
@@ -275,12 +276,43 @@ def report(
     with rt.factory() as session, session.begin():
         metrics_report = compute(session, start, end, kinds, as_of=rt.now(), parallel=True)
         trend = nps_by_month(session, start, end)
+        # Experiments are judged as of now over their current version, not over the period.
+        experiments = experiment_results(session, rt.definitions(), rt.now())
     try:
-        write_report(out_path, metrics_report, trend)
+        write_report(out_path, metrics_report, trend, experiments)
     except OSError as exc:
         err.print(f"cannot write {out_path}: {exc.strerror}", highlight=False)
         raise typer.Exit(1) from None
     out.print(f"wrote {out_path}: metrics {period_text(metrics_report)}", highlight=False)
+
+
+@app.command()
+def experiments(
+    format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    journey: Annotated[str | None, typer.Option(help="only this journey's experiments")] = None,
+) -> None:
+    """Each experiment of the current journeys, per variant: assigned, sent, people's opens
+    and clicks, the goal, the difference to the control with its always-valid 95% interval,
+    and the verdict (or the decision taken). Read-only: winners are decided by the
+    compute-metrics flow, not by this command."""
+    from aftersale.metrics.experiments import experiment_results, print_table
+    from aftersale.pipeline.runtime import open_runtime
+
+    if format not in ("table", "json"):
+        err.print(f"unknown format '{format}'; use table or json", highlight=False)
+        raise typer.Exit(1)
+    rt = open_runtime(_settings())
+    definitions = rt.definitions()
+    if journey is not None and journey not in definitions.journeys:
+        err.print(f"unknown journey '{journey}'; journeys: {', '.join(sorted(definitions.journeys))}",
+                  highlight=False)
+        raise typer.Exit(1)
+    with rt.factory() as session, session.begin():
+        results = experiment_results(session, definitions, rt.now(), journey)
+    if format == "json":
+        sys.stdout.write(results.to_json() + "\n")
+        return
+    print_table(out, results)
 
 
 def _metrics_inputs(from_text: str | None, to_text: str | None, segments: list[str] | None

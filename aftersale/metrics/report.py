@@ -21,6 +21,8 @@ from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from aftersale.metrics import experiments as exp
+from aftersale.metrics.experiments import ExperimentResult, ExperimentsReport
 from aftersale.metrics.model import (
     Cohort,
     FunnelStep,
@@ -57,7 +59,8 @@ class Chart:
     rows: Sequence[Sequence[object]]
 
 
-def render_report(report: MetricsReport, nps_trend: Sequence[MonthNps] = ()) -> str:
+def render_report(report: MetricsReport, nps_trend: Sequence[MonthNps] = (),
+                  experiments: ExperimentsReport | None = None) -> str:
     builders: list[Callable[[], Chart | None]] = [
         lambda: _satisfaction(report.segments),
         lambda: _nps_trend(nps_trend),
@@ -70,11 +73,15 @@ def render_report(report: MetricsReport, nps_trend: Sequence[MonthNps] = ()) -> 
     return _TEMPLATE.render(title=TITLE, report=report, period=period_text(report),
                             as_of=report.as_of.strftime("%Y-%m-%d %H:%M UTC"),
                             has_data=has_data(report) or bool(charts),
-                            verdicts=verdicts(report), charts=charts)
+                            verdicts=verdicts(report), charts=charts,
+                            experiments=[_experiment(i, e) for i, e in
+                                         enumerate(experiments.experiments if experiments else ())])
 
 
-def write_report(path: Path, report: MetricsReport, nps_trend: Sequence[MonthNps] = ()) -> Path:
-    path.write_text(render_report(report, nps_trend), encoding="utf-8")
+def write_report(path: Path, report: MetricsReport, nps_trend: Sequence[MonthNps] = (),
+                 experiments: ExperimentsReport | None = None) -> Path:
+    """``experiments``: the Experiments section (left out when None)."""
+    path.write_text(render_report(report, nps_trend, experiments), encoding="utf-8")
     return path
 
 
@@ -319,6 +326,43 @@ def _delivery(segments: Sequence[SegmentMetrics]) -> Chart | None:
                   "repeat problem", "repeat difference"), rows)
 
 
+def _experiment(index: int, result: ExperimentResult) -> Chart:
+    """The goal per variant: a point for each, and for the others the control's value plus the
+    always-valid 95% interval of their difference (where that variant may truly stand)."""
+    key = f"experiment-{index}"
+    variants = result.variants
+    fig = Figure(figsize=(8, 0.9 + 0.5 * len(variants)), layout="constrained")
+    ax = fig.subplots()
+    control = variants[0].goal.value if variants else None
+    for y, variant in enumerate(variants):
+        value = variant.goal.value
+        if value is None:
+            ax.annotate("no data yet", (0, y), va="center", fontsize=8, color=GREY)
+            continue
+        d = variant.vs_control
+        if d is not None and control is not None:
+            low, high = control + d.ci_low, control + d.ci_high
+            color = GREEN if d.ci_low > 0 else VERMILION if d.ci_high < 0 else GREY
+            ax.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
+            ax.plot([low, high], [y, y], "|", color=color, markersize=10)
+        ax.plot([value], [y], "o", color=BLUE if variant.control else ORANGE)
+        ax.annotate(f"{value:+.1f}" if result.goal_kind == "nps" else f"{value:.1f}%",
+                    (value, y), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize=8)
+    if control is not None:
+        ax.axvline(control, color=GREY, linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(variants)),
+                  [_text(v.name + (" (control)" if v.control else "")) for v in variants])
+    ax.set_ylim(len(variants) - 0.5, -0.7)
+    unit = "NPS points" if result.goal_kind == "nps" else "%"
+    ax.set_xlabel(_text(f"{result.goal} ({unit}); bars: control + the 95% interval of the "
+                        "difference"))
+    _tidy(ax)
+    return Chart(key, exp.title(result), f"Verdict: {result.verdict}",
+                 _svg(fig, key, f"The goal per variant of experiment {result.experiment}"),
+                 exp.COLUMNS, exp.rows(result))
+
+
 def _tidy(ax: Axes) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -414,6 +458,32 @@ _TEMPLATE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
     </details>
   </section>
 {% endfor %}
+{% if experiments %}
+  <section id="experiments" aria-labelledby="experiments-heading">
+    <h2 id="experiments-heading">Experiments</h2>
+    <p>Each variant against the first one (the control), on the experiment's goal. The
+    intervals are always valid: they may be looked at every day without inflating false
+    winners.</p>
+  {% for chart in experiments %}
+    <article id="{{ chart.key }}" aria-labelledby="{{ chart.key }}-heading">
+      <h3 id="{{ chart.key }}-heading">{{ chart.title }}</h3>
+      <p><strong>{{ chart.summary }}</strong></p>
+      <figure>{{ chart.svg }}</figure>
+      <table>
+        <caption class="meta">{{ chart.title }}</caption>
+        <thead><tr>{% for h in chart.headers %}<th scope="col">{{ h }}</th>{% endfor %}</tr></thead>
+        <tbody>
+        {% for row in chart.rows %}<tr>
+          {%- for cell in row %}{% if loop.first %}<th scope="row">{{ cell }}</th>
+          {%- else %}<td>{{ cell }}</td>{% endif %}{% endfor -%}
+        </tr>
+        {% endfor %}
+        </tbody>
+      </table>
+    </article>
+  {% endfor %}
+  </section>
+{% endif %}
 </main>
 <footer>Written by aftersale. Rates show numerator/denominator; “{{ null }}” means no data (never 0).
 Metric definitions: the “Metrics” section of aftersale's README (each key with its numerator and

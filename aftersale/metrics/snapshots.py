@@ -2,7 +2,7 @@
 
 ``compute-metrics`` stores each result and publishes keyed artifacts, so the UI keeps their
 history: a table per segment, the message funnel (people's opens and clicks, the machines'
-beside them) and a short markdown summary with the holdout verdicts.
+beside them), a short markdown summary with the holdout verdicts and the experiments' results.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from aftersale.metrics.stats import delivery_verdict
 SEGMENTS_KEY = "metrics-segments"
 SUMMARY_KEY = "metrics-summary"
 FUNNEL_KEY = "metrics-funnel"
+#: Per experiment its table and verdict (aftersale.metrics.experiments.markdown).
+EXPERIMENTS_KEY = "experiments"
 FUNNEL_COLUMNS = ("journey", "step", "template", "channel", "sent", "delivered", "opened",
                   "clicked", "machine_opened", "suspect_clicked", "bounced", "failed",
                   "unsubscribed")

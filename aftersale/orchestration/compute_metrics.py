@@ -3,7 +3,10 @@ a snapshot (for trends) and published as Prefect artifacts under stable keys, so
 their history: ``metrics-segments`` (a table per segment), ``metrics-funnel`` (per step and
 channel: people's opens and clicks, machine opens and scanner clicks beside) and
 ``metrics-summary`` (markdown with the holdout verdicts and, in one sentence, what a delivery
-problem did to NPS and repeat purchase).
+problem did to NPS and repeat purchase) and ``experiments`` (per experiment its table and
+verdict). Before the experiments are published, ``winner: auto`` experiments that have a
+winner (or reached their horizon) are decided, and the team alerted (one task, whatever the
+number of experiments).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from aftersale.metrics.compute import compute
+from aftersale.metrics.experiment_decisions import decide
+from aftersale.metrics.experiments import experiment_results, markdown
 from aftersale.metrics.snapshots import (
+    EXPERIMENTS_KEY,
     FUNNEL_KEY,
     SEGMENTS_KEY,
     SUMMARY_KEY,
@@ -50,6 +56,23 @@ def compute_task(start: datetime | None) -> dict[str, Any]:
             "customers": next((s.customers for s in report.segments if s.segment == "all"), 0)}
 
 
+@task(name="decide-experiments", cache_policy=NO_CACHE)
+def experiments_task() -> dict[str, Any]:
+    """Decide what can be decided, then publish every experiment's results."""
+    rt, definitions = work()
+    now = rt.now()
+    with rt.factory() as session, session.begin():
+        decided = decide(session, definitions, now)
+    with rt.factory() as session, session.begin():
+        results = experiment_results(session, definitions, now)
+    create_markdown_artifact(markdown(results), key=EXPERIMENTS_KEY,
+                             description="Experiments: per variant the goal, the difference "
+                                         "to the control (always-valid 95% CI) and the verdict")
+    return {"experiments": len(results.experiments),
+            "decided": [f"{d.journey}/{d.experiment}: {d.variant} ({d.outcome})"
+                        for d in decided]}
+
+
 @flow(name="compute-metrics")
 def compute_metrics(start: str | None = None) -> dict[str, Any]:
     """``start``: ISO date or time the period begins (default: all history)."""
@@ -58,5 +81,6 @@ def compute_metrics(start: str | None = None) -> dict[str, Any]:
     definitions = rt.definitions()
     with working_with(rt, definitions):
         summary = compute_task(datetime.fromisoformat(start) if start else None)
-    logger.info("compute-metrics: %s", summary)
+        experiments = experiments_task()
+    logger.info("compute-metrics: %s; experiments: %s", summary, experiments)
     return summary

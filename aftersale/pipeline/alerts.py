@@ -1,10 +1,12 @@
-"""Telling the team about a detractor or a parcel in trouble: an e-mail to ALERT_EMAIL and a
-JSON POST to ALERT_WEBHOOK_URL (Slack-compatible), for every ``alerts`` row the journeys
-recorded. The e-mail is the content template ``alert_<kind>`` (``alert_delivery_problem``),
-else ``alert_detractor``; an alert raised by a shipment-triggered enrollment (delivery-care)
-carries its parcel: carrier, tracking number, status, the moment and the carrier's last words,
-read from the ``shipments`` row when the alert goes out (so ``aftersale forget`` and the
-shipment's own history stay the one copy).
+"""Telling the team about a detractor, a parcel in trouble or an experiment's decision: an
+e-mail to ALERT_EMAIL and a JSON POST to ALERT_WEBHOOK_URL (Slack-compatible), for every
+``alerts`` row the journeys (or a decision) recorded. The e-mail is the content template
+``alert_<kind>`` (``alert_delivery_problem``), else ``alert_detractor``; an alert raised by a
+shipment-triggered enrollment (delivery-care) carries its parcel: carrier, tracking number,
+status, the moment and the carrier's last words, read from the ``shipments`` row when the alert
+goes out (so ``aftersale forget`` and the shipment's own history stay the one copy). An alert
+about no customer (an experiment decided, ``alert_experiment_decided``) carries its figures in
+``details.experiment`` and never falls back to the detractor's e-mail.
 
 Nothing lost, nothing doubled on purpose:
 
@@ -129,6 +131,8 @@ class AlertView:
     # The parcel, for delivery alerts (None otherwise): the carrier's words are what the team
     # needs first.
     shipment: dict[str, Any] | None = None
+    # An experiment's decision (details.experiment, see aftersale.metrics.experiment_decisions).
+    experiment: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, item: _Claimed) -> AlertView:
@@ -147,14 +151,18 @@ class AlertView:
             survey_kind=kind, score=score, comment=comment,
             segment=details.get("segment"), journey=details.get("journey"),
             created_at=alert.created_at,
-            shipment=item.shipment)
+            shipment=item.shipment,
+            experiment=_experiment(details))
 
     @property
     def title(self) -> str:
         return f"{self.kind.replace('_', ' ').capitalize()} alert"
 
     def summary(self) -> str:
-        """One plain line: who gave what on which order, the comment, segment and journey."""
+        """One plain line: who gave what on which order, the comment, segment and journey (or
+        which experiment ended how)."""
+        if self.experiment is not None:
+            return experiment_summary(self.experiment)
         line = f"{self.title}: {self.name}"
         if self.score is not None:
             line += f" gave {(self.survey_kind or 'score').upper()} {self.score}"
@@ -175,15 +183,16 @@ class AlertView:
         return f"{line} ({where})" if where else line
 
     def webhook_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             # Slack shows "text"; other receivers read "alert". Slack ignores keys it does not
             # know, and mrkdwn=false keeps *bold*, _italic_ and the like from a comment literal.
             "text": slack_escape(self.summary()),
             "mrkdwn": False,
             "alert": {
                 "id": self.id, "kind": self.kind,
-                "customer": {"id": self.customer_id, "name": self.name, "email": self.email,
-                             "phone": self.phone},
+                "customer": None if self.customer_id is None else {
+                    "id": self.customer_id, "name": self.name, "email": self.email,
+                    "phone": self.phone},
                 "order": None if self.order_id is None else {
                     "id": self.order_id, "number": self.order_number, "total": self.total,
                     "currency": self.currency},
@@ -195,13 +204,46 @@ class AlertView:
                     for key, value in self.shipment.items()},
             },
         }
+        if self.experiment is not None:  # a decision: the receivers of other alerts see no change
+            payload["alert"]["experiment"] = self.experiment
+        return payload
 
 
-def template_for(kind: str, content: ContentLibrary) -> str:
+def template_for(kind: str, content: ContentLibrary, about_customer: bool = True) -> str:
     """The team's e-mail for an alert kind: ``alert_<kind>`` when the content has it (the
-    delivery alerts do), else ``alert_detractor`` (detractor, unhappy_customer)."""
+    delivery alerts do), else ``alert_detractor`` (detractor, unhappy_customer); an alert about
+    no customer only ever gets its own (missing: the plain summary is sent)."""
     own = f"alert_{kind}"
-    return own if content.has(own, "email") else TEMPLATE
+    return own if content.has(own, "email") or not about_customer else TEMPLATE
+
+
+def _experiment(details: Mapping[str, Any]) -> dict[str, Any] | None:
+    found = details.get("experiment")
+    return dict(found) if isinstance(found, Mapping) else None
+
+
+def experiment_summary(experiment: Mapping[str, Any]) -> str:
+    """The decision in one line: which experiment, what new arrivals get, and why."""
+    what = ("no difference at the horizon: the control" if experiment.get("outcome")
+            == "no_difference" else "the winner")
+    return (f"Experiment decided: {experiment.get('journey')} / {experiment.get('name')} "
+            f"(version {experiment.get('version')}): new arrivals get {what}, "
+            f"{experiment.get('variant')}. {experiment.get('verdict')}")
+
+
+def experiment_lines(experiment: Mapping[str, Any]) -> list[str]:
+    """The figures per variant as plain lines, for an e-mail without its template."""
+    lines = []
+    for v in experiment.get("variants") or []:
+        line = (f"- {v.get('name')}{' (control)' if v.get('control') else ''}: assigned "
+                f"{v.get('assigned')}, sent {v.get('sent')}, opened {v.get('opened')}, clicked "
+                f"{v.get('clicked')}; {experiment.get('goal')}: {v.get('numerator')}/"
+                f"{v.get('denominator')}")
+        if v.get("difference") is not None:
+            line += (f", {v['difference']:+.1f} points vs control (95% CI {v['ci_low']:+.1f} to "
+                     f"{v['ci_high']:+.1f})")
+        lines.append(line)
+    return lines
 
 
 def survey_answer(response: Mapping[str, Any]) -> tuple[str | None, int | None, str | None]:
@@ -277,9 +319,11 @@ def _claim(factory: sessionmaker[Session], now: datetime, limit: int,
             return []
         alerts = list(session.scalars(select(AlertRecord).where(AlertRecord.id.in_(won))
                                       .order_by(AlertRecord.created_at, AlertRecord.id)))
-        customers = by_id(session, Customer, {a.customer_id for a in alerts})
+        # An alert about no customer (an experiment's decision) has neither key.
+        customers = by_id(session, Customer, {a.customer_id for a in alerts if a.customer_id})
         orders = by_id(session, Order, {a.order_id for a in alerts if a.order_id})
-        enrollments = by_id(session, Enrollment, {a.enrollment_id for a in alerts})
+        enrollments = by_id(session, Enrollment, {a.enrollment_id for a in alerts
+                                                  if a.enrollment_id is not None})
         shipments = by_id(session, Shipment, {e.shipment_id for e in enrollments.values()
                                               if e.shipment_id} | {
                                                   named for a in alerts
@@ -296,7 +340,7 @@ def _claim(factory: sessionmaker[Session], now: datetime, limit: int,
                 # An alert about a parcel of an order journey (a report from the tracking
                 # page names it in its details): the parcel as it is now, no moment.
                 parcel = shipment_context(row, None, now, shop_country)
-            claimed.append(_Claimed(a, customers.get(a.customer_id),
+            claimed.append(_Claimed(a, customers.get(a.customer_id or ""),
                                     orders.get(a.order_id or ""), parcel))
         return claimed
 
@@ -375,17 +419,20 @@ class _Routes:
         content = self._content
         if content is None:
             content = self._content = self._rt.definitions().content
-        template = template_for(view.kind, content)
+        template = template_for(view.kind, content, about_customer=view.customer_id is not None)
         if not content.has(template, "email"):
             # A content folder of one's own without the alert template still alerts the team.
             text = view.summary()
-            return template, text, text, None
+            if view.experiment is not None:
+                text = "\n".join([text, "", *experiment_lines(view.experiment)])
+            return template, view.summary(), text, None
         context = {
             "customer": customer_context(item.customer) if item.customer else None,
             "order": order_context(item.order) if item.order is not None else None,
             "shipment": view.shipment,
             "response": {"kind": view.survey_kind, "score": view.score, "comment": view.comment},
             "links": {"unsubscribe": None, "referral": None}, "survey": None, "offer": None,
+            "experiment": view.experiment,
         }
         try:
             rendered = content.render(template, "email", LOCALE, context)
