@@ -36,6 +36,10 @@ template against :func:`sample_context`, where a misspelt name is an error::
               when the caller does not pass it
     offer:    {code, percent} or None
     response: {kind, score, comment} or None    the survey answer, for alert_detractor
+    experiment: an experiment's decision, for alert_experiment_decided, or None: {journey,
+              name, version, outcome, variant, decided_at, goal, verdict, variants: [{name,
+              control, assigned, sent, opened, clicked, goal, numerator, denominator,
+              difference, ci_low, ci_high}]}
     shipment: the parcel of a shipment journey, or None: {id, status, raw_status, moment,
               carrier, tracking_number, tracking_url, destination_country, is_international,
               estimated_delivery_at, first_estimated_delivery_at (aware datetimes or None),
@@ -711,6 +715,19 @@ def sample_context(template: str, locale: str = "en") -> dict[str, Any]:
                    "honeypot": "https://shop.example/s/tok123?hp=1"},
         "offer": {"code": "COMEBACK15", "percent": 15},
         "response": {"kind": "nps", "score": 3, "comment": "The drone arrived late."},
+        "experiment": {
+            "journey": "onboarding", "name": "tutorial_offer", "version": "3f9c0a1b",
+            "outcome": "winner", "variant": "guide_and_offer",
+            "decided_at": "2026-06-30T12:00:00+00:00",
+            "goal": "repeat purchase within 30 days",
+            "verdict": "guide_and_offer wins: +4.1 points of repeat purchase (95% CI +1.2 to +7.0)",
+            "variants": [
+                {"name": "guide", "control": True, "assigned": 410, "sent": 402, "opened": 250,
+                 "clicked": 61, "goal": 10.2, "numerator": 41, "denominator": 402,
+                 "difference": None, "ci_low": None, "ci_high": None},
+                {"name": "guide_and_offer", "control": False, "assigned": 400, "sent": 396,
+                 "opened": 260, "clicked": 80, "goal": 14.3, "numerator": 57, "denominator": 398,
+                 "difference": 4.1, "ci_low": 1.2, "ci_high": 7.0}]},
         "shipment": {
             "id": "shopify:5001", "status": "attempted_delivery",
             "raw_status": "attempted_delivery", "moment": "attempted_delivery",

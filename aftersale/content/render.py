@@ -39,7 +39,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment, 
 #: Top-level names the engine passes (see the library docstring) plus what the library adds.
 CONTEXT_KEYS = frozenset(
     {"customer", "order", "shop", "links", "survey", "guides", "offer", "response", "shipment",
-     "lang", "transactional"}
+     "experiment", "lang", "transactional"}
 )
 #: Extra names a layout sees: the rendered message goes in ``body``.
 LAYOUT_KEYS = CONTEXT_KEYS | {"subject", "body"}

@@ -36,6 +36,7 @@ EXPECTED_CHANNELS = {
     "delivery_delayed": {"email", "sms", "whatsapp"},
     "delivery_problem": {"email", "sms", "whatsapp"},
     "alert_delivery_problem": {"email"},
+    "alert_experiment_decided": {"email"},
     "alert_delivery_problem_report": {"email"},
 }
 #: Letters only the language has (the sample customer's name "Ayşe" has an ş, so Turkish is
