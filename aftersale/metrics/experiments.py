@@ -35,6 +35,7 @@ from aftersale.core.sequential import Arm, Evaluation, State, evaluate, verdict
 from aftersale.core.survey_scales import CSAT_SATISFIED_MIN, NPS_DETRACTOR_MAX, NPS_PROMOTER_MIN
 from aftersale.db.models import (
     DeliveryEvent,
+    Enrollment,
     ExperimentAssignment,
     ExperimentDecision,
     Message,
@@ -151,7 +152,7 @@ def result_of(session: Session, experiment: Experiment, now: datetime) -> Experi
     assigned, first_at = _assigned(session, experiment)
     engagement = _engagement(session, experiment, now)
     goals = _goal(session, experiment, now)
-    arms = [_arm(v.name, goals.get(v.name)) for v in experiment.variants]
+    arms = [_arm(v.name, goals.get(v.name), experiment.goal.kind) for v in experiment.variants]
     horizon = first_at + timedelta(days=experiment.max_days) if first_at else None
     evaluation = evaluate(arms, experiment.min_per_variant,
                           horizon_reached=horizon is not None and now >= horizon)
@@ -300,8 +301,12 @@ def _binary_outcome(experiment: Experiment, now: datetime) -> ColumnElement[bool
     kind = experiment.goal.kind
     if kind is GoalKind.REPEAT_PURCHASE:
         later = orders_t.alias("later")
+        # Not the order the journey is about, whatever the clocks say of its time.
+        anchor = select(Enrollment.order_id).where(Enrollment.id == A.enrollment_id) \
+            .correlate_except(Enrollment).scalar_subquery()
         return exists().where(later.c.customer_id == A.customer_id,
                               _in_window(later.c.placed_at, experiment, now),
+                              later.c.id != func.coalesce(anchor, ""),
                               is_purchase(later, now))
     if kind is GoalKind.RESPONSE_RATE:
         return exists().where(SurveyResponse.customer_id == A.customer_id,
@@ -338,10 +343,13 @@ def _score_value(kind: GoalKind, score: int) -> int:
     return 1 if score >= CSAT_SATISFIED_MIN else 0
 
 
-def _arm(name: str, tally: _Tally | None) -> Arm:
+def _arm(name: str, tally: _Tally | None, kind: GoalKind) -> Arm:
+    # An NPS answer runs from -1 (detractor) to +1: the rule's smoothing adds a pseudo-answer
+    # at each end of the scale, so it must know the low end (a rate's is 0).
+    low = -1.0 if kind is GoalKind.NPS else 0.0
     if tally is None:
-        return Arm(name, 0, 0.0, 0.0)
-    return Arm(name, tally.n, float(tally.total), float(tally.total_sq))
+        return Arm(name, 0, 0.0, 0.0, low=low)
+    return Arm(name, tally.n, float(tally.total), float(tally.total_sq), low=low)
 
 
 def _figure(kind: GoalKind, tally: _Tally | None) -> GoalFigure:

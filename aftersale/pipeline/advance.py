@@ -137,7 +137,8 @@ def advance_due(factory: sessionmaker[Session], definitions: Definitions, clock:
         shipments = by_id(session, Shipment, {e.shipment_id for e in rows if e.shipment_id})
         parcels = _parcels_awaited(session, rows)
         answers = responses_by_customer(session, set(customers))
-        experiments = Assignments.load(session, set(customers), _journeys(versions, rows))
+        experiments = Assignments.load(session, set(customers), _journeys(versions, rows),
+                                       definitions.journeys.values())
         for enrollment in rows:
             counts.advanced += 1
             customer, order = customers[enrollment.customer_id], orders.get(enrollment.order_id)

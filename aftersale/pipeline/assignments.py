@@ -46,15 +46,26 @@ class Assignments:
     assigned: dict[Key, str] = field(default_factory=dict)
     # (journey, experiment, version) -> the variant new arrivals get after the decision
     decided: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # (journey, experiment, version) -> the winner the current YAML names. Naming it changes
+    # the journey's version but not the experiment's: enrollments still on an older journey
+    # version that have not reached the experiment must get it too, not a random draw.
+    named: dict[tuple[str, str, str], str] = field(default_factory=dict)
     recorded: int = 0  # rows this batch stored
 
     @classmethod
     def load(cls, session: Session, customer_ids: Iterable[str],
-             journeys: Iterable[Journey]) -> Assignments:
-        """The assignments of these customers and every decision, for these journeys; two
-        queries (more only past a thousand customers), none for a batch without experiments."""
+             journeys: Iterable[Journey], current: Iterable[Journey] = ()) -> Assignments:
+        """The assignments of these customers and every decision, for these journeys (the
+        versions the enrollments run), and the winners named in the ``current`` definitions;
+        two queries (more only past a thousand customers), none for a batch without
+        experiments."""
         names = {j.name for j in journeys if j.experiments()}
         found = cls()
+        for journey in current:
+            for experiment in journey.experiments():
+                if experiment.chosen is not None:
+                    found.named[(journey.name, experiment.name, experiment.version)] = \
+                        experiment.chosen
         if not names:
             return found
         table = ExperimentAssignment
@@ -72,9 +83,10 @@ class Assignments:
         return found
 
     def choice(self, journey: Journey, experiment: Experiment, customer_id: str) -> Choice:
+        version = (journey.name, experiment.name, experiment.version)
         return choose(experiment, customer_id,
                       self.assigned.get((journey.name, experiment.name, customer_id)),
-                      self.decided.get((journey.name, experiment.name, experiment.version)))
+                      self.named.get(version) or self.decided.get(version))
 
     def choices(self, journey: Journey, customer_id: str) -> dict[str, Choice]:
         """``Facts.variants``: the choice at every experiment of the journey (the version the
@@ -84,7 +96,8 @@ class Assignments:
     def why(self, journey: Journey, experiment: Experiment, customer_id: str) -> str:
         """Which of :func:`choose`'s rules gave this customer their variant."""
         choice = self.choice(journey, experiment, customer_id)
-        if experiment.chosen is not None:
+        if experiment.chosen is not None or \
+                (journey.name, experiment.name, experiment.version) in self.named:
             return NAMED_IN_YAML
         if not choice.randomized:
             return DECIDED

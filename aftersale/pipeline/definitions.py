@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateSyntaxError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aftersale.content import ContentLibrary
-from aftersale.content.render import locale_candidates
+from aftersale.content.render import compile_subject, locale_candidates
 from aftersale.core.clock import Clock
 from aftersale.core.delivery_clock import StallDefaults
 from aftersale.core.errors import DefinitionError, Problem
@@ -153,10 +154,23 @@ def _check_subject(doc: Located, content: ContentLibrary, subject: Mapping[str, 
     """A variant's subject per locale names locales the content is written in (``pl_PL`` is
     fine for content in ``pl``: that is where its customers' messages come from)."""
     known = content.locales()
-    return [doc.problem((*loc, locale), f"no content is written in locale '{locale}'",
-                        f"the content has {', '.join(sorted(known))}")
-            for locale in (subject or {})
-            if locale != "*" and not known.intersection(locale_candidates(locale))]
+    problems = [doc.problem((*loc, locale), f"no content is written in locale '{locale}'",
+                            f"the content has {', '.join(sorted(known))}")
+                for locale in (subject or {})
+                if locale != "*" and not known.intersection(locale_candidates(locale))]
+    # Compiled now as at send time: a subject that cannot render would otherwise only show at
+    # send time, where its messages are put off hour after hour with the text already queued.
+    for locale, text in (subject or {}).items():
+        at = loc if locale == "*" else (*loc, locale)
+        try:
+            _, issues = compile_subject(text)
+        except TemplateSyntaxError as exc:
+            problems.append(doc.problem(at, f"the subject cannot be read: {exc.message}",
+                                        "check its {{ ... }} and {% ... %} pairs"))
+            continue
+        problems.extend(doc.problem(at, f"in the subject: {issue.message}", issue.hint)
+                        for issue in issues)
+    return problems
 
 
 def _send_steps(journey: Journey, doc: Located) -> list[tuple[Send, tuple[Any, ...]]]:

@@ -433,3 +433,24 @@ def test_forget_keeps_the_assignment_and_erases_the_rest(rt: Runtime) -> None:
     assert (row.customer_id, row.variant) == (cid, "offer")
     [mail] = [m for m in of(rt, cid, "trial") if m.step_key == "1"]
     assert mail.subject is None and mail.body_text is None
+
+
+def test_a_winner_named_in_the_yaml_reaches_enrollments_on_the_older_journey_version(
+        rt: Runtime, definitions_dirs: tuple[Path, Path]) -> None:
+    """Naming the winner changes the journey's version, not the experiment's: a customer who
+    enrolled before the edit and reaches the split after it gets the winner, not a draw."""
+    journeys, _ = definitions_dirs
+    old_definitions = rt.definitions()
+    waiting = customer_with("guide", prefix="w")  # the hash says guide; the marketer says offer
+    feed(rt, placed("o-1", START, waiting))
+    drain_inbox(rt, old_definitions)
+    advance_all(rt, old_definitions)  # its day's wait starts on the old journey version
+    (journeys / "trial.yaml").write_text(
+        trial_yaml().replace("      winner: auto", "      winner: offer"))
+    definitions = rt.definitions()
+    assert experiment_of(definitions, "trial").version == \
+        experiment_of(old_definitions, "trial").version
+    assert definitions.journeys["trial"].version != old_definitions.journeys["trial"].version
+    run_to(rt, definitions, START + days(2), tick=timedelta(hours=12))
+    assert [m.template for m in of(rt, waiting, "trial") if m.step_key == "1"] == ["winback"]
+    assert assignments(rt, "trial") == []  # the experiment is over: no draw is recorded

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from aftersale.core.experiments import Experiment, Goal, GoalKind, Variant, WinnerRule, parse_goal
 from aftersale.core.journeys.model import Journey, Reentry, Send
+from aftersale.core.sequential import ALPHA, Arm, compare
 from aftersale.db.models import (
     AlertRecord,
     Customer,
@@ -255,6 +256,26 @@ def test_nps_and_csat_take_each_customers_first_answer_in_the_window(rt: Runtime
     assert (a.goal.value, b.goal.value, b.goal.denominator) == (0.0, 0.0, 1)
     assert goal_of(found["csat_test"]) == {"a": (1, 2), "b": (1, 1)}
     assert found["csat_test"].variants[0].goal.promoters is None
+    # The interval is the rule's on the NPS scale (-1..+1 per answer), not a rate's 0..1.
+    expected = compare(Arm.nps("a", 1, 1, 2), Arm.nps("b", 0, 0, 1), nps.min_per_variant, ALPHA)
+    assert b.vs_control is not None
+    assert (b.vs_control.ci_low, b.vs_control.ci_high) == pytest.approx(
+        (expected.low, expected.high), abs=0.051)
+
+
+def test_the_order_a_journey_is_about_is_never_its_own_repeat_purchase(rt: Runtime) -> None:
+    """Even when the shop's clock put it after the assignment (a split at the first step runs
+    in the tick the order arrives; a shop clock may run ahead of ours)."""
+    exp = experiment("offer", "repeat_purchase within 30d")
+    with rt.factory() as session, session.begin():
+        seed = Seed(session)
+        cid, _ = seed.assigned(exp, "a", START)
+        anchor = session.get(Order, "o-" + cid.removeprefix("c-"))
+        assert anchor is not None
+        anchor.placed_at = START + timedelta(minutes=1)
+        cid, _ = seed.assigned(exp, "b", START)
+        seed.order(cid, START + timedelta(minutes=1))  # a second order: counts
+    assert goal_of(results(rt, exp)["offer"]) == {"a": (0, 1), "b": (1, 1)}
 
 
 def _decided_at_the_horizon(rt: Runtime, exp: Experiment) -> None:

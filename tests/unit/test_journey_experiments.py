@@ -194,7 +194,6 @@ def test_weights_left_out_split_equally_and_winner_defaults_to_manual():
     (("70%", "30%"), (70.0, 30.0)),
     (("70", "30"), (70.0, 30.0)),
     ((99.5, 0.5), (99.5, 0.5)),
-    (("100%", "0%"), (100.0, 0.0)),
 ])
 def test_weights_are_percent_with_or_without_the_sign(weights, expected):
     text = edit(edit(MESSAGE_SPLIT, "weight: 50%\n      - name: guide_and_offer",
@@ -656,6 +655,50 @@ BAD_INPUTS = {
                 subject: [Hello]  #!
             experiment: {name: e, goal: nps, min_per_variant: 5, max_days: 5}
         """, "subject must be a line of text or one per locale"),
+    "zero weight": ("""\
+        journey: t
+        trigger: order.placed
+        steps:
+          - send: nps_survey
+            variants:
+              - {name: a, weight: 100%}
+              - {name: b, weight: 0%}  #!
+            experiment: {name: e, goal: nps, min_per_variant: 5, max_days: 5}
+        """, "a variant with weight 0% gets nobody"),
+    "experiment name too long": (f"""\
+        journey: t
+        trigger: order.placed
+        steps:
+          - send: nps_survey
+            variants: [{{name: a}}, {{name: b}}]
+            experiment:
+              name: {"e" * 65}  #!
+              goal: nps
+              min_per_variant: 5
+              max_days: 5
+        """, "is longer than 64 characters"),
+    "variant name too long": (f"""\
+        journey: t
+        trigger: order.placed
+        steps:
+          - send: nps_survey
+            variants:
+              - name: a
+              - name: {"b" * 65}  #!
+            experiment: {{name: e, goal: nps, min_per_variant: 5, max_days: 5}}
+        """, "is longer than 64 characters"),
+    "horizon within the goal's window": ("""\
+        journey: t
+        trigger: order.placed
+        steps:
+          - send: nps_survey
+            variants: [{name: a}, {name: b}]
+            experiment:
+              name: e
+              goal: repeat_purchase within 60d
+              min_per_variant: 5
+              max_days: 60  #!
+        """, "nobody's window closes before the horizon"),
 }
 
 
@@ -787,7 +830,7 @@ def test_a_message_split_inside_a_path_split_uses_both_choices():
     text = edit(PATH_SPLIT, "- wait: 7d\n          - send: nps_survey", """\
 - send: nps_survey
             variants: [{name: mail}, {name: text, channels: [sms]}]
-            experiment: {name: channel, goal: response_rate, min_per_variant: 5, max_days: 5}""")
+            experiment: {name: channel, goal: response_rate, min_per_variant: 5, max_days: 30}""")
     journey = compiled(text)
     outcome = advance(journey, Position(), facts(nps_timing="day7", channel="text"), T0)
     assert [(a.experiment, a.variant, a.step_key) for a in outcome.actions
@@ -972,3 +1015,37 @@ def test_any_value_anywhere_in_an_experiment_is_a_problem_never_a_crash():
         assert (journey is None) == bool(problems)
         for experiment in journey.experiments() if journey else ():
             assert sum(v.weight for v in experiment.variants) == pytest.approx(100)
+
+
+def test_naming_an_inner_experiments_winner_keeps_the_outer_version():
+    """The outer split's step holds the inner experiment: naming the inner winner ends the
+    inner one, and must not restart the experiment around it."""
+    inner_winner = edit(NESTED, "click, min_per_variant: 10, max_days: 10}",
+                        "click, min_per_variant: 10, max_days: 10, winner: slow}")
+    before, after = compiled(NESTED).experiments(), compiled(inner_winner).experiments()
+    assert after[2].chosen == "slow" and before[2].chosen is None
+    assert [e.version for e in after] == [e.version for e in before]
+
+
+def test_a_variant_subject_that_cannot_render_is_a_problem_on_its_line(tmp_path: Path):
+    journeys = tmp_path / "journeys"
+    journeys.mkdir()
+    (journeys / "segments.yaml").write_text((ROOT / "journeys" / "segments.yaml").read_text())
+    text, line = marked("""\
+        journey: t
+        trigger: order.placed
+        steps:
+          - send: product_tutorial
+            variants:
+              - name: a
+              - name: b
+                subject: "Hi {{ customer.first_name "  #!
+            experiment: {name: e, goal: nps, min_per_variant: 5, max_days: 5}
+        """)
+    (journeys / "t.yaml").write_text(text)
+    _, problems = check_definitions(journeys, ROOT / "content")
+    assert [(p.line, "subject cannot be read" in p.message) for p in problems] == [(line, True)]
+    (journeys / "t.yaml").write_text(text.replace('"Hi {{ customer.first_name "',
+                                                  '"Hi {{ nobody.name }}"'))
+    _, problems = check_definitions(journeys, ROOT / "content")
+    assert [p.line for p in problems] == [line] and "nobody" in problems[0].message, problems

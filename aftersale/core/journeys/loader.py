@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aftersale.core.conditions import FIELDS, Condition, ConditionError, parse_condition
@@ -59,6 +60,8 @@ MODIFIERS = {
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 #: Words ``winner:`` reads as a rule, so no variant may be called so.
 RESERVED_VARIANT_NAMES = frozenset(r.value for r in WinnerRule)
+#: Experiment and variant names are stored in String(64) columns (experiment_assignments).
+NAME_MAX = 64
 EXPERIMENT_KEYS = ("name", "goal", "min_per_variant", "max_days", "winner")
 MESSAGE_VARIANT_KEYS = ("name", "weight", "template", "channels", "subject")
 PATH_VARIANT_KEYS = ("name", "weight", "steps")
@@ -285,6 +288,9 @@ class _Compiler:
             elif not isinstance(name, str) or not _NAME.match(name):
                 self.problem((*eloc, "name"), f"bad variant name '{name}'",
                              "use lowercase letters, digits, - and _, starting with a letter")
+            elif len(name) > NAME_MAX:
+                self.problem((*eloc, "name"), f"variant name '{name}' is longer than "
+                             f"{NAME_MAX} characters", "use a shorter name")
             elif name in RESERVED_VARIANT_NAMES:
                 self.problem((*eloc, "name"), f"'{name}' cannot name a variant: 'winner: "
                              f"{name}' means the {name} rule", "choose another name")
@@ -322,6 +328,12 @@ class _Compiler:
             return None
         if number < 0:
             self.problem(loc, f"weight {value} is negative", "weights are 0% to 100%")
+            return None
+        if number == 0:
+            # Nobody would ever get it, so no winner could be declared (every variant needs
+            # min_per_variant customers) and an auto experiment would end in "no difference".
+            self.problem(loc, "a variant with weight 0% gets nobody and blocks every decision",
+                         "remove the variant (that starts a new version), or give it a share")
             return None
         if number > 100:
             self.problem(loc, f"weight {value} is more than 100%", "weights are 0% to 100%")
@@ -373,6 +385,9 @@ class _Compiler:
             if not isinstance(name, str) or not _NAME.match(name):
                 self.problem((*eloc, "name"), f"bad experiment name '{name}'",
                              "use lowercase letters, digits, - and _, starting with a letter")
+            elif len(name) > NAME_MAX:
+                self.problem((*eloc, "name"), f"experiment name '{name}' is longer than "
+                             f"{NAME_MAX} characters", "use a shorter name")
             elif name in self.experiment_names:
                 self.problem((*eloc, "name"), f"experiment '{name}' is used twice in this "
                              "journey", "give each experiment its own name: its results are "
@@ -387,6 +402,15 @@ class _Compiler:
                 self.problem((*eloc, "goal"), str(exc), _GOAL_HINT)
         counts = {field_: self.whole(spec, field_, eloc)
                   for field_ in ("min_per_variant", "max_days") if field_ in spec}
+        days = counts.get("max_days")
+        if goal is not None and not goal.per_answer and days and \
+                timedelta(days=days) <= goal.within:
+            # A customer counts once their window has closed: with a horizon no longer than
+            # the window nobody would count by then, and auto would end it on no data.
+            self.problem((*eloc, "max_days"), f"max_days {days} leaves no time to measure "
+                         f"{goal.describe()}: nobody's window closes before the horizon",
+                         f"make max_days longer than {goal.within.days} days, several windows "
+                         f"long (e.g. {max(3 * goal.within.days, goal.within.days + 30)})")
         names = [v.name for v in variants
                  if _NAME.match(v.name) and v.name not in RESERVED_VARIANT_NAMES]
         winner = spec.get("winner", WinnerRule.MANUAL.value)
@@ -401,12 +425,11 @@ class _Compiler:
                          f"variant", f"the variants are {', '.join(names)}")
         if len(self.problems) > count or goal is None or None in counts.values():
             return None
-        without_winner = {k: v for k, v in spec.items() if k != "winner"}
         return Experiment(
             name=str(name), journey=self.journey, step_key=key, kind=kind,
             variants=tuple(variants), goal=goal, min_per_variant=counts["min_per_variant"] or 1,
             max_days=counts["max_days"] or 1, rule=rule, chosen=chosen,
-            version=version_of({**step, "experiment": without_winner}),
+            version=version_of(_without_winners(step)),
             line=self.doc.line(eloc), weights_total=sum(v.weight for v in variants))
 
     def whole(self, spec: dict[str, Any], key: str, loc: Loc) -> int | None:
@@ -642,6 +665,20 @@ def compile_journey(doc: Located) -> tuple[Journey | None, list[Problem]]:
         frequency_cap=frequency_cap,
     )
     return journey, []
+
+
+def _without_winners(value: Any) -> Any:
+    """A step as written, less every ``experiment.winner`` in it (its own and those of the
+    experiments in its paths): naming a winner ends an experiment, it does not change what is
+    compared, so it must not start a new version of this one or of one around it."""
+    if isinstance(value, list):
+        return [_without_winners(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    found = {k: _without_winners(v) for k, v in value.items()}
+    if isinstance(found.get("experiment"), dict):
+        found["experiment"] = {k: v for k, v in found["experiment"].items() if k != "winner"}
+    return found
 
 
 def version_of(data: dict[str, Any]) -> str:
