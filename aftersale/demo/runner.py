@@ -33,6 +33,8 @@ from aftersale.demo.behaviour import EXPERIENCES, HANDLED, ON_TIME, PROBLEM, exp
 from aftersale.demo.shop import build_shop
 from aftersale.demo.simulator import CARE_JOURNEY, TAIL, Simulator, feed, simulate
 from aftersale.metrics.compute import nps_by_month
+from aftersale.metrics.experiments import experiment_results
+from aftersale.metrics.experiments import print_table as print_experiments
 from aftersale.metrics.model import MetricsReport, Nps, Rate
 from aftersale.metrics.present import format_metric, print_table
 from aftersale.metrics.report import write_report
@@ -75,7 +77,9 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     print_delivery(out, delivery)
     with rt.factory() as session:
         trend = nps_by_month(session, None, rt.now())
-    write_report(report_path, metrics, trend)
+        experiments = experiment_results(session, rt.definitions(), rt.now())
+    print_experiments(out, experiments)
+    write_report(report_path, metrics, trend, experiments)
     wall = time.monotonic() - started
     out.print(f"finished in {wall:.1f} s; database left at {database} "
               f"({summary['events']:,} events processed, {summary['sent']:,} messages sent); "
@@ -83,7 +87,7 @@ def run_demo(settings: Settings, out: Console, customers: int, days: int, seed: 
     if sim.rejected:
         out.print(f"[yellow]{len(sim.rejected)} simulated events were rejected by intake[/]")
     return {"summary": summary, "report": report, "metrics": metrics, "delivery": delivery,
-            "wall_seconds": wall}
+            "experiments": experiments, "wall_seconds": wall}
 
 
 def latest_metrics(rt: Runtime) -> MetricsReport:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +34,7 @@ from aftersale.demo.shop import (
     order_event,
 )
 from aftersale.intake.inbox import store_events
+from aftersale.metrics.experiment_decisions import decide
 from aftersale.orchestration.passes import dispatch_due, drain_inbox
 from aftersale.pipeline.advance import DispatchCounts
 from aftersale.pipeline.apply_events import ProcessCounts
@@ -101,6 +102,7 @@ class Simulator:
     judged: set[str] = field(default_factory=set)  # problem orders a customer has weighed
     gave_up: set[str] = field(default_factory=set)  # customers who stopped buying after one
     dropped: set[str] = field(default_factory=set)  # the orders they did not place after all
+    decided_on: date | None = None  # the simulated day experiments were last judged
 
     def __post_init__(self) -> None:
         self.note_problems(self.shop.events)
@@ -310,4 +312,14 @@ def simulate(rt: Runtime, sim: Simulator, definitions: Definitions, until: datet
         dispatched.add(counts)
         if counts.sent:
             let_customers_react(rt, sim, definitions)
+        if rt.now().date() != sim.decided_on:
+            decide_daily(rt, sim, definitions)
     return processed, dispatched
+
+
+def decide_daily(rt: Runtime, sim: Simulator, definitions: Definitions) -> None:
+    """What the daily compute-metrics run does for experiments, on the simulated clock: an
+    ``auto`` experiment whose winner is clear is decided, and new arrivals get the winner."""
+    sim.decided_on = rt.now().date()
+    with rt.factory() as session, session.begin():
+        decide(session, definitions, rt.now())

@@ -17,6 +17,7 @@ from aftersale.db.models import (
     AlertRecord,
     Customer,
     Enrollment,
+    ExperimentAssignment,
     InboxEvent,
     Message,
     Order,
@@ -75,6 +76,21 @@ def test_a_short_demo_is_consistent_with_its_database(
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .where(Message.status == "sent", Enrollment.order_id.in_(cancelled),
                    Message.template != "shipping_update"))
+
+        drawn = session.execute(
+            select(ExperimentAssignment.variant, Message.template)
+            .join(Message, (Message.enrollment_id == ExperimentAssignment.enrollment_id)
+                  & (Message.step_key == ExperimentAssignment.step_key))).all()
+
+    # The onboarding experiment: printed at the end, each draw sent its variant's template,
+    # and the figures count the draws stored.
+    [experiment] = result["experiments"].experiments
+    assert (experiment.journey, experiment.experiment) == ("onboarding", "tutorial_offer")
+    assert "onboarding / tutorial_offer" in printed and "Verdict:" in printed
+    templates = {"guide": "product_tutorial", "guide_and_offer": "product_tutorial_offer"}
+    assert drawn and all(template == templates[variant] for variant, template in drawn)
+    assert {v.name: v.assigned for v in experiment.variants} == {
+        name: sum(1 for variant, _ in drawn if variant == name) for name in templates}
 
     summary = result["summary"]
     assert failed == [] and summary["failed"] == 0
