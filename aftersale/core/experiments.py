@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
@@ -123,7 +123,6 @@ class Experiment:
     chosen: str | None = None
     version: str = ""  # content hash of the experiment's definition (``winner:`` left out)
     line: int = 0  # where it is declared, for messages
-    weights_total: float = field(default=100.0, repr=False)
 
     @property
     def control(self) -> Variant:

@@ -42,7 +42,7 @@ from aftersale.db.models import (
     SurveyResponse,
 )
 from aftersale.metrics.anchors import is_purchase, orders_t, seconds_between
-from aftersale.metrics.journeys import _STAGES as STAGES
+from aftersale.metrics.journeys import STAGES
 
 SCHEMA_VERSION = 1
 

@@ -182,7 +182,7 @@ _MACHINE = (K.MACHINE_OPENED, K.SUSPECT_CLICKED)
 _DELIVERED = (K.DELIVERED, *_OPENED, *_MACHINE, K.SPAM_REPORT, K.UNSUBSCRIBED)
 _FAILED = (K.FAILED, K.UNDELIVERED, K.DROPPED)  # the provider gave up (dropped: never tried)
 _UNSUBSCRIBED = (K.UNSUBSCRIBED, K.SPAM_REPORT)  # a spam report unsubscribes, in effect
-_STAGES: dict[str, tuple[K, ...]] = {
+STAGES: dict[str, tuple[K, ...]] = {
     "delivered": _DELIVERED, "opened": _OPENED, "clicked": (K.CLICKED,),
     "bounced": (K.BOUNCED,), "failed": _FAILED, "unsubscribed": _UNSUBSCRIBED,
     "machine_opened": (K.MACHINE_OPENED,), "suspect_clicked": (K.SUSPECT_CLICKED,),
@@ -218,7 +218,7 @@ def _stages_reached(end: datetime) -> Any:
     return (select(DeliveryEvent.message_id,
                    *(func.max(case((DeliveryEvent.kind.in_([k.value for k in kinds]), 1),
                                    else_=0)).label(name)
-                     for name, kinds in _STAGES.items()))
+                     for name, kinds in STAGES.items()))
             .where(DeliveryEvent.occurred_at <= end)
             .group_by(DeliveryEvent.message_id)
             .subquery("reached"))
@@ -252,13 +252,13 @@ def _stages(session: Session, start: datetime | None, end: datetime
     reached = _stages_reached(end)
     rows = session.execute(
         select(Message.journey, Message.step_key, Message.template, Message.channel,
-               *(func.sum(reached.c[name]).label(name) for name in _STAGES))
+               *(func.sum(reached.c[name]).label(name) for name in STAGES))
         .join_from(reached, Message, Message.id == reached.c.message_id)
         .where(Message.status == "sent", in_period(Message.sent_at, start, end))
         .group_by(Message.journey, Message.step_key, Message.template, Message.channel)
     ).all()
     return {(r.journey, r.step_key, r.template, r.channel or "unknown"):
-            {name: int(getattr(r, name) or 0) for name in _STAGES} for r in rows}
+            {name: int(getattr(r, name) or 0) for name in STAGES} for r in rows}
 
 
 def funnel(session: Session, start: datetime | None, end: datetime) -> list[FunnelStep]:
@@ -276,7 +276,7 @@ def funnel(session: Session, start: datetime | None, end: datetime) -> list[Funn
     messages. Joining every message to its events instead costs twice as much on SQLite."""
     sends = _sends(session, start, end)
     stages = _stages(session, start, end)
-    nothing = dict.fromkeys(_STAGES, 0)
+    nothing = dict.fromkeys(STAGES, 0)
     steps = []
     for key in sorted(sends, key=lambda k: (k[0], sends[k].first_at, k[1], k[3])):
         journey, step, template, channel = key
@@ -284,6 +284,6 @@ def funnel(session: Session, start: datetime | None, end: datetime) -> list[Funn
         steps.append(FunnelStep(
             journey=journey, step=step, template=template, channel=channel,
             sent=int(sends[key].sent or 0),
-            **{name: reached[name] for name in _STAGES if name != "failed"},
+            **{name: reached[name] for name in STAGES if name != "failed"},
             failed=reached["failed"] + int(sends[key].failed or 0)))
     return steps

@@ -437,13 +437,7 @@ _TEMPLATE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
     <code>aftersale demo</code>; then write this report again.</p>
   </section>
 {% endif %}
-{% for chart in charts %}
-  <section id="{{ chart.key }}" aria-labelledby="{{ chart.key }}-heading">
-    <h2 id="{{ chart.key }}-heading">{{ chart.title }}</h2>
-    <p>{{ chart.summary }}</p>
-    <figure>{{ chart.svg }}</figure>
-    <details>
-      <summary>The numbers</summary>
+{% macro numbers(chart) %}
       <table>
         <caption class="meta">{{ chart.title }}</caption>
         <thead><tr>{% for h in chart.headers %}<th scope="col">{{ h }}</th>{% endfor %}</tr></thead>
@@ -455,6 +449,15 @@ _TEMPLATE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
         {% endfor %}
         </tbody>
       </table>
+{% endmacro %}
+{% for chart in charts %}
+  <section id="{{ chart.key }}" aria-labelledby="{{ chart.key }}-heading">
+    <h2 id="{{ chart.key }}-heading">{{ chart.title }}</h2>
+    <p>{{ chart.summary }}</p>
+    <figure>{{ chart.svg }}</figure>
+    <details>
+      <summary>The numbers</summary>
+      {{ numbers(chart) }}
     </details>
   </section>
 {% endfor %}
@@ -469,17 +472,7 @@ _TEMPLATE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
       <h3 id="{{ chart.key }}-heading">{{ chart.title }}</h3>
       <p><strong>{{ chart.summary }}</strong></p>
       <figure>{{ chart.svg }}</figure>
-      <table>
-        <caption class="meta">{{ chart.title }}</caption>
-        <thead><tr>{% for h in chart.headers %}<th scope="col">{{ h }}</th>{% endfor %}</tr></thead>
-        <tbody>
-        {% for row in chart.rows %}<tr>
-          {%- for cell in row %}{% if loop.first %}<th scope="row">{{ cell }}</th>
-          {%- else %}<td>{{ cell }}</td>{% endif %}{% endfor -%}
-        </tr>
-        {% endfor %}
-        </tbody>
-      </table>
+      {{ numbers(chart) }}
     </article>
   {% endfor %}
   </section>

@@ -430,7 +430,7 @@ class _Compiler:
             variants=tuple(variants), goal=goal, min_per_variant=counts["min_per_variant"] or 1,
             max_days=counts["max_days"] or 1, rule=rule, chosen=chosen,
             version=version_of(_without_winners(step)),
-            line=self.doc.line(eloc), weights_total=sum(v.weight for v in variants))
+            line=self.doc.line(eloc))
 
     def whole(self, spec: dict[str, Any], key: str, loc: Loc) -> int | None:
         value = spec[key]
